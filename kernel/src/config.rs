@@ -1,0 +1,590 @@
+//! Typed configuration: `config/default.yaml` (built in), then an optional `--config` file,
+//! then `KEYGRAPH__SECTION__KEY` environment variables. Unknown keys and bad values fail with
+//! the key's path and what is accepted.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The defaults, compiled in so the binary runs without the repository beside it.
+pub const DEFAULT_YAML: &str = include_str!("../../config/default.yaml");
+
+/// Prefix of environment variables that override settings.
+pub const ENV_PREFIX: &str = "KEYGRAPH__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {origin} is not valid YAML: {message}")]
+    Syntax { origin: String, message: String },
+    #[error("config file {origin}: the top level must be a mapping of sections")]
+    NotAMapping { origin: String },
+    #[error("unknown setting `{key}` (from {origin}); known keys at this level: {known}")]
+    UnknownKey {
+        key: String,
+        origin: String,
+        known: String,
+    },
+    #[error("setting `{path}`: {message}")]
+    Invalid { path: String, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub mode: Mode,
+    pub data_dir: PathBuf,
+    pub log: LogConfig,
+    pub http: HttpConfig,
+    pub database: PoolConfig,
+    pub tokens: TokenConfig,
+    pub internal: InternalConfig,
+    pub mail: MailConfig,
+    pub identity: IdentityConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub body_limit_bytes: usize,
+    pub request_timeout_secs: u64,
+    pub shutdown_grace_secs: u64,
+    pub trust_forwarded_for: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub acquire_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub max_lifetime_secs: u64,
+    pub startup_wait_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub jwks_url: Option<String>,
+    pub jwks_cache_secs: u64,
+    pub jwks_min_refetch_secs: u64,
+    pub leeway_secs: u64,
+    pub static_keys: Vec<StaticKey>,
+}
+
+/// An Ed25519 public key trusted without JWKS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticKey {
+    pub kid: String,
+    /// base64url (no padding) of the raw 32-byte public key, as in a JWK's `x`.
+    pub x: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InternalConfig {
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailConfig {
+    pub from: String,
+    pub smtp_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    pub listen: SocketAddr,
+    pub database_url: Option<String>,
+    pub schema: String,
+    pub links: IdentityLinks,
+    pub verification_token_ttl_secs: u64,
+    pub reset_token_ttl_secs: u64,
+    pub mail_rate_limit: RateLimitConfig,
+    pub password: PasswordConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityLinks {
+    pub verify_email: String,
+    pub reset_password: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub max: u32,
+    pub window_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordConfig {
+    pub min_length: usize,
+    pub max_length: usize,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub hashing_concurrency: usize,
+}
+
+impl Config {
+    /// Defaults, then `file`, then `KEYGRAPH__*` variables of this process.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let overlay = match file {
+            Some(path) => Some((
+                path.display().to_string(),
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?,
+            )),
+            None => None,
+        };
+        Self::from_sources(
+            overlay.as_ref().map(|(o, t)| (o.as_str(), t.as_str())),
+            std::env::vars(),
+        )
+    }
+
+    /// Builds the config from the built-in defaults, an optional `(origin, yaml)` overlay and
+    /// environment variables (only those starting with [`ENV_PREFIX`] are read).
+    pub fn from_sources(
+        overlay: Option<(&str, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut tree = parse_yaml("the built-in defaults", DEFAULT_YAML)?;
+        if let Some((origin, text)) = overlay {
+            let layer = parse_yaml(origin, text)?;
+            merge(&mut tree, layer, origin, "")?;
+        }
+        let mut env: Vec<_> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        env.sort();
+        for (name, value) in env {
+            apply_env(&mut tree, &name, &value)?;
+        }
+        let config: Config =
+            serde_path_to_error::deserialize(tree).map_err(|e| ConfigError::Invalid {
+                path: e.path().to_string(),
+                message: e.into_inner().to_string(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |path: &str, message: String| {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                message,
+            })
+        };
+        if self.database.max_connections == 0 {
+            return fail("database.max_connections", "must be at least 1".into());
+        }
+        if self.database.min_connections > self.database.max_connections {
+            return fail(
+                "database.min_connections",
+                format!(
+                    "{} exceeds database.max_connections ({})",
+                    self.database.min_connections, self.database.max_connections
+                ),
+            );
+        }
+        if self.tokens.issuer.is_empty() || self.tokens.audience.is_empty() {
+            return fail("tokens", "issuer and audience must not be empty".into());
+        }
+        if let Some(url) = &self.tokens.jwks_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return fail("tokens.jwks_url", format!("`{url}` is not an http(s) URL"));
+        }
+        if let Some(token) = &self.internal.token
+            && token.len() < 32
+        {
+            return fail(
+                "internal.token",
+                "must be at least 32 characters (e.g. `openssl rand -hex 32`)".into(),
+            );
+        }
+        if self.mode == Mode::Production && self.internal.token.is_none() {
+            return fail(
+                "internal.token",
+                "must be set in production mode (KEYGRAPH__INTERNAL__TOKEN)".into(),
+            );
+        }
+        if let Some(url) = &self.mail.smtp_url
+            && !(url.starts_with("smtp://") || url.starts_with("smtps://"))
+        {
+            return fail(
+                "mail.smtp_url",
+                format!("`{url}` is not an smtp:// or smtps:// URL"),
+            );
+        }
+        let id = &self.identity;
+        validate_database_url("identity.database_url", id.database_url.as_deref())?;
+        if !is_sql_identifier(&id.schema) {
+            return fail(
+                "identity.schema",
+                format!(
+                    "`{}` is not a plain schema name (lowercase letters, digits, _; not starting with a digit)",
+                    id.schema
+                ),
+            );
+        }
+        for (path, link) in [
+            ("identity.links.verify_email", &id.links.verify_email),
+            ("identity.links.reset_password", &id.links.reset_password),
+        ] {
+            if !link.contains("{token}") {
+                return fail(
+                    path,
+                    format!("`{link}` must contain the placeholder {{token}}"),
+                );
+            }
+        }
+        let pw = &id.password;
+        if pw.min_length < 8 {
+            return fail("identity.password.min_length", "must be at least 8".into());
+        }
+        if pw.max_length < 64 || pw.max_length > 4096 {
+            return fail(
+                "identity.password.max_length",
+                "must be between 64 and 4096".into(),
+            );
+        }
+        if pw.min_length > pw.max_length {
+            return fail(
+                "identity.password.min_length",
+                "must not exceed identity.password.max_length".into(),
+            );
+        }
+        if pw.argon2_memory_kib < 19_456 {
+            return fail(
+                "identity.password.argon2_memory_kib",
+                "must be at least 19456 (19 MiB)".into(),
+            );
+        }
+        if pw.argon2_iterations < 2 {
+            return fail(
+                "identity.password.argon2_iterations",
+                "must be at least 2".into(),
+            );
+        }
+        if id.mail_rate_limit.max == 0 || id.mail_rate_limit.window_secs == 0 {
+            return fail(
+                "identity.mail_rate_limit",
+                "max and window_secs must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Where a service's database lives: the configured URL, or its SQLite file under data_dir.
+    pub fn database_url_for(&self, service: &str, configured: Option<&str>) -> String {
+        match configured {
+            Some(url) => url.to_owned(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join(format!("{service}.db")).display()
+            ),
+        }
+    }
+}
+
+fn validate_database_url(path: &str, url: Option<&str>) -> Result<(), ConfigError> {
+    match url {
+        None => Ok(()),
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => Ok(()),
+        Some(u) if u.starts_with("sqlite:") => Ok(()),
+        Some(u) => Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            message: format!(
+                "`{}` is not a postgres:// or sqlite:// URL",
+                crate::db::redact_url(u)
+            ),
+        }),
+    }
+}
+
+/// A schema name safe to quote into DDL.
+pub fn is_sql_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 63
+}
+
+fn parse_yaml(origin: &str, text: &str) -> Result<Value, ConfigError> {
+    let value: Value = serde_norway::from_str(text).map_err(|e| ConfigError::Syntax {
+        origin: origin.to_owned(),
+        message: e.to_string(),
+    })?;
+    match value {
+        Value::Object(_) => Ok(value),
+        // An empty file is an empty overlay.
+        Value::Null => Ok(Value::Object(Default::default())),
+        _ => Err(ConfigError::NotAMapping {
+            origin: origin.to_owned(),
+        }),
+    }
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+fn known_keys(map: &serde_json::Map<String, Value>) -> String {
+    map.keys().cloned().collect::<Vec<_>>().join(", ")
+}
+
+/// Overlays `layer` on `base`; every key of `layer` must exist in the defaults.
+fn merge(base: &mut Value, layer: Value, origin: &str, prefix: &str) -> Result<(), ConfigError> {
+    match (base, layer) {
+        (Value::Object(base), Value::Object(layer)) => {
+            for (key, value) in layer {
+                let path = join(prefix, &key);
+                let known = known_keys(base);
+                let Some(slot) = base.get_mut(&key) else {
+                    return Err(ConfigError::UnknownKey {
+                        key: path,
+                        origin: origin.to_owned(),
+                        known,
+                    });
+                };
+                if slot.is_object() && value.is_object() {
+                    merge(slot, value, origin, &path)?;
+                } else {
+                    *slot = value;
+                }
+            }
+            Ok(())
+        }
+        (base, layer) => {
+            *base = layer;
+            Ok(())
+        }
+    }
+}
+
+/// `KEYGRAPH__IDENTITY__PASSWORD__MIN_LENGTH=10` sets `identity.password.min_length`.
+/// The value is taken as a string where the default is a string, and as YAML otherwise
+/// (numbers, booleans, lists such as `[a, b]`).
+fn apply_env(tree: &mut Value, name: &str, raw: &str) -> Result<(), ConfigError> {
+    let origin = format!("environment variable {name}");
+    let segments: Vec<String> = name[ENV_PREFIX.len()..]
+        .split("__")
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let mut node = tree;
+    let mut path = String::new();
+    for (i, segment) in segments.iter().enumerate() {
+        let here = join(&path, segment);
+        let Value::Object(map) = node else {
+            return Err(ConfigError::UnknownKey {
+                key: here,
+                origin,
+                known: format!("none (`{path}` is not a section)"),
+            });
+        };
+        let known = known_keys(map);
+        let Some(child) = map.get_mut(segment) else {
+            return Err(ConfigError::UnknownKey {
+                key: here,
+                origin,
+                known,
+            });
+        };
+        path = here;
+        if i + 1 == segments.len() {
+            *child = if child.is_string() {
+                Value::String(raw.to_owned())
+            } else {
+                serde_norway::from_str(raw).map_err(|e| ConfigError::Invalid {
+                    path: path.clone(),
+                    message: format!("{origin} is not a valid value: {e}"),
+                })?
+            };
+            return Ok(());
+        }
+        node = child;
+    }
+    Err(ConfigError::UnknownKey {
+        key: name.to_owned(),
+        origin,
+        known: "a variable needs at least one KEYGRAPH__SECTION__KEY segment".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let config = Config::from_sources(None, env(&[])).expect("defaults are valid");
+        assert_eq!(config.mode, Mode::Development);
+        assert_eq!(config.identity.listen.port(), 4001);
+        assert_eq!(config.identity.password.argon2_memory_kib, 19_456);
+    }
+
+    #[test]
+    fn file_then_env_override_in_order() {
+        let file = "identity:\n  password:\n    min_length: 10\nlog:\n  format: json\n";
+        let config = Config::from_sources(
+            Some(("test.yaml", file)),
+            env(&[
+                ("KEYGRAPH__IDENTITY__PASSWORD__MIN_LENGTH", "12"),
+                ("KEYGRAPH__IDENTITY__SCHEMA", "identity_test"),
+                (
+                    "KEYGRAPH__INTERNAL__TOKEN",
+                    "0123456789012345678901234567890123",
+                ),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(config.identity.password.min_length, 12);
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.identity.schema, "identity_test");
+        // A numeric-looking secret stays a string.
+        assert_eq!(
+            config.internal.token.as_deref(),
+            Some("0123456789012345678901234567890123")
+        );
+    }
+
+    #[test]
+    fn unknown_key_in_file_names_its_path() {
+        let err = Config::from_sources(Some(("test.yaml", "identity:\n  lisen: x\n")), env(&[]))
+            .expect_err("typo");
+        let text = err.to_string();
+        assert!(text.contains("`identity.lisen`"), "{text}");
+        assert!(text.contains("listen"), "lists the known keys: {text}");
+    }
+
+    #[test]
+    fn unknown_env_key_names_its_variable() {
+        let err = Config::from_sources(None, env(&[("KEYGRAPH__HTTP__BODY_LIMIT", "10")]))
+            .expect_err("typo");
+        let text = err.to_string();
+        assert!(text.contains("http.body_limit"), "{text}");
+        assert!(text.contains("KEYGRAPH__HTTP__BODY_LIMIT"), "{text}");
+    }
+
+    #[test]
+    fn bad_value_names_path_and_expectation() {
+        let err = Config::from_sources(
+            None,
+            env(&[("KEYGRAPH__DATABASE__MAX_CONNECTIONS", "many")]),
+        )
+        .expect_err("not a number");
+        let text = err.to_string();
+        assert!(text.contains("database.max_connections"), "{text}");
+        assert!(text.contains("u32"), "{text}");
+
+        let err = Config::from_sources(None, env(&[("KEYGRAPH__LOG__FORMAT", "xml")]))
+            .expect_err("bad enum");
+        let text = err.to_string();
+        assert!(
+            text.contains("log.format") && text.contains("json"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn rules_beyond_types_are_checked() {
+        let cases = [
+            (
+                "KEYGRAPH__IDENTITY__PASSWORD__MIN_LENGTH",
+                "6",
+                "identity.password.min_length",
+            ),
+            (
+                "KEYGRAPH__IDENTITY__PASSWORD__ARGON2_MEMORY_KIB",
+                "1024",
+                "argon2_memory_kib",
+            ),
+            ("KEYGRAPH__IDENTITY__SCHEMA", "x; drop", "identity.schema"),
+            (
+                "KEYGRAPH__IDENTITY__DATABASE_URL",
+                "mysql://x",
+                "identity.database_url",
+            ),
+            (
+                "KEYGRAPH__IDENTITY__LINKS__VERIFY_EMAIL",
+                "http://x/",
+                "{token}",
+            ),
+            ("KEYGRAPH__INTERNAL__TOKEN", "short", "internal.token"),
+            ("KEYGRAPH__MODE", "production", "internal.token"),
+            ("KEYGRAPH__IDENTITY__LISTEN", "nowhere", "identity.listen"),
+        ];
+        for (key, value, expected) in cases {
+            let err = Config::from_sources(None, env(&[(key, value)]))
+                .expect_err(&format!("{key}={value} must be rejected"));
+            assert!(err.to_string().contains(expected), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn bad_yaml_and_missing_file_are_reported() {
+        let err =
+            Config::from_sources(Some(("bad.yaml", "identity: [")), env(&[])).expect_err("syntax");
+        assert!(err.to_string().contains("bad.yaml"), "{err}");
+        let err = Config::load(Some(Path::new("/nonexistent/keygraph.yaml"))).expect_err("missing");
+        assert!(
+            err.to_string().contains("/nonexistent/keygraph.yaml"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,248 @@
+//! Database connections: one pool per service, on Postgres (a schema per service, pinned in
+//! `search_path`) or SQLite (a file per service). Migrations run at start-up.
+
+use std::time::{Duration, Instant};
+
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
+use sea_orm_migration::MigratorTrait;
+
+use crate::config::{PoolConfig, is_sql_identifier};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("{service} database at {url} still unreachable after {waited_secs}s: {source}")]
+    Unreachable {
+        service: String,
+        url: String,
+        waited_secs: u64,
+        source: DbErr,
+    },
+    #[error("{service} database: cannot prepare schema `{schema}`: {source}")]
+    Schema {
+        service: String,
+        schema: String,
+        source: DbErr,
+    },
+    #[error("{service} database: migrations failed: {source}")]
+    Migration { service: String, source: DbErr },
+    #[error("{service} database: cannot create directory for {path}: {source}")]
+    Directory {
+        service: String,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{service} database: `{schema}` is not a valid schema name")]
+    SchemaName { service: String, schema: String },
+}
+
+/// Where and how one service connects.
+#[derive(Debug, Clone)]
+pub struct DatabaseTarget<'a> {
+    /// Service name, for logs and errors.
+    pub service: &'a str,
+    /// `postgres://…` or `sqlite://…`.
+    pub url: &'a str,
+    /// Postgres schema owned by the service; ignored on SQLite.
+    pub schema: &'a str,
+    pub pool: &'a PoolConfig,
+}
+
+/// Connects (waiting for the database with backoff), prepares the schema and runs `M`'s
+/// migrations.
+pub async fn connect_and_migrate<M: MigratorTrait>(
+    target: DatabaseTarget<'_>,
+) -> Result<DatabaseConnection, DbError> {
+    let db = connect(&target).await?;
+    tracing::info!(service = target.service, "running migrations");
+    M::up(&db, None)
+        .await
+        .map_err(|source| DbError::Migration {
+            service: target.service.to_owned(),
+            source,
+        })?;
+    Ok(db)
+}
+
+async fn connect(target: &DatabaseTarget<'_>) -> Result<DatabaseConnection, DbError> {
+    let service = target.service.to_owned();
+    let is_sqlite = target.url.starts_with("sqlite:");
+    let url = if is_sqlite {
+        prepare_sqlite_url(target)?
+    } else {
+        target.url.to_owned()
+    };
+    if !is_sqlite && !is_sql_identifier(target.schema) {
+        return Err(DbError::SchemaName {
+            service,
+            schema: target.schema.to_owned(),
+        });
+    }
+    let options = connect_options(&url, target);
+    let redacted = redact_url(&url);
+    let deadline = Instant::now() + Duration::from_secs(target.pool.startup_wait_secs);
+    let mut delay = Duration::from_millis(250);
+    let db = loop {
+        match Database::connect(options.clone()).await {
+            Ok(db) => break db,
+            Err(source) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(DbError::Unreachable {
+                        service,
+                        url: redacted,
+                        waited_secs: target.pool.startup_wait_secs,
+                        source,
+                    });
+                }
+                let wait = delay.min(deadline - now);
+                tracing::warn!(
+                    service = target.service,
+                    url = %redacted,
+                    error = %source,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "waiting for the database to accept connections"
+                );
+                tokio::time::sleep(wait).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    if db.get_database_backend() == DbBackend::Postgres {
+        db.execute_unprepared(&format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{}\"",
+            target.schema
+        ))
+        .await
+        .map_err(|source| DbError::Schema {
+            service: target.service.to_owned(),
+            schema: target.schema.to_owned(),
+            source,
+        })?;
+    }
+    tracing::info!(service = target.service, url = %redacted, "database connected");
+    Ok(db)
+}
+
+fn connect_options(url: &str, target: &DatabaseTarget<'_>) -> ConnectOptions {
+    let pool = target.pool;
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(pool.max_connections)
+        .min_connections(pool.min_connections)
+        .acquire_timeout(Duration::from_secs(pool.acquire_timeout_secs))
+        .connect_timeout(Duration::from_secs(pool.acquire_timeout_secs))
+        .idle_timeout(Duration::from_secs(pool.idle_timeout_secs))
+        .max_lifetime(Duration::from_secs(pool.max_lifetime_secs))
+        .sqlx_logging(false)
+        .set_application_name(format!("keygraph-{}", target.service))
+        .set_schema_search_path(target.schema.to_owned())
+        .map_sqlx_sqlite_opts(|opts| {
+            use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+            // WAL lets readers run beside the single writer; busy_timeout queues writers.
+            opts.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+        });
+    options
+}
+
+/// Creates the SQLite file's directory and makes sure the file is created if missing.
+fn prepare_sqlite_url(target: &DatabaseTarget<'_>) -> Result<String, DbError> {
+    let rest = target
+        .url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path != ":memory:"
+        && let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).map_err(|source| DbError::Directory {
+            service: target.service.to_owned(),
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    Ok(if query.split('&').any(|p| p.starts_with("mode=")) {
+        target.url.to_owned()
+    } else if query.is_empty() {
+        format!("sqlite://{path}?mode=rwc")
+    } else {
+        format!("sqlite://{path}?{query}&mode=rwc")
+    })
+}
+
+/// The URL with any password replaced, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Readiness: can the pool run a statement now?
+pub async fn is_ready(db: &DatabaseConnection) -> bool {
+    db.ping().await.is_ok()
+}
+
+/// True when `err` is a unique-constraint violation (both backends).
+pub fn is_unique_violation(err: &DbErr) -> bool {
+    matches!(
+        err.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/keygraph"),
+            "postgres://app:***@db:5432/keygraph"
+        );
+        assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+
+    #[tokio::test]
+    async fn unreachable_database_is_retried_then_reported() {
+        let pool = PoolConfig {
+            max_connections: 1,
+            min_connections: 0,
+            acquire_timeout_secs: 1,
+            idle_timeout_secs: 60,
+            max_lifetime_secs: 60,
+            startup_wait_secs: 1,
+        };
+        // Port 9 (discard) on loopback: nothing listens there.
+        let target = DatabaseTarget {
+            service: "probe",
+            url: "postgres://nobody@127.0.0.1:9/none",
+            schema: "probe",
+            pool: &pool,
+        };
+        let started = Instant::now();
+        let err = connect(&target)
+            .await
+            .expect_err("nothing listens on port 9");
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "retried until the deadline"
+        );
+        let text = err.to_string();
+        assert!(text.contains("still unreachable after 1s"), "{text}");
+    }
+}

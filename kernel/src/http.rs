@@ -1,0 +1,242 @@
+//! The HTTP shell every service runs in: health endpoints, request ids and client addresses,
+//! request spans, timeouts, body limits and graceful shutdown.
+
+use std::{
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Json, Router,
+    extract::{ConnectInfo, DefaultBodyLimit, Request, State},
+    http::{HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use tokio::{net::TcpListener, sync::watch};
+use tower_http::timeout::TimeoutLayer;
+use tracing::Instrument;
+
+use crate::config::HttpConfig;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Facts about the current request that every layer may need (audit, throttling, logs).
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    pub request_id: String,
+    pub client_addr: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+/// A readiness probe: true when the service can serve (e.g. its database answers).
+pub type ReadinessCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+
+/// A shutdown signal shared by every server of the process.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+/// Triggers [`Shutdown`].
+pub struct ShutdownTrigger(watch::Sender<bool>);
+
+impl Shutdown {
+    pub fn new() -> (ShutdownTrigger, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (ShutdownTrigger(tx), Shutdown(rx))
+    }
+
+    /// A signal that fires on SIGINT or SIGTERM.
+    pub fn on_signals() -> Shutdown {
+        let (trigger, shutdown) = Shutdown::new();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested; finishing in-flight requests");
+            trigger.trigger();
+        });
+        shutdown
+    }
+
+    /// Resolves once shutdown has been triggered (or every trigger is gone).
+    pub async fn wait(mut self) {
+        // An error means the trigger was dropped: treat it as a shutdown as well.
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+impl ShutdownTrigger {
+    pub fn trigger(&self) {
+        // Nobody listening is fine: there is nothing to stop.
+        let _ = self.0.send(true);
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+/// Serves `app` with health endpoints and the standard layers until `shutdown` fires; then
+/// stops accepting, lets in-flight requests finish for `shutdown_grace_secs`, and returns.
+pub async fn serve(
+    service: &'static str,
+    listener: TcpListener,
+    app: Router,
+    http: &HttpConfig,
+    readiness: ReadinessCheck,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    let app = with_standard_layers(app, http, readiness);
+    tracing::info!(service, %addr, "listening");
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().wait());
+    let grace = Duration::from_secs(http.shutdown_grace_secs);
+    let deadline = async move {
+        shutdown.wait().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result?,
+        () = deadline => tracing::warn!(service, grace_secs = grace.as_secs(), "in-flight requests did not finish within the grace period; stopping"),
+    }
+    tracing::info!(service, "stopped");
+    Ok(())
+}
+
+/// Adds `/health/live`, `/health/ready`, request metadata and spans, timeout and body limit.
+pub fn with_standard_layers(app: Router, http: &HttpConfig, readiness: ReadinessCheck) -> Router {
+    let health = Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .with_state(readiness);
+    app.merge(health)
+        .layer(DefaultBodyLimit::max(http.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(http.request_timeout_secs),
+        ))
+        .layer(middleware::from_fn_with_state(
+            http.trust_forwarded_for,
+            request_context,
+        ))
+}
+
+async fn live() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "live" }))
+}
+
+async fn ready(State(readiness): State<ReadinessCheck>) -> Response {
+    if readiness().await {
+        Json(serde_json::json!({ "status": "ready" })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "unavailable", "reason": "database does not answer" })),
+        )
+            .into_response()
+    }
+}
+
+/// Assigns the request id (a valid incoming one is kept), finds the client address, records
+/// [`RequestMeta`] in the request and logs the outcome inside a span.
+async fn request_context(
+    State(trust_forwarded_for): State<bool>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| is_valid_request_id(id))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    let forwarded = trust_forwarded_for
+        .then(|| {
+            request
+                .headers()
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse::<IpAddr>().ok())
+        })
+        .flatten();
+    let meta = RequestMeta {
+        request_id: request_id.clone(),
+        client_addr: forwarded.or(peer),
+        user_agent: request
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(512).collect()),
+    };
+    request.extensions_mut().insert(meta);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request finished"
+        );
+    });
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+fn is_valid_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Turns a database readiness probe into a [`ReadinessCheck`].
+pub fn database_readiness(db: sea_orm::DatabaseConnection) -> ReadinessCheck {
+    Arc::new(move || {
+        let db = db.clone();
+        Box::pin(async move { crate::db::is_ready(&db).await })
+    })
+}

@@ -1,0 +1,18 @@
+//! Shared infrastructure of Keygraph services. No business logic lives here.
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod guard;
+pub mod http;
+pub mod internal;
+pub mod outbox;
+pub mod ratelimit;
+pub mod secrets;
+pub mod telemetry;
+pub mod token;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::{ApiError, ApiResult, ErrorCode};

@@ -1,0 +1,199 @@
+//! Test support shared by every service's tests (feature `testing`): a database per test on
+//! SQLite or Postgres, and an Ed25519 key that signs access tokens.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rand::RngCore as _;
+use sea_orm::{ConnectionTrait, Database};
+use uuid::Uuid;
+
+use crate::{
+    config::{StaticKey, TokenConfig},
+    token::{ACCESS_TOKEN_TYPE, AccessClaims},
+};
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh database for one test: a SQLite file in a temporary directory, or a Postgres
+/// schema `t_<random>_<service>` in `TEST_DATABASE_URL`, dropped when this value is dropped.
+pub struct TestDatabase {
+    pub url: String,
+    pub schema: String,
+    backend: Backend,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    /// `None` for Postgres when `TEST_DATABASE_URL` is not set (the test is then skipped).
+    pub fn new(backend: Backend, service: &str) -> Option<Self> {
+        let suffix = Uuid::new_v4().simple().to_string();
+        let schema = format!("t_{}_{service}", &suffix[..12]);
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join(format!("{service}.db")).display()
+                );
+                Some(Self {
+                    url,
+                    schema,
+                    backend,
+                    _dir: Some(dir),
+                })
+            }
+            Backend::Postgres => {
+                let url = std::env::var("TEST_DATABASE_URL").ok()?;
+                Some(Self {
+                    url,
+                    schema,
+                    backend,
+                    _dir: None,
+                })
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if self.backend != Backend::Postgres {
+            return;
+        }
+        let url = self.url.clone();
+        let schema = self.schema.clone();
+        // Drop may run inside a runtime or during a panic: use a thread with its own runtime.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let db = Database::connect(&url).await?;
+                db.execute_unprepared(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                    .await?;
+                db.close().await?;
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("warning: could not drop test schema {}", self.schema);
+        }
+    }
+}
+
+/// Signs access tokens like the auth service will, for tests.
+pub struct TestSigner {
+    pub kid: String,
+    /// base64url of the public key, as in a JWK's `x`.
+    pub x: String,
+    key: EncodingKey,
+    pub issuer: String,
+    pub audience: String,
+}
+
+impl Default for TestSigner {
+    fn default() -> Self {
+        Self::new("test-key")
+    }
+}
+
+impl TestSigner {
+    pub fn new(kid: &str) -> Self {
+        let mut seed = [0u8; 32];
+        rand::rng().fill_bytes(&mut seed);
+        let public = ed25519_dalek::SigningKey::from_bytes(&seed)
+            .verifying_key()
+            .to_bytes();
+        Self {
+            kid: kid.to_owned(),
+            x: URL_SAFE_NO_PAD.encode(public),
+            key: EncodingKey::from_ed_der(&pkcs8_from_seed(&seed)),
+            issuer: "keygraph".into(),
+            audience: "keygraph".into(),
+        }
+    }
+
+    /// Token config trusting this key only.
+    pub fn token_config(&self) -> TokenConfig {
+        TokenConfig {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            jwks_url: None,
+            jwks_cache_secs: 300,
+            jwks_min_refetch_secs: 10,
+            leeway_secs: 0,
+            static_keys: vec![StaticKey {
+                kid: self.kid.clone(),
+                x: self.x.clone(),
+            }],
+        }
+    }
+
+    /// Claims valid for ten minutes for `user_id` with the given permission codes.
+    pub fn claims(&self, user_id: Uuid, scopes: &[&str]) -> AccessClaims {
+        let now = now_secs();
+        AccessClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: user_id.to_string(),
+            sid: Some(Uuid::now_v7().to_string()),
+            iat: now,
+            nbf: now,
+            exp: now + 600,
+            jti: Some(Uuid::now_v7().to_string()),
+            roles: vec![],
+            scope: scopes.join(" "),
+        }
+    }
+
+    /// A valid access token for `user_id` with the given permission codes.
+    pub fn token(&self, user_id: Uuid, scopes: &[&str]) -> String {
+        self.sign(&self.claims(user_id, scopes))
+    }
+
+    pub fn sign(&self, claims: &AccessClaims) -> String {
+        self.sign_with_header(self.header(), claims)
+    }
+
+    /// The header this signer uses: EdDSA, `typ: at+jwt`, its `kid`.
+    pub fn header(&self) -> Header {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(ACCESS_TOKEN_TYPE.into());
+        header.kid = Some(self.kid.clone());
+        header
+    }
+
+    pub fn sign_with_header(&self, header: Header, claims: &AccessClaims) -> String {
+        jsonwebtoken::encode(&header, claims, &self.key).expect("signing a test token")
+    }
+}
+
+pub fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// PKCS#8 v1 DER of an Ed25519 private key: fixed prefix, then the 32-byte seed (RFC 8410).
+fn pkcs8_from_seed(seed: &[u8; 32]) -> Vec<u8> {
+    const PREFIX: [u8; 16] = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    let mut der = PREFIX.to_vec();
+    der.extend_from_slice(seed);
+    der
+}

@@ -1,0 +1,406 @@
+//! Access token verification: Ed25519 (EdDSA) JWTs with `typ: at+jwt`, checked for issuer,
+//! audience, expiry and not-before, with keys from a JWKS URL (cached) or from config.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, RwLock};
+use uuid::Uuid;
+
+use crate::config::TokenConfig;
+
+/// The only `typ` header value accepted for access tokens (RFC 9068).
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+
+/// Claims of a Keygraph access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    /// The user id.
+    pub sub: String,
+    /// The session id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Effective permission codes, space-separated.
+    #[serde(default)]
+    pub scope: String,
+}
+
+/// Who is calling, as proven by a verified access token.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: Uuid,
+    pub session_id: Option<Uuid>,
+    pub token_id: Option<String>,
+    pub roles: Vec<String>,
+    /// Granted permission codes; may contain wildcards (`identity.user.*`, `*`).
+    pub scopes: Vec<String>,
+}
+
+impl Principal {
+    /// Whether any granted code covers `code` (see [`grant_covers`]).
+    pub fn has_permission(&self, code: &str) -> bool {
+        self.scopes.iter().any(|grant| grant_covers(grant, code))
+    }
+}
+
+/// `*` covers every code; `a.b.*` covers every code below `a.b.`; otherwise codes must be equal.
+/// `identity.user.*` covers `identity.user.read` but not `identity.users.read`.
+pub fn grant_covers(grant: &str, code: &str) -> bool {
+    if grant == "*" {
+        return true;
+    }
+    match grant.strip_suffix('*') {
+        Some(prefix) if prefix.ends_with('.') => {
+            code.len() > prefix.len() && code.starts_with(prefix)
+        }
+        Some(_) => false,
+        None => grant == code,
+    }
+}
+
+/// Why a token was refused. The text is safe to show to the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the access token is malformed: {0}")]
+    Malformed(String),
+    #[error("access tokens must be signed with EdDSA; this one uses `{0}`")]
+    UnsupportedAlgorithm(String),
+    #[error("the token type must be `at+jwt`; this one is {0}")]
+    WrongType(String),
+    #[error("the access token has no `kid` header")]
+    MissingKeyId,
+    #[error("the access token was signed by an unknown key `{0}`")]
+    UnknownKey(String),
+    #[error("the access token signature is invalid")]
+    BadSignature,
+    #[error("the access token has expired")]
+    Expired,
+    #[error("the access token is not valid yet (`nbf` is in the future)")]
+    NotYetValid,
+    #[error("the access token was issued by another issuer")]
+    WrongIssuer,
+    #[error("the access token is meant for another audience")]
+    WrongAudience,
+    #[error("the access token claims are invalid: {0}")]
+    InvalidClaims(String),
+    #[error("signing keys are unavailable right now; try again shortly")]
+    KeysUnavailable,
+}
+
+/// Verifies access tokens. Cheap to clone.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    inner: Arc<VerifierInner>,
+}
+
+struct VerifierInner {
+    validation: Validation,
+    static_keys: HashMap<String, Arc<DecodingKey>>,
+    jwks: Option<JwksSource>,
+}
+
+struct JwksSource {
+    url: String,
+    http: reqwest::Client,
+    cache_for: Duration,
+    min_refetch: Duration,
+    state: RwLock<JwksState>,
+    /// One refetch at a time; others wait and then read the result.
+    fetching: Mutex<()>,
+}
+
+#[derive(Default)]
+struct JwksState {
+    keys: HashMap<String, Arc<DecodingKey>>,
+    fetched_at: Option<Instant>,
+    attempted_at: Option<Instant>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyConfigError {
+    #[error("tokens.static_keys: key `{kid}`: {message}")]
+    StaticKey { kid: String, message: String },
+    #[error("tokens.jwks_url: cannot build HTTP client: {0}")]
+    Client(String),
+}
+
+impl TokenVerifier {
+    pub fn from_config(config: &TokenConfig) -> Result<Self, KeyConfigError> {
+        let mut static_keys = HashMap::new();
+        for key in &config.static_keys {
+            let decoded =
+                ed25519_key_from_x(&key.x).map_err(|message| KeyConfigError::StaticKey {
+                    kid: key.kid.clone(),
+                    message,
+                })?;
+            static_keys.insert(key.kid.clone(), Arc::new(decoded));
+        }
+        let jwks = match &config.jwks_url {
+            Some(url) => Some(JwksSource {
+                url: url.clone(),
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .map_err(|e| KeyConfigError::Client(e.to_string()))?,
+                cache_for: Duration::from_secs(config.jwks_cache_secs),
+                min_refetch: Duration::from_secs(config.jwks_min_refetch_secs),
+                state: RwLock::default(),
+                fetching: Mutex::new(()),
+            }),
+            None => None,
+        };
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[&config.issuer]);
+        validation.set_audience(&[&config.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = config.leeway_secs;
+        Ok(Self {
+            inner: Arc::new(VerifierInner {
+                validation,
+                static_keys,
+                jwks,
+            }),
+        })
+    }
+
+    /// Verifies `token` and returns the principal it proves.
+    pub async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        let header = read_header(token)?;
+        let key = self.key(&header.kid).await?;
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key, &self.inner.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+                ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                ErrorKind::MissingRequiredClaim(claim) => {
+                    TokenError::InvalidClaims(format!("`{claim}` is missing"))
+                }
+                ErrorKind::Json(_) => {
+                    TokenError::InvalidClaims("claims do not have the expected shape".into())
+                }
+                ErrorKind::InvalidAlgorithm => TokenError::UnsupportedAlgorithm("unknown".into()),
+                _ => TokenError::Malformed(e.to_string()),
+            })?;
+        let claims = data.claims;
+        let user_id = Uuid::parse_str(&claims.sub)
+            .map_err(|_| TokenError::InvalidClaims("`sub` is not a user id".into()))?;
+        let session_id = claims
+            .sid
+            .as_deref()
+            .map(Uuid::parse_str)
+            .transpose()
+            .map_err(|_| TokenError::InvalidClaims("`sid` is not a session id".into()))?;
+        Ok(Principal {
+            user_id,
+            session_id,
+            token_id: claims.jti,
+            roles: claims.roles,
+            scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
+        })
+    }
+
+    async fn key(&self, kid: &str) -> Result<Arc<DecodingKey>, TokenError> {
+        if let Some(key) = self.inner.static_keys.get(kid) {
+            return Ok(key.clone());
+        }
+        let Some(jwks) = &self.inner.jwks else {
+            return Err(TokenError::UnknownKey(kid.to_owned()));
+        };
+        {
+            let state = jwks.state.read().await;
+            let fresh = state
+                .fetched_at
+                .is_some_and(|at| at.elapsed() < jwks.cache_for);
+            if fresh && let Some(key) = state.keys.get(kid) {
+                return Ok(key.clone());
+            }
+        }
+        let _one_at_a_time = jwks.fetching.lock().await;
+        {
+            let state = jwks.state.read().await;
+            let fresh = state
+                .fetched_at
+                .is_some_and(|at| at.elapsed() < jwks.cache_for);
+            let recently_tried = state
+                .attempted_at
+                .is_some_and(|at| at.elapsed() < jwks.min_refetch);
+            if let Some(key) = state.keys.get(kid)
+                && (fresh || recently_tried)
+            {
+                return Ok(key.clone());
+            }
+            if recently_tried {
+                return Err(TokenError::UnknownKey(kid.to_owned()));
+            }
+        }
+        let fetched = jwks.fetch().await;
+        let mut state = jwks.state.write().await;
+        state.attempted_at = Some(Instant::now());
+        match fetched {
+            Ok(keys) => {
+                state.keys = keys;
+                state.fetched_at = Some(Instant::now());
+            }
+            Err(err) => {
+                tracing::warn!(url = %jwks.url, error = %err, "cannot fetch JWKS; keeping the keys already known");
+                if state.keys.is_empty() {
+                    return Err(TokenError::KeysUnavailable);
+                }
+            }
+        }
+        state
+            .keys
+            .get(kid)
+            .cloned()
+            .ok_or_else(|| TokenError::UnknownKey(kid.to_owned()))
+    }
+}
+
+/// One JWK as far as we read it.
+#[derive(Deserialize)]
+struct JwkEntry {
+    kty: String,
+    #[serde(default)]
+    crv: Option<String>,
+    #[serde(default)]
+    x: Option<String>,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    alg: Option<String>,
+    #[serde(default, rename = "use")]
+    usage: Option<String>,
+}
+
+impl JwksSource {
+    async fn fetch(&self) -> Result<HashMap<String, Arc<DecodingKey>>, String> {
+        #[derive(Deserialize)]
+        struct Set {
+            keys: Vec<serde_json::Value>,
+        }
+        let response = self
+            .http
+            .get(&self.url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("HTTP {}", response.status()));
+        }
+        let set: Set = response.json().await.map_err(|e| e.to_string())?;
+        let mut keys = HashMap::new();
+        for raw in set.keys {
+            // Pin the algorithm per key: only Ed25519 signing keys are taken.
+            let Ok(entry) = serde_json::from_value::<JwkEntry>(raw) else {
+                continue;
+            };
+            let usable = entry.kty == "OKP"
+                && entry.crv.as_deref() == Some("Ed25519")
+                && entry
+                    .alg
+                    .as_deref()
+                    .is_none_or(|a| a == "EdDSA" || a == "Ed25519")
+                && entry.usage.as_deref().is_none_or(|u| u == "sig");
+            let (true, Some(kid), Some(x)) = (usable, entry.kid, entry.x) else {
+                continue;
+            };
+            match ed25519_key_from_x(&x) {
+                Ok(key) => {
+                    keys.insert(kid, Arc::new(key));
+                }
+                Err(message) => tracing::warn!(%kid, %message, "ignoring unusable JWKS key"),
+            }
+        }
+        Ok(keys)
+    }
+}
+
+struct CheckedHeader {
+    kid: String,
+}
+
+/// Reads the header before any key is looked up, so `alg: none`, a wrong `typ` or a missing
+/// `kid` are refused with their own reason.
+fn read_header(token: &str) -> Result<CheckedHeader, TokenError> {
+    let mut parts = token.split('.');
+    let (Some(head), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed(
+            "expected three dot-separated parts".into(),
+        ));
+    };
+    let raw = URL_SAFE_NO_PAD
+        .decode(head)
+        .map_err(|_| TokenError::Malformed("the header is not base64url".into()))?;
+    let json: serde_json::Value = serde_json::from_slice(&raw)
+        .map_err(|_| TokenError::Malformed("the header is not JSON".into()))?;
+    let alg = json.get("alg").and_then(|v| v.as_str()).unwrap_or("(none)");
+    if alg != "EdDSA" {
+        return Err(TokenError::UnsupportedAlgorithm(alg.to_owned()));
+    }
+    match json.get("typ").and_then(|v| v.as_str()) {
+        Some(typ)
+            if typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE)
+                || typ.eq_ignore_ascii_case("application/at+jwt") => {}
+        Some(other) => return Err(TokenError::WrongType(format!("`{other}`"))),
+        None => return Err(TokenError::WrongType("missing".into())),
+    }
+    if json.get("crit").is_some() {
+        return Err(TokenError::Malformed(
+            "unsupported critical header parameters".into(),
+        ));
+    }
+    let kid = json
+        .get("kid")
+        .and_then(|v| v.as_str())
+        .ok_or(TokenError::MissingKeyId)?;
+    Ok(CheckedHeader {
+        kid: kid.to_owned(),
+    })
+}
+
+fn ed25519_key_from_x(x: &str) -> Result<DecodingKey, String> {
+    let raw = URL_SAFE_NO_PAD
+        .decode(x)
+        .map_err(|_| "`x` is not base64url without padding".to_owned())?;
+    if raw.len() != 32 {
+        return Err(format!("`x` must be 32 bytes, it is {}", raw.len()));
+    }
+    DecodingKey::from_ed_components(x).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_cover_only_whole_trailing_segments() {
+        assert!(grant_covers("*", "identity.user.read"));
+        assert!(grant_covers("identity.user.*", "identity.user.read"));
+        assert!(grant_covers("identity.*", "identity.user.read"));
+        assert!(!grant_covers("identity.user.*", "identity.users.read"));
+        assert!(!grant_covers("identity.user.*", "identity.user"));
+        assert!(!grant_covers("identity.user*", "identity.user.read"));
+        assert!(grant_covers("identity.user.read", "identity.user.read"));
+        assert!(!grant_covers("identity.user.read", "identity.user.delete"));
+    }
+}

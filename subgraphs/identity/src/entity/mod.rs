@@ -1,0 +1,5 @@
+//! SeaORM entities of the identity schema.
+
+pub mod credential;
+pub mod email_token;
+pub mod user;

@@ -1,0 +1,274 @@
+//! Passwords: the acceptance policy (length and common-password check, no composition rules)
+//! and argon2id hashing on a bounded number of blocking threads.
+
+use std::sync::Arc;
+
+use argon2::{
+    Algorithm, Argon2, Params, PasswordHash, PasswordHasher as _, PasswordVerifier as _, Version,
+    password_hash::{SaltString, rand_core::OsRng},
+};
+use keygraph_kernel::config::PasswordConfig;
+use tokio::sync::{OnceCell, Semaphore};
+
+/// What a password must satisfy.
+#[derive(Debug, Clone)]
+pub struct PasswordPolicy {
+    pub min_length: usize,
+    pub max_length: usize,
+}
+
+impl PasswordPolicy {
+    pub fn from_config(config: &PasswordConfig) -> Self {
+        Self {
+            min_length: config.min_length,
+            max_length: config.max_length,
+        }
+    }
+
+    /// Checks length (in characters) and rejects common or easily guessed passwords, also
+    /// those built from the user's own email or name (`context`). The error says why.
+    pub fn check(&self, password: &str, context: &[&str]) -> Result<(), String> {
+        let length = password.chars().count();
+        if length < self.min_length {
+            return Err(format!(
+                "password must be at least {} characters (it has {length})",
+                self.min_length
+            ));
+        }
+        if length > self.max_length {
+            return Err(format!(
+                "password must be at most {} characters",
+                self.max_length
+            ));
+        }
+        // zxcvbn's dictionaries hold the most common passwords, words and names; estimates
+        // below 10^6 guesses mean the password is on such a list or a trivial variation.
+        let estimate = zxcvbn::zxcvbn(password, context);
+        if (estimate.score() as u8) < 2 {
+            let hint = estimate
+                .feedback()
+                .and_then(|f| f.warning())
+                .map(|w| format!(" ({w})"))
+                .unwrap_or_default();
+            return Err(format!(
+                "password is too common or too easy to guess{hint}; a few unrelated words make a strong one"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Result of checking a password against a stored hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verification {
+    pub matches: bool,
+    /// The hash was made with other parameters than today's: re-hash on success.
+    pub needs_rehash: bool,
+}
+
+/// argon2id hashing, never on the async workers: at most `concurrency` hashes run at once
+/// on tokio's blocking pool, the rest wait their turn.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    params: Params,
+    permits: Arc<Semaphore>,
+    /// A hash of a random password, verified against for unknown accounts so their answer
+    /// takes as long as a real check.
+    decoy: Arc<OnceCell<String>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("password hashing failed: {0}")]
+pub struct HashingError(String);
+
+impl PasswordHasher {
+    pub fn from_config(config: &PasswordConfig) -> Result<Self, HashingError> {
+        let params = Params::new(config.argon2_memory_kib, config.argon2_iterations, 1, None)
+            .map_err(|e| HashingError(e.to_string()))?;
+        let concurrency = match config.hashing_concurrency {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        Ok(Self {
+            params,
+            permits: Arc::new(Semaphore::new(concurrency)),
+            decoy: Arc::new(OnceCell::new()),
+        })
+    }
+
+    fn argon2(params: Params) -> Argon2<'static> {
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    }
+
+    async fn run_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashingError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| HashingError(e.to_string()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| HashingError(e.to_string()))
+    }
+
+    /// A PHC string (`$argon2id$v=19$m=…,t=…,p=1$salt$hash`).
+    pub async fn hash(&self, password: String) -> Result<String, HashingError> {
+        let params = self.params.clone();
+        self.run_blocking(move || {
+            let salt = SaltString::generate(&mut OsRng);
+            Self::argon2(params)
+                .hash_password(password.as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|e| HashingError(e.to_string()))
+        })
+        .await?
+    }
+
+    /// Checks `password` against `stored`.
+    pub async fn verify(
+        &self,
+        password: String,
+        stored: String,
+    ) -> Result<Verification, HashingError> {
+        let current = self.params.clone();
+        self.run_blocking(move || {
+            let parsed = PasswordHash::new(&stored).map_err(|e| HashingError(e.to_string()))?;
+            let matches = Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok();
+            let stored_params = Params::try_from(&parsed).ok();
+            let needs_rehash = parsed.algorithm.as_str() != "argon2id"
+                || stored_params.is_none_or(|p| {
+                    p.m_cost() != current.m_cost()
+                        || p.t_cost() != current.t_cost()
+                        || p.p_cost() != current.p_cost()
+                });
+            Ok(Verification {
+                matches,
+                needs_rehash,
+            })
+        })
+        .await?
+    }
+
+    /// Does the work of [`verify`](Self::verify) for an account that does not exist.
+    pub async fn verify_decoy(&self, password: String) -> Result<(), HashingError> {
+        let decoy = self
+            .decoy
+            .get_or_try_init(|| async {
+                let random: String = uuid::Uuid::new_v4().simple().to_string();
+                self.hash(random).await
+            })
+            .await?
+            .clone();
+        self.verify(password, decoy).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> PasswordPolicy {
+        PasswordPolicy {
+            min_length: 8,
+            max_length: 128,
+        }
+    }
+
+    #[test]
+    fn length_bounds_in_characters() {
+        assert!(
+            policy()
+                .check("short", &[])
+                .expect_err("short")
+                .contains("at least 8")
+        );
+        let long = "x".repeat(129);
+        assert!(
+            policy()
+                .check(&long, &[])
+                .expect_err("long")
+                .contains("at most 128")
+        );
+        // Eight characters of multi-byte text count as eight.
+        assert!(policy().check("ŵæþŧøœ§ð", &[]).is_ok());
+    }
+
+    #[test]
+    fn common_passwords_are_rejected_without_composition_rules() {
+        for common in [
+            "password",
+            "password1",
+            "12345678",
+            "qwertyuiop",
+            "iloveyou1",
+        ] {
+            assert!(
+                policy().check(common, &[]).is_err(),
+                "{common} must be rejected"
+            );
+        }
+        assert!(
+            policy()
+                .check("ada@example.com", &["ada@example.com"])
+                .is_err()
+        );
+        // Lowercase words only, no digits or symbols: fine.
+        assert!(policy().check("correct horse battery staple", &[]).is_ok());
+    }
+
+    #[tokio::test]
+    async fn hash_verify_and_rehash_detection() {
+        let config = PasswordConfig {
+            min_length: 8,
+            max_length: 128,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            hashing_concurrency: 1,
+        };
+        let hasher = PasswordHasher::from_config(&config).expect("params");
+        let hash = hasher.hash("a long passphrase".into()).await.expect("hash");
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        let ok = hasher
+            .verify("a long passphrase".into(), hash.clone())
+            .await
+            .expect("verify");
+        assert_eq!(
+            ok,
+            Verification {
+                matches: true,
+                needs_rehash: false
+            }
+        );
+        let bad = hasher
+            .verify("another".into(), hash.clone())
+            .await
+            .expect("verify");
+        assert!(!bad.matches);
+
+        let stronger = PasswordHasher::from_config(&PasswordConfig {
+            argon2_iterations: 3,
+            ..config
+        })
+        .expect("params");
+        let old = stronger
+            .verify("a long passphrase".into(), hash)
+            .await
+            .expect("verify");
+        assert_eq!(
+            old,
+            Verification {
+                matches: true,
+                needs_rehash: true
+            }
+        );
+        hasher.verify_decoy("anything".into()).await.expect("decoy");
+    }
+}

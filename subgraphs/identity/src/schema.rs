@@ -1,0 +1,404 @@
+//! The identity subgraph's GraphQL types and resolvers. Resolvers check access, call
+//! [`Identity`], and map its errors.
+
+use std::sync::Arc;
+
+use async_graphql::{
+    Context, EmptySubscription, Enum, ID, InputObject, Object, SDLExportOptions, Schema,
+    SimpleObject,
+};
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use keygraph_kernel::{
+    ApiError, ApiResult,
+    guard::{
+        Authenticated, HasPermission, SelfOrPermission, require_principal,
+        require_self_or_permission,
+    },
+    http::RequestMeta,
+};
+use uuid::Uuid;
+
+use crate::{
+    entity::user,
+    permissions,
+    service::{AccountStatus, Identity, MAX_PAGE, Registration, UserQuery},
+};
+
+pub type IdentitySchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Largest query depth accepted.
+const MAX_DEPTH: usize = 16;
+/// Largest query complexity (roughly, fields resolved) accepted.
+const MAX_COMPLEXITY: usize = 2_000;
+
+pub fn build_schema(identity: Arc<Identity>) -> IdentitySchema {
+    Schema::build(Query, Mutation, EmptySubscription)
+        .data(identity)
+        .enable_federation()
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .finish()
+}
+
+/// The SDL this subgraph serves as `_service { sdl }` (committed as `schema/identity.graphql`).
+pub fn sdl() -> String {
+    Schema::build(Query, Mutation, EmptySubscription)
+        .enable_federation()
+        .finish()
+        .sdl_with_options(SDLExportOptions::new().federation())
+}
+
+/// A person who can sign in to applications built on Keygraph.
+#[derive(SimpleObject, Clone)]
+#[graphql(name = "User")]
+pub struct User {
+    /// Stable identifier (a UUIDv7).
+    pub id: ID,
+    /// Email address, as registered (the domain in lower case). Unique regardless of case.
+    pub email: String,
+    /// Name shown to other people.
+    pub display_name: String,
+    /// Whether the user has proven they receive mail at `email`.
+    pub email_verified: bool,
+    /// Whether the account may sign in.
+    pub status: UserStatus,
+    /// When the account was created (UTC).
+    pub created_at: DateTime<Utc>,
+    /// When the account last changed (UTC).
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<user::Model> for User {
+    fn from(m: user::Model) -> Self {
+        Self {
+            id: ID(m.id.to_string()),
+            email: m.email,
+            display_name: m.display_name,
+            email_verified: m.email_verified,
+            status: AccountStatus::parse(&m.status).into(),
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+/// Whether an account may sign in.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum UserStatus {
+    /// The account works normally.
+    Active,
+    /// The account may not sign in; its data is kept.
+    Disabled,
+}
+
+impl From<AccountStatus> for UserStatus {
+    fn from(s: AccountStatus) -> Self {
+        match s {
+            AccountStatus::Active => UserStatus::Active,
+            AccountStatus::Disabled => UserStatus::Disabled,
+        }
+    }
+}
+
+impl From<UserStatus> for AccountStatus {
+    fn from(s: UserStatus) -> Self {
+        match s {
+            UserStatus::Active => AccountStatus::Active,
+            UserStatus::Disabled => AccountStatus::Disabled,
+        }
+    }
+}
+
+/// A page of users.
+#[derive(SimpleObject)]
+pub struct UserConnection {
+    /// The users of this page, each with its cursor.
+    pub edges: Vec<UserEdge>,
+    /// Where this page sits in the whole list.
+    pub page_info: PageInfo,
+    /// How many users match the filter, over all pages.
+    pub total_count: u64,
+}
+
+/// A user in a page, with the cursor that points at it.
+#[derive(SimpleObject)]
+pub struct UserEdge {
+    /// Pass as `after` to get the users that follow this one.
+    pub cursor: String,
+    /// The user.
+    pub node: User,
+}
+
+/// Position of a page in a list (Relay cursor connections).
+#[derive(SimpleObject)]
+#[graphql(shareable)]
+pub struct PageInfo {
+    /// More items follow this page.
+    pub has_next_page: bool,
+    /// Items come before this page.
+    pub has_previous_page: bool,
+    /// Cursor of the first item of the page.
+    pub start_cursor: Option<String>,
+    /// Cursor of the last item of the page; pass it as `after` for the next page.
+    pub end_cursor: Option<String>,
+}
+
+/// Narrows the list of users.
+#[derive(InputObject, Default)]
+pub struct UserFilter {
+    /// Case-insensitive text found in the email or display name (at most 100 characters).
+    pub search: Option<String>,
+    /// Only users with this status.
+    pub status: Option<UserStatus>,
+}
+
+/// A new account.
+#[derive(InputObject)]
+pub struct RegisterInput {
+    /// Email address; a verification link is mailed to it.
+    pub email: String,
+    /// Password: 8 to 128 characters, not a common or easily guessed one. No other rules.
+    pub password: String,
+    /// Name shown to other people (at most 100 characters); defaults to the part of the
+    /// email before `@`.
+    pub display_name: Option<String>,
+}
+
+/// Changes to your own profile; fields left out stay as they are.
+#[derive(InputObject)]
+pub struct UpdateProfileInput {
+    /// New display name (1 to 100 characters).
+    pub display_name: Option<String>,
+}
+
+fn identity<'a>(ctx: &'a Context<'_>) -> &'a Arc<Identity> {
+    ctx.data_unchecked::<Arc<Identity>>()
+}
+
+fn meta<'a>(ctx: &'a Context<'_>) -> &'a RequestMeta {
+    static NONE: std::sync::OnceLock<RequestMeta> = std::sync::OnceLock::new();
+    ctx.data_opt::<RequestMeta>()
+        .unwrap_or_else(|| NONE.get_or_init(RequestMeta::default))
+}
+
+fn parse_id(field: &str, id: &ID) -> ApiResult<Uuid> {
+    Uuid::parse_str(id).map_err(|_| {
+        ApiError::bad_input(
+            field,
+            format!("`{}` is not a user id (a UUID)", id.as_str()),
+        )
+    })
+}
+
+fn encode_cursor(id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(id.as_bytes())
+}
+
+fn decode_cursor(cursor: &str) -> ApiResult<Uuid> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| Uuid::from_slice(&bytes).ok())
+        .ok_or_else(|| {
+            ApiError::bad_input("after", "`after` is not a cursor returned by this list")
+        })
+}
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// The signed-in user.
+    #[graphql(guard = "Authenticated")]
+    async fn me(&self, ctx: &Context<'_>) -> ApiResult<User> {
+        let principal = require_principal(ctx)?;
+        identity(ctx)
+            .user(principal.user_id)
+            .await?
+            .map(User::from)
+            .ok_or_else(|| ApiError::not_found("your account no longer exists"))
+    }
+
+    /// A user by id: yourself, or anyone with `identity.user.read`. Null when there is none.
+    #[graphql(guard = "SelfOrPermission::new(&id, permissions::USER_READ)")]
+    async fn user(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<User>> {
+        let id = parse_id("id", &id)?;
+        Ok(identity(ctx).user(id).await?.map(User::from))
+    }
+
+    /// Users in order of creation, a page at a time (needs `identity.user.read`).
+    #[graphql(guard = "HasPermission(permissions::USER_READ)")]
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "How many users to return, 0 to 100.", default = 20)] first: i32,
+        #[graphql(desc = "Return the users after this cursor (from `endCursor` or an edge).")]
+        after: Option<String>,
+        #[graphql(desc = "Only users matching this filter.")] filter: Option<UserFilter>,
+    ) -> ApiResult<UserConnection> {
+        let first = u64::try_from(first)
+            .ok()
+            .filter(|n| *n <= MAX_PAGE)
+            .ok_or_else(|| {
+                ApiError::bad_input("first", format!("`first` must be between 0 and {MAX_PAGE}"))
+            })?;
+        let after = after.as_deref().map(decode_cursor).transpose()?;
+        let filter = filter.unwrap_or_default();
+        let query = UserQuery {
+            search: filter.search,
+            status: filter.status.map(Into::into),
+        };
+        let page = identity(ctx).users(first, after, &query).await?;
+        let edges: Vec<UserEdge> = page
+            .users
+            .into_iter()
+            .map(|u| UserEdge {
+                cursor: encode_cursor(u.id),
+                node: u.into(),
+            })
+            .collect();
+        Ok(UserConnection {
+            page_info: PageInfo {
+                has_next_page: page.has_next_page,
+                has_previous_page: after.is_some(),
+                start_cursor: edges.first().map(|e| e.cursor.clone()),
+                end_cursor: edges.last().map(|e| e.cursor.clone()),
+            },
+            edges,
+            total_count: page.total_count,
+        })
+    }
+
+    /// Resolves `User` references from other subgraphs: yourself, or anyone with
+    /// `identity.user.read`.
+    #[graphql(entity)]
+    async fn find_user_by_id(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<User>> {
+        let Ok(user_id) = Uuid::parse_str(&id) else {
+            return Ok(None);
+        };
+        require_self_or_permission(ctx, user_id, permissions::USER_READ)?;
+        Ok(identity(ctx).user(user_id).await?.map(User::from))
+    }
+}
+
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Creates an account and mails a verification link. Answers `true` for every valid
+    /// request, also when the address already has an account (its owner is told by mail),
+    /// so the answer never reveals who is registered.
+    async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> ApiResult<bool> {
+        identity(ctx)
+            .register(
+                meta(ctx),
+                Registration {
+                    email: input.email,
+                    password: input.password,
+                    display_name: input.display_name,
+                },
+            )
+            .await?;
+        Ok(true)
+    }
+
+    /// Mails a new verification link if the address belongs to an unverified account.
+    /// Answers `true` for every well-formed address.
+    async fn request_email_verification(
+        &self,
+        ctx: &Context<'_>,
+        email: String,
+    ) -> ApiResult<bool> {
+        identity(ctx)
+            .request_email_verification(meta(ctx), &email)
+            .await?;
+        Ok(true)
+    }
+
+    /// Confirms an email address with the token from the mailed link (single use).
+    async fn verify_email(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The `token` parameter of the mailed link.")] token: String,
+    ) -> ApiResult<User> {
+        Ok(identity(ctx).verify_email(meta(ctx), &token).await?.into())
+    }
+
+    /// Mails a password reset link if the address belongs to an active account. Answers
+    /// `true` for every well-formed address.
+    async fn request_password_reset(&self, ctx: &Context<'_>, email: String) -> ApiResult<bool> {
+        identity(ctx)
+            .request_password_reset(meta(ctx), &email)
+            .await?;
+        Ok(true)
+    }
+
+    /// Sets a new password with the token from the mailed reset link (single use).
+    async fn reset_password(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The `token` parameter of the mailed link.")] token: String,
+        #[graphql(desc = "The new password: 8 to 128 characters, not a common one.")] new_password: String,
+    ) -> ApiResult<bool> {
+        identity(ctx)
+            .reset_password(meta(ctx), &token, new_password)
+            .await?;
+        Ok(true)
+    }
+
+    /// Changes your password; needs the current one.
+    #[graphql(guard = "Authenticated")]
+    async fn change_password(
+        &self,
+        ctx: &Context<'_>,
+        current_password: String,
+        #[graphql(desc = "The new password: 8 to 128 characters, not a common one.")] new_password: String,
+    ) -> ApiResult<bool> {
+        let principal = require_principal(ctx)?;
+        identity(ctx)
+            .change_password(meta(ctx), principal.user_id, current_password, new_password)
+            .await?;
+        Ok(true)
+    }
+
+    /// Changes your own profile.
+    #[graphql(guard = "Authenticated")]
+    async fn update_profile(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateProfileInput,
+    ) -> ApiResult<User> {
+        let principal = require_principal(ctx)?;
+        Ok(identity(ctx)
+            .update_profile(meta(ctx), principal.user_id, input.display_name)
+            .await?
+            .into())
+    }
+
+    /// Enables or disables an account (needs `identity.user.update`).
+    #[graphql(guard = "HasPermission(permissions::USER_UPDATE)")]
+    async fn set_user_status(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        status: UserStatus,
+    ) -> ApiResult<User> {
+        let actor = require_principal(ctx)?.user_id;
+        let id = parse_id("id", &id)?;
+        Ok(identity(ctx)
+            .set_status(meta(ctx), actor, id, status.into())
+            .await?
+            .into())
+    }
+
+    /// Deletes an account and everything identity holds about it (needs
+    /// `identity.user.delete`). Returns the deleted user's id.
+    #[graphql(guard = "HasPermission(permissions::USER_DELETE)")]
+    async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> ApiResult<ID> {
+        let actor = require_principal(ctx)?.user_id;
+        let user_id = parse_id("id", &id)?;
+        identity(ctx).delete_user(meta(ctx), actor, user_id).await?;
+        Ok(id)
+    }
+}
