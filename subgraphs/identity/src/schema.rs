@@ -27,6 +27,8 @@ use crate::{
 
 pub type IdentitySchema = Schema<Query, Mutation, EmptySubscription>;
 
+/// Page size of `users` when `first` is left out.
+const DEFAULT_PAGE: i32 = 20;
 /// Largest query depth accepted.
 const MAX_DEPTH: usize = 16;
 /// Largest query complexity (roughly, fields resolved) accepted.
@@ -232,12 +234,14 @@ impl Query {
     async fn users(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "How many users to return, 0 to 100.", default = 20)] first: i32,
+        #[graphql(desc = "How many users to return, 0 to 100 (20 when left out).")] first: Option<
+            i32,
+        >,
         #[graphql(desc = "Return the users after this cursor (from `endCursor` or an edge).")]
         after: Option<String>,
         #[graphql(desc = "Only users matching this filter.")] filter: Option<UserFilter>,
     ) -> ApiResult<UserConnection> {
-        let first = u64::try_from(first)
+        let first = u64::try_from(first.unwrap_or(DEFAULT_PAGE))
             .ok()
             .filter(|n| *n <= MAX_PAGE)
             .ok_or_else(|| {
