@@ -125,6 +125,18 @@ impl TestSigner {
         }
     }
 
+    /// This key as a JWKS entry.
+    pub fn jwk(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "alg": "EdDSA",
+            "use": "sig",
+            "kid": self.kid,
+            "x": self.x,
+        })
+    }
+
     /// Token config trusting this key only.
     pub fn token_config(&self) -> TokenConfig {
         TokenConfig {
