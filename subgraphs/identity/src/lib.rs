@@ -19,8 +19,8 @@ use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::{
     Extension, Router,
     extract::State,
-    http::{HeaderMap, header},
-    response::Html,
+    http::{HeaderMap, Method, StatusCode, header},
+    response::{Html, IntoResponse, Response},
     routing::{get, post},
 };
 use keygraph_kernel::{
@@ -102,15 +102,48 @@ pub async fn run(config: &Config, internal_token: &str, shutdown: Shutdown) -> a
 async fn graphql(
     State(state): State<GraphqlState>,
     Extension(meta): Extension<RequestMeta>,
+    method: Method,
     headers: HeaderMap,
     request: GraphQLRequest,
-) -> GraphQLResponse {
+) -> Response {
+    let mut request = request.into_inner();
+    // GET must be safe: a link or an <img> must never change state (GraphQL over HTTP).
+    if method == Method::GET && selects_mutation(&mut request) {
+        let body = serde_json::json!({ "errors": [{
+            "message": "mutations must be sent with POST",
+            "extensions": { "code": "BAD_USER_INPUT" },
+        }] });
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "POST")],
+            axum::Json(body),
+        )
+            .into_response();
+    }
     let authentication = authenticate(&state.verifier, &headers).await;
-    state
-        .schema
-        .execute(request.into_inner().data(authentication).data(meta))
-        .await
-        .into()
+    GraphQLResponse::from(
+        state
+            .schema
+            .execute(request.data(authentication).data(meta))
+            .await,
+    )
+    .into_response()
+}
+
+/// Whether the operation the request would run is a mutation. Unparsable documents and
+/// ambiguous selections are left to the executor, which reports them.
+fn selects_mutation(request: &mut async_graphql::Request) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    let name = request.operation_name.clone();
+    let Ok(document) = request.parsed_query() else {
+        return false;
+    };
+    let operation = match (&document.operations, name) {
+        (DocumentOperations::Single(op), _) => Some(op),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name.as_str()),
+        (DocumentOperations::Multiple(_), None) => None,
+    };
+    operation.is_some_and(|op| op.node.ty == OperationType::Mutation)
 }
 
 /// Reads `Authorization: Bearer …`; a refused token is remembered with its reason, so

@@ -24,6 +24,7 @@ on_both_backends!(
     users_change_their_password_and_profile,
     internal_endpoints_need_the_token_and_fail_uniformly,
     schema_lives_in_its_own_postgres_schema,
+    mutations_are_refused_over_get,
 );
 
 async fn register_verify_and_reset_through_mailed_links(backend: Backend) {
@@ -836,6 +837,34 @@ async fn internal_endpoints_need_the_token_and_fail_uniformly(backend: Backend) 
         )
         .await;
     assert_eq!(status, 400);
+}
+
+async fn mutations_are_refused_over_get(backend: Backend) {
+    let Some(svc) = TestService::start(backend).await else {
+        return;
+    };
+    let get = |query: &str| {
+        svc.http
+            .get(format!("{}/graphql", svc.base))
+            .query(&[("query", query)])
+            .send()
+    };
+    let refused = get("mutation { requestPasswordReset(email: \"a@example.com\") }")
+        .await
+        .expect("get");
+    assert_eq!(refused.status(), 405);
+    assert_eq!(refused.headers()["allow"], "POST");
+    let body: serde_json::Value = refused.json().await.expect("json");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("POST")),
+        "{body}"
+    );
+    let query = get("{ __typename }").await.expect("get");
+    assert_eq!(query.status(), 200);
+    let body: serde_json::Value = query.json().await.expect("json");
+    assert_eq!(body["data"]["__typename"], json!("Query"));
 }
 
 async fn schema_lives_in_its_own_postgres_schema(backend: Backend) {

@@ -106,6 +106,7 @@ impl TestService {
         config.identity.listen = "127.0.0.1:0".parse().expect("addr");
         config.database.max_connections = 5;
         config.database.min_connections = 0;
+        config.database.startup_wait_secs = 10;
         config.tokens = signer.token_config();
         config.log.filter = "warn".into();
         adjust(&mut config);
