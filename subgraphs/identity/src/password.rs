@@ -100,7 +100,8 @@ impl PasswordHasher {
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
     }
 
-    async fn run_blocking<T: Send + 'static>(
+    /// Runs CPU-heavy password work (hashing, strength estimation) on the bounded blocking pool.
+    pub async fn run_blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashingError> {

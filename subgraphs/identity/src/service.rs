@@ -180,7 +180,8 @@ impl Identity {
             Some(name) => validate_display_name(&name)?,
             None => default_display_name(&email),
         };
-        self.check_password(&input.password, &email, &display_name, "password")?;
+        self.check_password(&input.password, &email, &display_name, "password")
+            .await?;
         let hash = self.hasher.hash(input.password).await?;
 
         let now = Utc::now();
@@ -360,7 +361,8 @@ impl Identity {
         let stored = self.usable_token(token, PURPOSE_RESET_PASSWORD).await?;
         let user = self.load_user(&self.db, stored.user_id).await?;
         let email = parse_email(&user.email).map_err(|m| IdentityError::input("email", m))?;
-        self.check_password(&new_password, &email, &user.display_name, "newPassword")?;
+        self.check_password(&new_password, &email, &user.display_name, "newPassword")
+            .await?;
         let hash = self.hasher.hash(new_password).await?;
         let now = Utc::now();
         let txn = self.db.begin().await?;
@@ -392,7 +394,8 @@ impl Identity {
             .await?
             .ok_or(IdentityError::UserNotFound(user_id))?;
         let email = parse_email(&user.email).map_err(|m| IdentityError::input("email", m))?;
-        self.check_password(&new_password, &email, &user.display_name, "newPassword")?;
+        self.check_password(&new_password, &email, &user.display_name, "newPassword")
+            .await?;
         if current == new_password {
             return Err(IdentityError::input(
                 "newPassword",
@@ -616,16 +619,25 @@ impl Identity {
             .ok_or(IdentityError::UserNotFound(id))
     }
 
-    fn check_password(
+    /// The policy check estimates guessability (tens of milliseconds for long passwords), so
+    /// it runs on the blocking pool like hashing does.
+    async fn check_password(
         &self,
         password: &str,
         email: &EmailAddress,
         display_name: &str,
         field: &'static str,
     ) -> IdentityResult<()> {
-        let local = email.key.split('@').next().unwrap_or_default();
-        self.policy
-            .check(password, &[&email.key, local, display_name])
+        let policy = self.policy.clone();
+        let password = password.to_owned();
+        let local = email.key.split('@').next().unwrap_or_default().to_owned();
+        let context = [email.key.clone(), local, display_name.to_owned()];
+        self.hasher
+            .run_blocking(move || {
+                let context: Vec<&str> = context.iter().map(String::as_str).collect();
+                policy.check(&password, &context)
+            })
+            .await?
             .map_err(|m| IdentityError::input(field, m))
     }
 
