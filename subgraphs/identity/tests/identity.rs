@@ -48,16 +48,11 @@ async fn register_verify_and_reset_through_mailed_links(backend: Backend) {
         mail.contains(&link_base),
         "the mail carries the configured link:\n{mail}"
     );
-    let verified = svc
-        .gql(
-            "mutation($t: String!) { verifyEmail(token: $t) { email emailVerified status } }",
-            json!({ "t": link_token(&mail) }),
-            None,
-        )
-        .await;
+    let verified = svc.verify_email(&link_token(&mail)).await;
+    let user = &verified.data()["verifyEmail"];
     assert_eq!(
-        verified.data()["verifyEmail"],
-        json!({ "email": "Grace@example.org", "emailVerified": true, "status": "ACTIVE" })
+        (&user["email"], &user["emailVerified"], &user["status"]),
+        (&json!("Grace@example.org"), &json!(true), &json!("ACTIVE"))
     );
 
     // The link's page loads without spending the token.
@@ -70,21 +65,9 @@ async fn register_verify_and_reset_through_mailed_links(backend: Backend) {
     assert_eq!(page.status(), 200);
     assert!(page.text().await.expect("html").contains("verifyEmail"));
 
-    svc.gql(
-        "mutation { requestPasswordReset(email: \"grace@EXAMPLE.org\") }",
-        json!({}),
-        None,
-    )
-    .await
-    .data();
+    svc.request_reset("grace@EXAMPLE.org").await.data();
     let mail = svc.wait_for_mail("Grace@example.org", "Reset").await;
-    let reset = svc
-        .gql(
-            "mutation($t: String!, $p: String!) { resetPassword(token: $t, newPassword: $p) }",
-            json!({ "t": link_token(&mail), "p": NEW_PASSWORD }),
-            None,
-        )
-        .await;
+    let reset = svc.reset_password(&link_token(&mail), NEW_PASSWORD).await;
     assert_eq!(reset.data()["resetPassword"], json!(true));
     assert!(
         svc.check_credentials("grace@example.org", NEW_PASSWORD)
@@ -244,41 +227,20 @@ async fn mailed_tokens_are_single_use_and_expire(backend: Backend) {
     };
     svc.register("ken@example.com", PASSWORD).await.data();
     let token = link_token(&svc.wait_for_mail("ken@example.com", "Confirm").await);
-    let verify = |t: String| {
-        let svc = &svc;
-        async move {
-            svc.gql(
-                "mutation($t: String!) { verifyEmail(token: $t) { id } }",
-                json!({ "t": t }),
-                None,
-            )
+    for bad in ["not-a-token".to_owned(), "A".repeat(43), "x".repeat(10_000)] {
+        svc.verify_email(&bad)
             .await
-        }
-    };
-    verify("not-a-token".into())
-        .await
-        .expect_error("BAD_USER_INPUT", "not valid");
-    verify("A".repeat(43))
-        .await
-        .expect_error("BAD_USER_INPUT", "not valid");
-    verify("x".repeat(10_000))
-        .await
-        .expect_error("BAD_USER_INPUT", "not valid");
-    verify(token.clone()).await.data();
-    verify(token)
+            .expect_error("BAD_USER_INPUT", "not valid");
+    }
+    svc.verify_email(&token).await.data();
+    svc.verify_email(&token)
         .await
         .expect_error("BAD_USER_INPUT", "already used");
 
     // A verification token is no reset token.
-    svc.gql(
-        "mutation { requestPasswordReset(email: \"ken@example.com\") }",
-        json!({}),
-        None,
-    )
-    .await
-    .data();
+    svc.request_reset("ken@example.com").await.data();
     let reset_token = link_token(&svc.wait_for_mail("ken@example.com", "Reset").await);
-    verify(reset_token.clone())
+    svc.verify_email(&reset_token)
         .await
         .expect_error("BAD_USER_INPUT", "not valid");
 
@@ -287,51 +249,27 @@ async fn mailed_tokens_are_single_use_and_expire(backend: Backend) {
         .execute_unprepared("UPDATE email_tokens SET expires_at = created_at")
         .await
         .expect("expire tokens");
-    let expired = svc
-        .gql(
-            "mutation($t: String!, $p: String!) { resetPassword(token: $t, newPassword: $p) }",
-            json!({ "t": reset_token, "p": NEW_PASSWORD }),
-            None,
-        )
-        .await;
-    expired.expect_error("BAD_USER_INPUT", "expired");
+    svc.reset_password(&reset_token, NEW_PASSWORD)
+        .await
+        .expect_error("BAD_USER_INPUT", "expired");
     assert!(svc.check_credentials("ken@example.com", PASSWORD).await);
 
     // A newer reset link replaces the older one.
-    let request_reset = || {
-        svc.gql(
-            "mutation { requestPasswordReset(email: \"ken@example.com\") }",
-            json!({}),
-            None,
-        )
-    };
     let sent = svc.mails_to("ken@example.com").len();
-    request_reset().await.data();
+    svc.request_reset("ken@example.com").await.data();
     let older = link_token(&svc.wait_for_mail_count("ken@example.com", sent + 1).await);
-    request_reset().await.data();
+    svc.request_reset("ken@example.com").await.data();
     let newest = link_token(&svc.wait_for_mail_count("ken@example.com", sent + 2).await);
     assert_ne!(older, newest);
-    let reset = |t: String, p: &str| {
-        let svc = &svc;
-        let p = p.to_owned();
-        async move {
-            svc.gql(
-                "mutation($t: String!, $p: String!) { resetPassword(token: $t, newPassword: $p) }",
-                json!({ "t": t, "p": p }),
-                None,
-            )
-            .await
-        }
-    };
-    reset(older, NEW_PASSWORD)
+    svc.reset_password(&older, NEW_PASSWORD)
         .await
         .expect_error("BAD_USER_INPUT", "replaced by a newer one");
     // A weak new password is refused without spending the token.
-    reset(newest.clone(), "12345678")
+    svc.reset_password(&newest, "12345678")
         .await
         .expect_error("BAD_USER_INPUT", "too common");
-    reset(newest.clone(), NEW_PASSWORD).await.data();
-    reset(newest, "yet another passphrase")
+    svc.reset_password(&newest, NEW_PASSWORD).await.data();
+    svc.reset_password(&newest, "yet another passphrase")
         .await
         .expect_error("BAD_USER_INPUT", "already used");
     assert!(svc.check_credentials("ken@example.com", NEW_PASSWORD).await);
@@ -345,21 +283,9 @@ async fn mail_requests_are_rate_limited_per_address(backend: Backend) {
     // The limit applies alike to known and unknown addresses: it reveals nothing.
     for email in ["barbara@example.com", "stranger@example.com"] {
         for _ in 0..3 {
-            svc.gql(
-                "mutation($e: String!) { requestPasswordReset(email: $e) }",
-                json!({ "e": email }),
-                None,
-            )
-            .await
-            .data();
+            svc.request_reset(email).await.data();
         }
-        let limited = svc
-            .gql(
-                "mutation($e: String!) { requestPasswordReset(email: $e) }",
-                json!({ "e": email }),
-                None,
-            )
-            .await;
+        let limited = svc.request_reset(email).await;
         limited.expect_error("RATE_LIMITED", "try again in");
         let wait = limited.0["errors"][0]["extensions"]["retryAfter"]
             .as_u64()
@@ -367,13 +293,7 @@ async fn mail_requests_are_rate_limited_per_address(backend: Backend) {
         assert!(wait > 0 && wait <= 900, "{wait}");
     }
     // Other addresses are not affected.
-    svc.gql(
-        "mutation { requestPasswordReset(email: \"other@example.com\") }",
-        json!({}),
-        None,
-    )
-    .await
-    .data();
+    svc.request_reset("other@example.com").await.data();
 }
 
 async fn access_is_checked_by_token_and_permission(backend: Backend) {

@@ -176,6 +176,33 @@ impl TestService {
         .await
     }
 
+    pub async fn verify_email(&self, token: &str) -> Answer {
+        self.gql(
+            "mutation($t: String!) { verifyEmail(token: $t) { id email emailVerified status } }",
+            json!({ "t": token }),
+            None,
+        )
+        .await
+    }
+
+    pub async fn request_reset(&self, email: &str) -> Answer {
+        self.gql(
+            "mutation($e: String!) { requestPasswordReset(email: $e) }",
+            json!({ "e": email }),
+            None,
+        )
+        .await
+    }
+
+    pub async fn reset_password(&self, token: &str, password: &str) -> Answer {
+        self.gql(
+            "mutation($t: String!, $p: String!) { resetPassword(token: $t, newPassword: $p) }",
+            json!({ "t": token, "p": password }),
+            None,
+        )
+        .await
+    }
+
     /// Looks a user up by email through the admin API.
     pub async fn user_id(&self, email: &str) -> Uuid {
         let answer = self
@@ -204,14 +231,7 @@ impl TestService {
     pub async fn verified_user(&self, email: &str, password: &str) -> Uuid {
         self.register(email, password).await.data();
         let mail = self.wait_for_mail(email, "Confirm").await;
-        let token = link_token(&mail);
-        self.gql(
-            "mutation($t: String!) { verifyEmail(token: $t) { id } }",
-            json!({ "t": token }),
-            None,
-        )
-        .await
-        .data();
+        self.verify_email(&link_token(&mail)).await.data();
         self.user_id(email).await
     }
 
