@@ -10,9 +10,178 @@ use sea_orm::{ConnectionTrait, Database};
 use uuid::Uuid;
 
 use crate::{
-    config::{StaticKey, TokenConfig},
+    config::{Config, StaticKey, TokenConfig},
+    http::{self, ReadinessCheck, Shutdown, ShutdownTrigger},
     token::{ACCESS_TOKEN_TYPE, AccessClaims},
 };
+
+/// The internal service token every test service shares.
+pub const INTERNAL_TOKEN: &str = "test-internal-token-0123456789abcdef0123";
+
+/// Runs `$scenario(Backend)` as two tests, on SQLite and on Postgres.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$scenario($crate::testing::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$scenario($crate::testing::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+/// Defaults adjusted for tests: quiet logs, small pools, a short wait for the database, the
+/// signer's key trusted, the shared internal token, and `data_dir` in `data`.
+pub fn test_config(data: &std::path::Path, signer: &TestSigner) -> Config {
+    let mut config = Config::from_sources(None, Vec::new()).expect("default config");
+    config.data_dir = data.to_owned();
+    config.database.max_connections = 5;
+    config.database.min_connections = 0;
+    config.database.startup_wait_secs = 10;
+    config.tokens = signer.token_config();
+    config.internal.token = Some(INTERNAL_TOKEN.into());
+    config.log.filter = "warn".into();
+    config
+}
+
+/// A service served on a loopback port with the standard layers, stopped when dropped.
+pub struct TestServer {
+    pub base: String,
+    pub http: reqwest::Client,
+    trigger: ShutdownTrigger,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.trigger.trigger();
+    }
+}
+
+impl TestServer {
+    /// Serves `router`; `shutdown` stops it (see [`TestServer::shutdown_pair`]).
+    pub async fn start(
+        service: &'static str,
+        router: axum::Router,
+        config: &Config,
+        readiness: ReadinessCheck,
+        (trigger, shutdown): (ShutdownTrigger, Shutdown),
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let http_config = config.http.clone();
+        tokio::spawn(async move {
+            http::serve(service, listener, router, &http_config, readiness, shutdown)
+                .await
+                .expect("serve");
+        });
+        Self {
+            base,
+            http: reqwest::Client::new(),
+            trigger,
+        }
+    }
+
+    /// A fresh shutdown pair for a service and its background workers.
+    pub fn shutdown_pair() -> (ShutdownTrigger, Shutdown) {
+        Shutdown::new()
+    }
+
+    /// POSTs a GraphQL request to `/graphql`, with a bearer token if given.
+    pub async fn gql(
+        &self,
+        query: &str,
+        variables: serde_json::Value,
+        token: Option<&str>,
+    ) -> Answer {
+        let mut request = self
+            .http
+            .post(format!("{}/graphql", self.base))
+            .json(&serde_json::json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request");
+        Answer(response.json().await.expect("JSON response"))
+    }
+
+    /// Calls an internal endpoint; returns the status and the JSON body (null if none).
+    pub async fn internal(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        token: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
+
+/// What a GraphQL response said.
+pub struct Answer(pub serde_json::Value);
+
+impl Answer {
+    /// The data, asserting there were no errors.
+    pub fn data(&self) -> &serde_json::Value {
+        assert!(
+            self.0.get("errors").is_none(),
+            "unexpected errors: {}",
+            self.0
+        );
+        &self.0["data"]
+    }
+
+    /// The first error's `extensions.code`.
+    pub fn code(&self) -> &str {
+        self.0["errors"][0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("expected an error with a code: {}", self.0))
+    }
+
+    pub fn message(&self) -> &str {
+        self.0["errors"][0]["message"].as_str().unwrap_or_default()
+    }
+
+    /// Asserts the first error's code and that its message contains `text`.
+    pub fn expect_error(&self, code: &str, text: &str) {
+        assert_eq!(self.code(), code, "{}", self.0);
+        assert!(
+            self.message().contains(text),
+            "message should mention {text:?}: {}",
+            self.0
+        );
+    }
+}
+
+/// Counts the SQL statements `db` runs from now on (set before the service gets its clone).
+pub fn count_statements(
+    db: &mut sea_orm::DatabaseConnection,
+) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = count.clone();
+    db.set_metric_callback(move |_| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    });
+    count
+}
 
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

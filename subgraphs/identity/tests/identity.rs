@@ -12,7 +12,7 @@ use uuid::Uuid;
 const PASSWORD: &str = "quiet lantern harbor";
 const NEW_PASSWORD: &str = "copper meadow thimble";
 
-on_both_backends!(
+keygraph_kernel::on_both_backends!(
     register_verify_and_reset_through_mailed_links,
     registration_does_not_reveal_taken_addresses,
     bad_input_is_refused_and_leaves_nothing_behind,

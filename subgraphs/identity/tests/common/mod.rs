@@ -5,85 +5,26 @@
 
 use std::{path::PathBuf, time::Duration};
 
+pub use keygraph_kernel::testing::{Answer, INTERNAL_TOKEN};
 use keygraph_kernel::{
     config::Config,
-    http::{self, Shutdown, ShutdownTrigger},
-    testing::{Backend, TestDatabase, TestSigner},
+    http,
+    testing::{Backend, TestDatabase, TestServer, TestSigner, test_config},
 };
 use sea_orm::DatabaseConnection;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-pub const INTERNAL_TOKEN: &str = "test-internal-token-0123456789abcdef0123";
-
-/// Runs `$scenario(Backend)` as two tests, on SQLite and on Postgres.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$scenario(keygraph_kernel::testing::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$scenario(keygraph_kernel::testing::Backend::Postgres).await
-            }
-        }
-    )*};
-}
-
 pub struct TestService {
+    pub server: TestServer,
     pub base: String,
     pub http: reqwest::Client,
     pub signer: TestSigner,
     pub db: DatabaseConnection,
     pub config: Config,
     mail_dir: PathBuf,
-    trigger: ShutdownTrigger,
     _database: TestDatabase,
     _data: tempfile::TempDir,
-}
-
-impl Drop for TestService {
-    fn drop(&mut self) {
-        self.trigger.trigger();
-    }
-}
-
-/// What a GraphQL response said.
-pub struct Answer(pub Value);
-
-impl Answer {
-    pub fn data(&self) -> &Value {
-        assert!(
-            self.0.get("errors").is_none(),
-            "unexpected errors: {}",
-            self.0
-        );
-        &self.0["data"]
-    }
-
-    /// The first error's `extensions.code`.
-    pub fn code(&self) -> &str {
-        self.0["errors"][0]["extensions"]["code"]
-            .as_str()
-            .unwrap_or_else(|| panic!("expected an error with a code: {}", self.0))
-    }
-
-    pub fn message(&self) -> &str {
-        self.0["errors"][0]["message"].as_str().unwrap_or_default()
-    }
-
-    /// Asserts the first error's code and that its message contains `text`.
-    pub fn expect_error(&self, code: &str, text: &str) {
-        assert_eq!(self.code(), code, "{}", self.0);
-        assert!(
-            self.message().contains(text),
-            "message should mention {text:?}: {}",
-            self.0
-        );
-    }
 }
 
 impl TestService {
@@ -99,62 +40,37 @@ impl TestService {
         };
         let data = tempfile::tempdir().expect("data dir");
         let signer = TestSigner::default();
-        let mut config = Config::from_sources(None, Vec::new()).expect("default config");
-        config.data_dir = data.path().to_owned();
+        let mut config = test_config(data.path(), &signer);
         config.identity.database_url = Some(database.url.clone());
         config.identity.schema = database.schema.clone();
-        config.identity.listen = "127.0.0.1:0".parse().expect("addr");
-        config.database.max_connections = 5;
-        config.database.min_connections = 0;
-        config.database.startup_wait_secs = 10;
-        config.tokens = signer.token_config();
-        config.log.filter = "warn".into();
         adjust(&mut config);
         let service = keygraph_identity::build(&config, INTERNAL_TOKEN)
             .await
             .expect("identity service starts");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let (trigger, shutdown) = Shutdown::new();
         let db = service.db.clone();
-        let http_config = config.http.clone();
-        tokio::spawn(async move {
-            http::serve(
-                "identity",
-                listener,
-                service.router,
-                &http_config,
-                http::database_readiness(service.db.clone()),
-                shutdown,
-            )
-            .await
-            .expect("serve");
-        });
+        let server = TestServer::start(
+            "identity",
+            service.router,
+            &config,
+            http::database_readiness(service.db),
+            TestServer::shutdown_pair(),
+        )
+        .await;
         Some(Self {
-            base,
-            http: reqwest::Client::new(),
+            base: server.base.clone(),
+            http: server.http.clone(),
+            server,
             signer,
             db,
             mail_dir: config.data_dir.join("mail"),
             config,
-            trigger,
             _database: database,
             _data: data,
         })
     }
 
     pub async fn gql(&self, query: &str, variables: Value, token: Option<&str>) -> Answer {
-        let mut request = self
-            .http
-            .post(format!("{}/graphql", self.base))
-            .json(&json!({ "query": query, "variables": variables }));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.expect("request");
-        Answer(response.json().await.expect("JSON response"))
+        self.server.gql(query, variables, token).await
     }
 
     /// A token for `user` with the given permission codes.
@@ -289,16 +205,7 @@ impl TestService {
         body: Option<Value>,
         token: Option<&str>,
     ) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        self.server.internal(method, path, body, token).await
     }
 
     pub async fn check_credentials(&self, email: &str, password: &str) -> bool {
