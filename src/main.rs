@@ -24,9 +24,11 @@ struct Cli {
 enum Command {
     /// Run the identity subgraph alone (users, credentials, email verification, password reset).
     Identity,
+    /// Run the authz subgraph alone (roles, permissions, grants, checks).
+    Authz,
     /// Print a subgraph's SDL (as served at `_service { sdl }`).
     Sdl {
-        /// Which subgraph: identity.
+        /// Which subgraph: identity or authz.
         service: String,
     },
 }
@@ -50,28 +52,53 @@ async fn run() -> anyhow::Result<()> {
         Some(Command::Sdl { service }) => {
             match service.as_str() {
                 "identity" => print!("{}", keygraph_identity::schema::sdl()),
-                other => anyhow::bail!("unknown subgraph `{other}`; known: identity"),
+                "authz" => print!("{}", keygraph_authz::schema::sdl()),
+                other => anyhow::bail!("unknown subgraph `{other}`; known: identity, authz"),
             }
             Ok(())
         }
         Some(Command::Identity) => {
             let token = secrets::internal_token(&config)?;
-            keygraph_identity::run(&config, &token, Shutdown::on_signals()).await
+            keygraph_identity::run(&config, &token, Shutdown::on_signals().1).await
+        }
+        Some(Command::Authz) => {
+            let token = secrets::internal_token(&config)?;
+            keygraph_authz::run(&config, &token, Shutdown::on_signals().1).await
         }
         None => run_all(&config).await,
     }
 }
 
-/// The embedded default: every service that exists, in this process, on SQLite files under
-/// `data_dir` unless configured otherwise.
+/// The embedded default: every service that exists, in this process, each on its own
+/// loopback port and (unless configured otherwise) its own SQLite file under `data_dir`.
+/// When one service fails, the others are stopped too and the error is reported.
 async fn run_all(config: &Config) -> anyhow::Result<()> {
     let token = secrets::internal_token(config)?;
-    let shutdown = Shutdown::on_signals();
+    let (trigger, shutdown) = Shutdown::on_signals();
     tracing::info!(
-        graphql = %format!("http://{}/graphql", config.identity.listen),
+        identity = %format!("http://{}/graphql", config.identity.listen),
+        authz = %format!("http://{}/graphql", config.authz.listen),
         "starting Keygraph (all services in one process)"
     );
-    keygraph_identity::run(config, &token, shutdown)
-        .await
-        .context("identity service")
+    let stop_all = |result: anyhow::Result<()>, service: &str| {
+        if result.is_err() {
+            trigger.trigger();
+        }
+        result.with_context(|| format!("{service} service"))
+    };
+    let (identity, authz) = tokio::join!(
+        async {
+            stop_all(
+                keygraph_identity::run(config, &token, shutdown.clone()).await,
+                "identity",
+            )
+        },
+        async {
+            stop_all(
+                keygraph_authz::run(config, &token, shutdown.clone()).await,
+                "authz",
+            )
+        },
+    );
+    identity.and(authz)
 }

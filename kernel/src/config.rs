@@ -56,6 +56,7 @@ pub struct Config {
     pub internal: InternalConfig,
     pub mail: MailConfig,
     pub identity: IdentityConfig,
+    pub authz: AuthzConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -136,7 +137,17 @@ pub struct IdentityConfig {
     pub verification_token_ttl_secs: u64,
     pub reset_token_ttl_secs: u64,
     pub mail_rate_limit: RateLimitConfig,
+    pub authz_url: Option<String>,
     pub password: PasswordConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthzConfig {
+    pub listen: SocketAddr,
+    pub database_url: Option<String>,
+    pub schema: String,
+    pub identity_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -232,11 +243,7 @@ impl Config {
         if self.tokens.issuer.is_empty() || self.tokens.audience.is_empty() {
             return fail("tokens", "issuer and audience must not be empty".into());
         }
-        if let Some(url) = &self.tokens.jwks_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return fail("tokens.jwks_url", format!("`{url}` is not an http(s) URL"));
-        }
+        validate_http_url("tokens.jwks_url", self.tokens.jwks_url.as_deref())?;
         if let Some(token) = &self.internal.token
             && token.len() < 32
         {
@@ -280,6 +287,19 @@ impl Config {
                     format!("`{link}` must contain the placeholder {{token}}"),
                 );
             }
+        }
+        validate_http_url("identity.authz_url", id.authz_url.as_deref())?;
+        let authz = &self.authz;
+        validate_database_url("authz.database_url", authz.database_url.as_deref())?;
+        validate_http_url("authz.identity_url", Some(&authz.identity_url))?;
+        if !is_sql_identifier(&authz.schema) {
+            return fail(
+                "authz.schema",
+                format!(
+                    "`{}` is not a plain schema name (lowercase letters, digits, _)",
+                    authz.schema
+                ),
+            );
         }
         let pw = &id.password;
         if pw.min_length < 8 {
@@ -342,6 +362,18 @@ fn validate_database_url(path: &str, url: Option<&str>) -> Result<(), ConfigErro
                 crate::db::redact_url(u)
             ),
         }),
+    }
+}
+
+fn validate_http_url(path: &str, url: Option<&str>) -> Result<(), ConfigError> {
+    match url {
+        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                message: format!("`{u}` is not an http(s) URL"),
+            })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -568,6 +600,16 @@ mod tests {
             ("KEYGRAPH__INTERNAL__TOKEN", "short", "internal.token"),
             ("KEYGRAPH__MODE", "production", "internal.token"),
             ("KEYGRAPH__IDENTITY__LISTEN", "nowhere", "identity.listen"),
+            (
+                "KEYGRAPH__AUTHZ__IDENTITY_URL",
+                "ftp://x",
+                "authz.identity_url",
+            ),
+            (
+                "KEYGRAPH__IDENTITY__AUTHZ_URL",
+                "localhost:4003",
+                "identity.authz_url",
+            ),
         ];
         for (key, value, expected) in cases {
             let err = Config::from_sources(None, env(&[(key, value)]))

@@ -41,23 +41,25 @@ pub type ReadinessCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Se
 pub struct Shutdown(watch::Receiver<bool>);
 
 /// Triggers [`Shutdown`].
-pub struct ShutdownTrigger(watch::Sender<bool>);
+#[derive(Clone)]
+pub struct ShutdownTrigger(Arc<watch::Sender<bool>>);
 
 impl Shutdown {
     pub fn new() -> (ShutdownTrigger, Shutdown) {
         let (tx, rx) = watch::channel(false);
-        (ShutdownTrigger(tx), Shutdown(rx))
+        (ShutdownTrigger(Arc::new(tx)), Shutdown(rx))
     }
 
-    /// A signal that fires on SIGINT or SIGTERM.
-    pub fn on_signals() -> Shutdown {
+    /// A signal that fires on SIGINT or SIGTERM, or when the returned trigger is pulled.
+    pub fn on_signals() -> (ShutdownTrigger, Shutdown) {
         let (trigger, shutdown) = Shutdown::new();
+        let on_signal = trigger.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutdown requested; finishing in-flight requests");
-            trigger.trigger();
+            on_signal.trigger();
         });
-        shutdown
+        (trigger, shutdown)
     }
 
     /// Resolves once shutdown has been triggered (or every trigger is gone).

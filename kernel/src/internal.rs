@@ -57,6 +57,115 @@ async fn require_token(
     }
 }
 
+/// Calls another service's internal endpoints with the internal token.
+#[derive(Clone)]
+pub struct InternalClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+/// Why an internal call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InternalCallError {
+    #[error("{url} is unreachable: {message}")]
+    Unreachable { url: String, message: String },
+    #[error("{url} answered HTTP {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{url} answered with an unexpected body: {message}")]
+    Body { url: String, message: String },
+}
+
+impl InternalClient {
+    /// `base_url` is the service's root, e.g. `http://127.0.0.1:4001`.
+    pub fn new(base_url: &str, token: &str) -> Result<Self, InternalCallError> {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+            .map_err(|e| InternalCallError::Unreachable {
+                url: base_url.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            base: base_url.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            http,
+        })
+    }
+
+    /// GETs JSON; `None` when the resource does not exist (404).
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<T>, InternalCallError> {
+        let url = format!("{}{path}", self.base);
+        let response = self.send(self.http.get(&url), &url).await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = Self::success(response, &url).await?;
+        response
+            .json()
+            .await
+            .map(Some)
+            .map_err(|e| InternalCallError::Body {
+                url,
+                message: e.to_string(),
+            })
+    }
+
+    /// DELETEs; a missing resource counts as deleted.
+    pub async fn delete(&self, path: &str) -> Result<(), InternalCallError> {
+        let url = format!("{}{path}", self.base);
+        let response = self.send(self.http.delete(&url), &url).await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        Self::success(response, &url).await.map(|_| ())
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<reqwest::Response, InternalCallError> {
+        request
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| InternalCallError::Unreachable {
+                url: url.to_owned(),
+                message: e.to_string(),
+            })
+    }
+
+    async fn success(
+        response: reqwest::Response,
+        url: &str,
+    ) -> Result<reqwest::Response, InternalCallError> {
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let body: String = response
+            .text()
+            .await
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect();
+        Err(InternalCallError::Status {
+            url: url.to_owned(),
+            status,
+            body,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

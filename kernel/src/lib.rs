@@ -1,12 +1,16 @@
 //! Shared infrastructure of Keygraph services. No business logic lives here.
 
+pub mod batching;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod graphql;
 pub mod guard;
 pub mod http;
 pub mod internal;
 pub mod outbox;
+pub mod pagination;
+pub mod permissions;
 pub mod ratelimit;
 pub mod secrets;
 pub mod telemetry;

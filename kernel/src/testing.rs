@@ -63,18 +63,41 @@ impl Drop for TestServer {
 }
 
 impl TestServer {
-    /// Serves `router`; `shutdown` stops it (see [`TestServer::shutdown_pair`]).
+    /// Serves `router` on a new loopback port; `shutdown` stops it (see
+    /// [`TestServer::shutdown_pair`]).
     pub async fn start(
+        service: &'static str,
+        router: axum::Router,
+        config: &Config,
+        readiness: ReadinessCheck,
+        shutdown: (ShutdownTrigger, Shutdown),
+    ) -> Self {
+        let listener = Self::listener().await;
+        Self::start_on(listener, service, router, config, readiness, shutdown)
+    }
+
+    /// A loopback listener, for services that must know each other's address before starting.
+    pub async fn listener() -> tokio::net::TcpListener {
+        tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind")
+    }
+
+    /// The base URL a listener serves.
+    pub fn base_of(listener: &tokio::net::TcpListener) -> String {
+        format!("http://{}", listener.local_addr().expect("addr"))
+    }
+
+    /// Serves `router` on `listener`.
+    pub fn start_on(
+        listener: tokio::net::TcpListener,
         service: &'static str,
         router: axum::Router,
         config: &Config,
         readiness: ReadinessCheck,
         (trigger, shutdown): (ShutdownTrigger, Shutdown),
     ) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let base = Self::base_of(&listener);
         let http_config = config.http.clone();
         tokio::spawn(async move {
             http::serve(service, listener, router, &http_config, readiness, shutdown)
@@ -171,16 +194,41 @@ impl Answer {
     }
 }
 
-/// Counts the SQL statements `db` runs from now on (set before the service gets its clone).
-pub fn count_statements(
-    db: &mut sea_orm::DatabaseConnection,
-) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
-    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = count.clone();
-    db.set_metric_callback(move |_| {
-        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    });
-    count
+/// The SQL statements a connection has run, for tests that count them.
+#[derive(Clone, Default)]
+pub struct StatementLog(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl StatementLog {
+    /// Records every statement `db` runs from now on (set it before the service gets its clone).
+    pub fn attach(db: &mut sea_orm::DatabaseConnection) -> Self {
+        let log = Self::default();
+        let sink = log.0.clone();
+        db.set_metric_callback(move |info| {
+            sink.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(info.statement.sql.clone());
+        });
+        log
+    }
+
+    pub fn len(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The statements run since the log held `from` of them.
+    pub fn since(&self, from: usize) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)[from..]
+            .to_vec()
+    }
 }
 
 /// Which database a test runs on.
@@ -219,7 +267,9 @@ impl TestDatabase {
                 })
             }
             Backend::Postgres => {
-                let url = std::env::var("TEST_DATABASE_URL").ok()?;
+                let url = std::env::var("TEST_DATABASE_URL")
+                    .ok()
+                    .filter(|url| !url.trim().is_empty())?;
                 Some(Self {
                     url,
                     schema,

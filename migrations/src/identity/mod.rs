@@ -3,12 +3,16 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261120_000001_init;
+mod m20261120_000002_pending_grant_removals;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261120_000001_init::Migration)]
+        vec![
+            Box::new(m20261120_000001_init::Migration),
+            Box::new(m20261120_000002_pending_grant_removals::Migration),
+        ]
     }
 }

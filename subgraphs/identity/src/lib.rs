@@ -5,6 +5,7 @@
 
 pub mod email;
 pub mod entity;
+pub mod grant_removal;
 pub mod internal;
 pub mod mail;
 pub mod mailed_token;
@@ -15,26 +16,26 @@ pub mod service;
 
 use std::sync::Arc;
 
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::GraphQLRequest;
 use axum::{
     Extension, Router,
     extract::State,
-    http::{HeaderMap, Method, StatusCode, header},
-    response::{Html, IntoResponse, Response},
+    http::{HeaderMap, Method},
+    response::{Html, Response},
     routing::{get, post},
 };
 use keygraph_kernel::{
     config::Config,
     db::{DatabaseTarget, connect_and_migrate},
-    guard::Authentication,
+    graphql,
     http::{self, RequestMeta, Shutdown},
-    internal::{self as internal_endpoints, InternalToken},
+    internal::{self as internal_endpoints, InternalClient, InternalToken},
     token::TokenVerifier,
 };
 use keygraph_migrations::identity::Migrator;
 use sea_orm::DatabaseConnection;
 
-use crate::{mail::Mailer, schema::IdentitySchema, service::Identity};
+use crate::{grant_removal::GrantRemoval, mail::Mailer, schema::IdentitySchema, service::Identity};
 
 pub const SERVICE: &str = "identity";
 
@@ -42,6 +43,17 @@ pub const SERVICE: &str = "identity";
 pub struct IdentityService {
     pub router: Router,
     pub db: DatabaseConnection,
+    /// Background work to run beside the server (see [`IdentityService::spawn_workers`]).
+    pub grant_removal: Option<GrantRemoval>,
+}
+
+impl IdentityService {
+    /// Starts the background workers; they stop with `shutdown`.
+    pub fn spawn_workers(&self, shutdown: Shutdown) {
+        if let Some(removal) = self.grant_removal.clone() {
+            tokio::spawn(removal.run(shutdown));
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -61,7 +73,19 @@ pub async fn build(config: &Config, internal_token: &str) -> anyhow::Result<Iden
     })
     .await?;
     let mailer = Mailer::from_config(&config.mail, config.data_dir.join("mail"))?;
-    let identity = Arc::new(Identity::new(db.clone(), config, mailer)?);
+    let grant_removal = match &config.identity.authz_url {
+        Some(url) => Some(GrantRemoval::new(
+            db.clone(),
+            InternalClient::new(url, internal_token)?,
+        )),
+        None => None,
+    };
+    let identity = Arc::new(Identity::new(
+        db.clone(),
+        config,
+        mailer,
+        grant_removal.clone(),
+    )?);
     let state = GraphqlState {
         schema: schema::build_schema(identity.clone()),
         verifier: TokenVerifier::from_config(&config.tokens)?,
@@ -75,7 +99,11 @@ pub async fn build(config: &Config, internal_token: &str) -> anyhow::Result<Iden
             internal::routes(identity),
             InternalToken::new(internal_token),
         ));
-    Ok(IdentityService { router, db })
+    Ok(IdentityService {
+        router,
+        db,
+        grant_removal,
+    })
 }
 
 /// Runs the service on its configured address until `shutdown`, then closes the pool.
@@ -86,6 +114,7 @@ pub async fn run(config: &Config, internal_token: &str, shutdown: Shutdown) -> a
             anyhow::anyhow!("identity: cannot listen on {}: {e}", config.identity.listen)
         })?;
     let service = build(config, internal_token).await?;
+    service.spawn_workers(shutdown.clone());
     http::serve(
         SERVICE,
         listener,
@@ -106,65 +135,15 @@ async fn graphql(
     headers: HeaderMap,
     request: GraphQLRequest,
 ) -> Response {
-    let mut request = request.into_inner();
-    // GET must be safe: a link or an <img> must never change state (GraphQL over HTTP).
-    if method == Method::GET && selects_mutation(&mut request) {
-        let body = serde_json::json!({ "errors": [{
-            "message": "mutations must be sent with POST",
-            "extensions": { "code": "BAD_USER_INPUT" },
-        }] });
-        return (
-            StatusCode::METHOD_NOT_ALLOWED,
-            [(header::ALLOW, "POST")],
-            axum::Json(body),
-        )
-            .into_response();
-    }
-    let authentication = authenticate(&state.verifier, &headers).await;
-    GraphQLResponse::from(
-        state
-            .schema
-            .execute(request.data(authentication).data(meta))
-            .await,
+    graphql::execute(
+        &state.schema,
+        &state.verifier,
+        method,
+        &headers,
+        meta,
+        request.into_inner(),
     )
-    .into_response()
-}
-
-/// Whether the operation the request would run is a mutation. Unparsable documents and
-/// ambiguous selections are left to the executor, which reports them.
-fn selects_mutation(request: &mut async_graphql::Request) -> bool {
-    use async_graphql::parser::types::{DocumentOperations, OperationType};
-    let name = request.operation_name.clone();
-    let Ok(document) = request.parsed_query() else {
-        return false;
-    };
-    let operation = match (&document.operations, name) {
-        (DocumentOperations::Single(op), _) => Some(op),
-        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name.as_str()),
-        (DocumentOperations::Multiple(_), None) => None,
-    };
-    operation.is_some_and(|op| op.node.ty == OperationType::Mutation)
-}
-
-/// Reads `Authorization: Bearer …`; a refused token is remembered with its reason, so
-/// operations that need no token still work and those that do say why it was refused.
-pub async fn authenticate(verifier: &TokenVerifier, headers: &HeaderMap) -> Authentication {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Authentication::Anonymous;
-    };
-    let token = value.to_str().ok().and_then(|v| {
-        v.strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-    });
-    match token {
-        Some(token) => match verifier.verify(token.trim()).await {
-            Ok(principal) => Authentication::Authenticated(principal),
-            Err(reason) => Authentication::Invalid(reason),
-        },
-        None => Authentication::Invalid(keygraph_kernel::token::TokenError::Malformed(
-            "the Authorization header must be `Bearer <token>`".into(),
-        )),
-    }
+    .await
 }
 
 /// The page behind mailed links: it asks the user to confirm, then calls the mutation.

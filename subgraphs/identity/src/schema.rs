@@ -7,7 +7,6 @@ use async_graphql::{
     Context, EmptySubscription, Enum, ID, InputObject, Object, SDLExportOptions, Schema,
     SimpleObject,
 };
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use keygraph_kernel::{
     ApiError, ApiResult,
@@ -16,19 +15,18 @@ use keygraph_kernel::{
         require_self_or_permission,
     },
     http::RequestMeta,
+    pagination::{PageInfo, decode_cursor, encode_cursor, page_size},
 };
 use uuid::Uuid;
 
 use crate::{
     entity::user,
     permissions,
-    service::{AccountStatus, Identity, MAX_PAGE, Registration, UserQuery},
+    service::{AccountStatus, Identity, Registration, UserQuery},
 };
 
 pub type IdentitySchema = Schema<Query, Mutation, EmptySubscription>;
 
-/// Page size of `users` when `first` is left out.
-const DEFAULT_PAGE: i32 = 20;
 /// Largest query depth accepted.
 const MAX_DEPTH: usize = 16;
 /// Largest query complexity (roughly, fields resolved) accepted.
@@ -132,20 +130,6 @@ pub struct UserEdge {
     pub node: User,
 }
 
-/// Position of a page in a list (Relay cursor connections).
-#[derive(SimpleObject)]
-#[graphql(shareable)]
-pub struct PageInfo {
-    /// More items follow this page.
-    pub has_next_page: bool,
-    /// Items come before this page.
-    pub has_previous_page: bool,
-    /// Cursor of the first item of the page.
-    pub start_cursor: Option<String>,
-    /// Cursor of the last item of the page; pass it as `after` for the next page.
-    pub end_cursor: Option<String>,
-}
-
 /// Narrows the list of users.
 #[derive(InputObject, Default)]
 pub struct UserFilter {
@@ -193,20 +177,6 @@ fn parse_id(field: &str, id: &ID) -> ApiResult<Uuid> {
     })
 }
 
-fn encode_cursor(id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(id.as_bytes())
-}
-
-fn decode_cursor(cursor: &str) -> ApiResult<Uuid> {
-    URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|bytes| Uuid::from_slice(&bytes).ok())
-        .ok_or_else(|| {
-            ApiError::bad_input("after", "`after` is not a cursor returned by this list")
-        })
-}
-
 pub struct Query;
 
 #[Object]
@@ -241,12 +211,7 @@ impl Query {
         after: Option<String>,
         #[graphql(desc = "Only users matching this filter.")] filter: Option<UserFilter>,
     ) -> ApiResult<UserConnection> {
-        let first = u64::try_from(first.unwrap_or(DEFAULT_PAGE))
-            .ok()
-            .filter(|n| *n <= MAX_PAGE)
-            .ok_or_else(|| {
-                ApiError::bad_input("first", format!("`first` must be between 0 and {MAX_PAGE}"))
-            })?;
+        let first = page_size(first)?;
         let after = after.as_deref().map(decode_cursor).transpose()?;
         let filter = filter.unwrap_or_default();
         let query = UserQuery {
@@ -263,12 +228,11 @@ impl Query {
             })
             .collect();
         Ok(UserConnection {
-            page_info: PageInfo {
-                has_next_page: page.has_next_page,
-                has_previous_page: after.is_some(),
-                start_cursor: edges.first().map(|e| e.cursor.clone()),
-                end_cursor: edges.last().map(|e| e.cursor.clone()),
-            },
+            page_info: PageInfo::new(
+                &edges.iter().map(|e| e.cursor.clone()).collect::<Vec<_>>(),
+                page.has_next_page,
+                after.is_some(),
+            ),
             edges,
             total_count: page.total_count,
         })

@@ -25,8 +25,10 @@ use crate::{
     entity::{
         credential,
         email_token::{self, PURPOSE_RESET_PASSWORD, PURPOSE_VERIFY_EMAIL},
+        pending_grant_removal,
         user::{self, STATUS_ACTIVE, STATUS_DISABLED},
     },
+    grant_removal::GrantRemoval,
     mail::{Mailer, OutgoingMail},
     mailed_token,
     password::{HashingError, PasswordHasher, PasswordPolicy},
@@ -34,7 +36,6 @@ use crate::{
 
 pub const MAX_DISPLAY_NAME: usize = 100;
 pub const MAX_SEARCH: usize = 100;
-pub const MAX_PAGE: u64 = 100;
 
 /// What went wrong in an identity operation.
 #[derive(Debug, thiserror::Error)]
@@ -143,13 +144,16 @@ pub struct Identity {
     verification_ttl: Duration,
     reset_ttl: Duration,
     mail_limiter: SlidingWindowLimiter,
+    grant_removal: Option<GrantRemoval>,
 }
 
 impl Identity {
+    /// `grant_removal` tells authz about deleted users; `None` where no authz service runs.
     pub fn new(
         db: DatabaseConnection,
         config: &Config,
         mailer: Mailer,
+        grant_removal: Option<GrantRemoval>,
     ) -> Result<Self, HashingError> {
         let id = &config.identity;
         Ok(Self {
@@ -164,6 +168,7 @@ impl Identity {
                 id.mail_rate_limit.max,
                 Duration::from_secs(id.mail_rate_limit.window_secs),
             ),
+            grant_removal,
         })
     }
 
@@ -479,7 +484,8 @@ impl Identity {
         Ok(user)
     }
 
-    /// Deletes the account with its credentials and tokens.
+    /// Deletes the account with its credentials and tokens; authz is told to drop its grants
+    /// (recorded in the same transaction, delivered with retries).
     pub async fn delete_user(
         &self,
         meta: &RequestMeta,
@@ -495,12 +501,27 @@ impl Identity {
             .await?;
         credential::Entity::delete_by_id(user_id).exec(&txn).await?;
         user::Entity::delete_by_id(user_id).exec(&txn).await?;
+        if self.grant_removal.is_some() {
+            let now = Utc::now();
+            pending_grant_removal::ActiveModel {
+                user_id: Set(user_id),
+                created_at: Set(now),
+                attempts: Set(0),
+                next_attempt_at: Set(now),
+                last_error: Set(None),
+            }
+            .insert(&txn)
+            .await?;
+        }
         AuditEvent::new("identity.user.deleted", "user", user_id)
             .actor(Some(actor))
             .metadata(json!({ "email": user.email }))
             .record(&txn, meta)
             .await?;
         txn.commit().await?;
+        if let Some(removal) = &self.grant_removal {
+            removal.wake();
+        }
         Ok(())
     }
 

@@ -43,17 +43,21 @@ impl TestService {
         let mut config = test_config(data.path(), &signer);
         config.identity.database_url = Some(database.url.clone());
         config.identity.schema = database.schema.clone();
+        // No authz service beside these tests; authz's own tests cover the hand-over.
+        config.identity.authz_url = None;
         adjust(&mut config);
         let service = keygraph_identity::build(&config, INTERNAL_TOKEN)
             .await
             .expect("identity service starts");
         let db = service.db.clone();
+        let (trigger, shutdown) = TestServer::shutdown_pair();
+        service.spawn_workers(shutdown.clone());
         let server = TestServer::start(
             "identity",
             service.router,
             &config,
             http::database_readiness(service.db),
-            TestServer::shutdown_pair(),
+            (trigger, shutdown),
         )
         .await;
         Some(Self {

@@ -1,0 +1,91 @@
+//! Serving a subgraph's GraphQL over HTTP: the caller's token is verified, mutations over GET
+//! are refused, and the request's metadata reaches the resolvers.
+
+use async_graphql::{
+    ObjectType, Request, Schema, SubscriptionType,
+    parser::types::{DocumentOperations, OperationType},
+};
+use async_graphql_axum::GraphQLResponse;
+use axum::{
+    Json,
+    http::{HeaderMap, Method, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+
+use crate::{
+    guard::Authentication,
+    http::RequestMeta,
+    token::{TokenError, TokenVerifier},
+};
+
+/// Executes `request` against `schema` with the caller's [`Authentication`] and `meta`.
+pub async fn execute<Q, M, S>(
+    schema: &Schema<Q, M, S>,
+    verifier: &TokenVerifier,
+    method: Method,
+    headers: &HeaderMap,
+    meta: RequestMeta,
+    mut request: Request,
+) -> Response
+where
+    Q: ObjectType + 'static,
+    M: ObjectType + 'static,
+    S: SubscriptionType + 'static,
+{
+    // GET must be safe: a link or an <img> must never change state (GraphQL over HTTP).
+    if method == Method::GET && selects_mutation(&mut request) {
+        let body = serde_json::json!({ "errors": [{
+            "message": "mutations must be sent with POST",
+            "extensions": { "code": "BAD_USER_INPUT" },
+        }] });
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "POST")],
+            Json(body),
+        )
+            .into_response();
+    }
+    let authentication = authenticate(verifier, headers).await;
+    GraphQLResponse::from(
+        schema
+            .execute(request.data(authentication).data(meta))
+            .await,
+    )
+    .into_response()
+}
+
+/// Reads `Authorization: Bearer …`; a refused token is remembered with its reason, so
+/// operations that need no token still work and those that do say why it was refused.
+pub async fn authenticate(verifier: &TokenVerifier, headers: &HeaderMap) -> Authentication {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Authentication::Anonymous;
+    };
+    let token = value.to_str().ok().and_then(|v| {
+        v.strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+    });
+    match token {
+        Some(token) => match verifier.verify(token.trim()).await {
+            Ok(principal) => Authentication::Authenticated(principal),
+            Err(reason) => Authentication::Invalid(reason),
+        },
+        None => Authentication::Invalid(TokenError::Malformed(
+            "the Authorization header must be `Bearer <token>`".into(),
+        )),
+    }
+}
+
+/// Whether the operation the request would run is a mutation. Unparsable documents and
+/// ambiguous selections are left to the executor, which reports them.
+fn selects_mutation(request: &mut Request) -> bool {
+    let name = request.operation_name.clone();
+    let Ok(document) = request.parsed_query() else {
+        return false;
+    };
+    let operation = match (&document.operations, name) {
+        (DocumentOperations::Single(op), _) => Some(op),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name.as_str()),
+        (DocumentOperations::Multiple(_), None) => None,
+    };
+    operation.is_some_and(|op| op.node.ty == OperationType::Mutation)
+}

@@ -1,0 +1,86 @@
+//! Internal endpoints (behind the internal token): a user's grants for token claims (auth),
+//! and removal of a deleted user's grants (identity).
+
+use std::sync::Arc;
+
+use axum::{
+    Extension, Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use keygraph_kernel::http::RequestMeta;
+use uuid::Uuid;
+
+use crate::service::Authz;
+
+pub fn routes(authz: Arc<Authz>) -> Router {
+    Router::new()
+        .route(
+            "/internal/users/{id}/grants",
+            get(user_grants).delete(remove_user),
+        )
+        .with_state(authz)
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": code, "message": message.into() })),
+    )
+        .into_response()
+}
+
+/// The user id of the path, or the 400 answer for a malformed one.
+fn parse_user(id: &str) -> Result<Uuid, Box<Response>> {
+    Uuid::parse_str(id).map_err(|_| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("`{id}` is not a user id (a UUID)"),
+        ))
+    })
+}
+
+/// `{"roles": [names], "permissions": [effective codes]}`; empty lists for unknown users.
+async fn user_grants(State(authz): State<Arc<Authz>>, Path(id): Path<String>) -> Response {
+    let user = match parse_user(&id) {
+        Ok(user) => user,
+        Err(response) => return *response,
+    };
+    match authz.user_grants(user).await {
+        Ok(grants) => Json(grants).into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "grants look-up failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "grants look-up failed",
+            )
+        }
+    }
+}
+
+/// Removes every grant of a deleted user; answers 200 with the count, also when there were none.
+async fn remove_user(
+    State(authz): State<Arc<Authz>>,
+    Extension(meta): Extension<RequestMeta>,
+    Path(id): Path<String>,
+) -> Response {
+    let user = match parse_user(&id) {
+        Ok(user) => user,
+        Err(response) => return *response,
+    };
+    match authz.remove_user(&meta, user).await {
+        Ok(removed) => Json(serde_json::json!({ "removedRoles": removed })).into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "removing a user's grants failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "removing grants failed",
+            )
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Authz subgraph: roles, the permission catalog, role-permission and user-role grants, and
+//! permission checks, with DataLoaders batching the many-to-many look-ups.
+//!
+//! [`build`] assembles the service so the `keygraph` launcher, the per-service command, the
+//! tests and the benchmark all start the same code.
+
+pub mod entity;
+pub mod internal;
+pub mod loaders;
+pub mod schema;
+pub mod service;
+
+use std::sync::Arc;
+
+use async_graphql_axum::GraphQLRequest;
+use axum::{
+    Extension, Router,
+    extract::State,
+    http::{HeaderMap, Method},
+    response::Response,
+    routing::post,
+};
+use keygraph_kernel::{
+    batching::PollFence,
+    config::Config,
+    db::{DatabaseTarget, connect_and_migrate},
+    graphql,
+    http::{self, RequestMeta, Shutdown},
+    internal::{self as internal_endpoints, InternalClient, InternalToken},
+    token::TokenVerifier,
+};
+use keygraph_migrations::authz::Migrator;
+use sea_orm::DatabaseConnection;
+
+pub use crate::loaders::Lookup;
+use crate::{loaders::Loaders, schema::AuthzSchema, service::Authz};
+
+pub const SERVICE: &str = "authz";
+
+/// A ready-to-serve authz service.
+pub struct AuthzService {
+    pub router: Router,
+    pub db: DatabaseConnection,
+    pub authz: Arc<Authz>,
+}
+
+#[derive(Clone)]
+struct GraphqlState {
+    schema: AuthzSchema,
+    verifier: TokenVerifier,
+    authz: Arc<Authz>,
+    lookup: Lookup,
+}
+
+/// Connects to the authz database and runs its migrations.
+pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
+    let url = config.database_url_for(SERVICE, config.authz.database_url.as_deref());
+    Ok(connect_and_migrate::<Migrator>(DatabaseTarget {
+        service: SERVICE,
+        url: &url,
+        schema: &config.authz.schema,
+        pool: &config.database,
+    })
+    .await?)
+}
+
+/// Connects, migrates and assembles the service.
+pub async fn build(config: &Config, internal_token: &str) -> anyhow::Result<AuthzService> {
+    let db = connect(config).await?;
+    build_with(config, db, internal_token, Lookup::Batched).await
+}
+
+/// Assembles the service over an open database (tests count its statements; the benchmark
+/// compares [`Lookup`]s).
+pub async fn build_with(
+    config: &Config,
+    db: DatabaseConnection,
+    internal_token: &str,
+    lookup: Lookup,
+) -> anyhow::Result<AuthzService> {
+    let identity = InternalClient::new(&config.authz.identity_url, internal_token)?;
+    let authz = Arc::new(Authz::new(db.clone(), identity));
+    let added = authz.sync_catalog().await?;
+    if added > 0 {
+        tracing::info!(added, "permission catalog: new codes added");
+    }
+    let state = GraphqlState {
+        schema: schema::build_schema(authz.clone()),
+        verifier: TokenVerifier::from_config(&config.tokens)?,
+        authz: authz.clone(),
+        lookup,
+    };
+    let router = Router::new()
+        .route("/graphql", post(graphql_handler).get(graphql_handler))
+        .with_state(state)
+        .merge(internal_endpoints::protect(
+            internal::routes(authz.clone()),
+            InternalToken::new(internal_token),
+        ));
+    Ok(AuthzService { router, db, authz })
+}
+
+/// Runs the service on its configured address until `shutdown`, then closes the pool.
+pub async fn run(config: &Config, internal_token: &str, shutdown: Shutdown) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.authz.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("authz: cannot listen on {}: {e}", config.authz.listen))?;
+    let service = build(config, internal_token).await?;
+    http::serve(
+        SERVICE,
+        listener,
+        service.router,
+        &config.http,
+        http::database_readiness(service.db.clone()),
+        shutdown,
+    )
+    .await?;
+    service.db.close().await?;
+    Ok(())
+}
+
+async fn graphql_handler(
+    State(state): State<GraphqlState>,
+    Extension(meta): Extension<RequestMeta>,
+    method: Method,
+    headers: HeaderMap,
+    request: GraphQLRequest,
+) -> Response {
+    // Fresh loaders per request: batching within it, no stale data across requests. Their
+    // batches start when a poll of this request's execution ends (see PollFence).
+    let fence = PollFence::new();
+    let request =
+        request
+            .into_inner()
+            .data(Loaders::new(state.authz.clone(), state.lookup, &fence));
+    let execution = graphql::execute(
+        &state.schema,
+        &state.verifier,
+        method,
+        &headers,
+        meta,
+        request,
+    );
+    fence.guard(execution).await
+}

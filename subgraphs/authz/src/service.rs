@@ -1,0 +1,770 @@
+//! Authz rules: roles, the permission catalog, grants and checks. No GraphQL types here.
+//!
+//! The batch look-ups (`*_of_*`) take many keys and run one SQL statement each, so the
+//! DataLoaders in `loaders.rs` answer a whole level of a query with one statement.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::Utc;
+use keygraph_kernel::{
+    ApiError,
+    db::is_unique_violation,
+    http::RequestMeta,
+    internal::{InternalCallError, InternalClient},
+    outbox::AuditEvent,
+    permissions::{CATALOG, grant_description, module_of, validate_code, validate_grant},
+    token::{Principal, grant_covers},
+};
+use keygraph_migrations::authz::ADMIN_ROLE;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, Statement,
+    TransactionTrait,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::entity::{permission, role, role_permission, user_role};
+
+pub const MAX_ROLE_NAME: usize = 64;
+pub const MAX_DESCRIPTION: usize = 500;
+/// Most codes one `checkPermissions` call may ask about.
+pub const MAX_CHECKS: usize = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthzError {
+    #[error("{message}")]
+    InvalidInput {
+        field: &'static str,
+        message: String,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("cannot reach the identity service to check the user: {0}")]
+    IdentityUnavailable(InternalCallError),
+    #[error(transparent)]
+    Database(#[from] DbErr),
+}
+
+impl From<AuthzError> for ApiError {
+    fn from(err: AuthzError) -> Self {
+        match err {
+            AuthzError::InvalidInput { field, message } => ApiError::bad_input(field, message),
+            AuthzError::NotFound(m) => ApiError::not_found(m),
+            AuthzError::Conflict(m) => ApiError::conflict(m),
+            AuthzError::Forbidden(m) => ApiError::forbidden(m),
+            AuthzError::IdentityUnavailable(e) => ApiError::internal(e),
+            AuthzError::Database(e) => ApiError::internal(e),
+        }
+    }
+}
+
+pub type AuthzResult<T> = Result<T, AuthzError>;
+
+fn input(field: &'static str, message: impl Into<String>) -> AuthzError {
+    AuthzError::InvalidInput {
+        field,
+        message: message.into(),
+    }
+}
+
+/// A code a role holds: a catalog entry, or a wildcard grant (which has no entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantedPermission {
+    pub code: String,
+    pub description: String,
+    pub module: String,
+}
+
+pub struct RolePage {
+    pub roles: Vec<role::Model>,
+    pub has_next_page: bool,
+    pub total_count: u64,
+}
+
+/// What a user holds, for token claims.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UserGrants {
+    pub roles: Vec<String>,
+    pub permissions: Vec<String>,
+}
+
+pub struct Authz {
+    db: DatabaseConnection,
+    identity: InternalClient,
+}
+
+impl Authz {
+    pub fn new(db: DatabaseConnection, identity: InternalClient) -> Self {
+        Self { db, identity }
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Adds catalog codes that this database does not know yet (codes added to the catalog
+    /// after the first migration). Existing entries are left as they are.
+    pub async fn sync_catalog(&self) -> AuthzResult<usize> {
+        let known: BTreeSet<String> = permission::Entity::find()
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|p| p.code)
+            .collect();
+        let mut added = 0;
+        for (code, description) in CATALOG {
+            if known.contains(*code) {
+                continue;
+            }
+            permission::ActiveModel {
+                code: Set((*code).to_owned()),
+                module: Set(module_of(code).to_owned()),
+                description: Set((*description).to_owned()),
+                created_at: Set(Utc::now()),
+            }
+            .insert(&self.db)
+            .await?;
+            added += 1;
+        }
+        Ok(added)
+    }
+
+    // ----- reading -----
+
+    pub async fn role(&self, id: Uuid) -> AuthzResult<Option<role::Model>> {
+        Ok(role::Entity::find_by_id(id).one(&self.db).await?)
+    }
+
+    pub async fn role_by_name(&self, name: &str) -> AuthzResult<Option<role::Model>> {
+        Ok(role::Entity::find()
+            .filter(role::Column::Name.eq(name.trim()))
+            .one(&self.db)
+            .await?)
+    }
+
+    /// Roles in creation order, a page at a time.
+    pub async fn roles(&self, first: u64, after: Option<Uuid>) -> AuthzResult<RolePage> {
+        let total_count = role::Entity::find().count(&self.db).await?;
+        let mut page = role::Entity::find();
+        if let Some(after) = after {
+            page = page.filter(role::Column::Id.gt(after));
+        }
+        let mut roles = page
+            .order_by_asc(role::Column::Id)
+            .limit(first + 1)
+            .all(&self.db)
+            .await?;
+        let has_next_page = roles.len() as u64 > first;
+        roles.truncate(first as usize);
+        Ok(RolePage {
+            roles,
+            has_next_page,
+            total_count,
+        })
+    }
+
+    /// The catalog, optionally of one module, ordered by code.
+    pub async fn permissions(&self, module: Option<&str>) -> AuthzResult<Vec<permission::Model>> {
+        let mut query = permission::Entity::find();
+        if let Some(module) = module {
+            query = query.filter(permission::Column::Module.eq(module));
+        }
+        Ok(query
+            .order_by_asc(permission::Column::Code)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Roles of each user, by name. One statement.
+    pub async fn roles_of_users(
+        &self,
+        users: &[Uuid],
+    ) -> AuthzResult<HashMap<Uuid, Vec<role::Model>>> {
+        let rows = user_role::Entity::find()
+            .filter(user_role::Column::UserId.is_in(users.iter().copied()))
+            .find_also_related(role::Entity)
+            .order_by_asc(role::Column::Name)
+            .all(&self.db)
+            .await?;
+        let mut by_user: HashMap<Uuid, Vec<role::Model>> =
+            users.iter().map(|u| (*u, Vec::new())).collect();
+        for (grant, role) in rows {
+            if let Some(role) = role {
+                by_user.entry(grant.user_id).or_default().push(role);
+            }
+        }
+        Ok(by_user)
+    }
+
+    /// Codes and wildcard grants of each role, by code. One statement.
+    pub async fn permissions_of_roles(
+        &self,
+        roles: &[Uuid],
+    ) -> AuthzResult<HashMap<Uuid, Vec<GrantedPermission>>> {
+        let rows = role_permission::Entity::find()
+            .filter(role_permission::Column::RoleId.is_in(roles.iter().copied()))
+            .find_also_related(permission::Entity)
+            .order_by_asc(role_permission::Column::PermissionCode)
+            .all(&self.db)
+            .await?;
+        let mut by_role: HashMap<Uuid, Vec<GrantedPermission>> =
+            roles.iter().map(|r| (*r, Vec::new())).collect();
+        for (grant, entry) in rows {
+            let view = match entry {
+                Some(entry) => GrantedPermission {
+                    code: entry.code,
+                    description: entry.description,
+                    module: entry.module,
+                },
+                None => GrantedPermission {
+                    description: grant_description(&grant.permission_code),
+                    module: module_of(&grant.permission_code).to_owned(),
+                    code: grant.permission_code,
+                },
+            };
+            by_role.entry(grant.role_id).or_default().push(view);
+        }
+        Ok(by_role)
+    }
+
+    /// Catalog codes each user holds, wildcards expanded, sorted. One statement.
+    pub async fn effective_permissions_of_users(
+        &self,
+        users: &[Uuid],
+    ) -> AuthzResult<HashMap<Uuid, Vec<String>>> {
+        let mut by_user: HashMap<Uuid, Vec<String>> =
+            users.iter().map(|u| (*u, Vec::new())).collect();
+        if users.is_empty() {
+            return Ok(by_user);
+        }
+        // A grant covers a code when equal, or when it ends in `*` and the code starts with
+        // everything before the `*` (`*` alone covers all). substr/length work on both backends.
+        let sql = format!(
+            "SELECT DISTINCT ur.user_id AS user_id, p.code AS code \
+             FROM user_roles ur \
+             JOIN role_permissions rp ON rp.role_id = ur.role_id \
+             JOIN permissions p ON p.code = rp.permission_code \
+               OR (rp.permission_code LIKE '%*' \
+                   AND substr(p.code, 1, length(rp.permission_code) - 1) \
+                     = substr(rp.permission_code, 1, length(rp.permission_code) - 1)) \
+             WHERE ur.user_id IN ({}) \
+             ORDER BY ur.user_id, p.code",
+            placeholders(self.db.get_database_backend(), users.len())
+        );
+        let statement = Statement::from_sql_and_values(
+            self.db.get_database_backend(),
+            sql,
+            users.iter().map(|u| (*u).into()),
+        );
+        for row in self.db.query_all_raw(statement).await? {
+            let user: Uuid = row.try_get("", "user_id")?;
+            let code: String = row.try_get("", "code")?;
+            by_user.entry(user).or_default().push(code);
+        }
+        Ok(by_user)
+    }
+
+    /// The grants (codes and wildcards) a user holds through any role. One statement.
+    pub async fn grants_of_user(&self, user: Uuid) -> AuthzResult<Vec<String>> {
+        let sql = format!(
+            "SELECT DISTINCT rp.permission_code AS code \
+             FROM user_roles ur JOIN role_permissions rp ON rp.role_id = ur.role_id \
+             WHERE ur.user_id = {} ORDER BY rp.permission_code",
+            placeholders(self.db.get_database_backend(), 1)
+        );
+        let statement =
+            Statement::from_sql_and_values(self.db.get_database_backend(), sql, [user.into()]);
+        self.db
+            .query_all_raw(statement)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<String>("", "code").map_err(Into::into))
+            .collect()
+    }
+
+    /// For each code, whether the user holds it. Codes must be valid exact codes.
+    pub async fn check(&self, user: Uuid, codes: &[String]) -> AuthzResult<Vec<(String, bool)>> {
+        if codes.len() > MAX_CHECKS {
+            return Err(input(
+                "codes",
+                format!("at most {MAX_CHECKS} codes per check"),
+            ));
+        }
+        for code in codes {
+            validate_code(code).map_err(|m| input("codes", m))?;
+        }
+        let grants = self.grants_of_user(user).await?;
+        Ok(codes
+            .iter()
+            .map(|code| (code.clone(), grants.iter().any(|g| grant_covers(g, code))))
+            .collect())
+    }
+
+    /// Role names and effective codes of a user, for token claims.
+    pub async fn user_grants(&self, user: Uuid) -> AuthzResult<UserGrants> {
+        let roles = self.roles_of_users(&[user]).await?;
+        let permissions = self.effective_permissions_of_users(&[user]).await?;
+        Ok(UserGrants {
+            roles: roles
+                .get(&user)
+                .map(|r| r.iter().map(|r| r.name.clone()).collect())
+                .unwrap_or_default(),
+            permissions: permissions.get(&user).cloned().unwrap_or_default(),
+        })
+    }
+
+    // ----- changing -----
+
+    pub async fn create_role(
+        &self,
+        meta: &RequestMeta,
+        actor: Uuid,
+        name: &str,
+        description: Option<&str>,
+    ) -> AuthzResult<role::Model> {
+        let name = validate_role_name(name)?;
+        let description = validate_description(description.unwrap_or_default())?;
+        let now = Utc::now();
+        let txn = self.db.begin().await?;
+        let created = role::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            name: Set(name.clone()),
+            description: Set(description),
+            built_in: Set(false),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&txn)
+        .await
+        .map_err(|e| conflict_on_name(e, &name))?;
+        AuditEvent::new("authz.role.created", "role", created.id)
+            .actor(Some(actor))
+            .metadata(json!({ "name": name }))
+            .record(&txn, meta)
+            .await?;
+        txn.commit().await?;
+        Ok(created)
+    }
+
+    pub async fn update_role(
+        &self,
+        meta: &RequestMeta,
+        actor: Uuid,
+        id: Uuid,
+        name: Option<&str>,
+        description: Option<&str>,
+    ) -> AuthzResult<role::Model> {
+        let txn = self.db.begin().await?;
+        let current = load_role(&txn, id).await?;
+        let name = name.map(validate_role_name).transpose()?;
+        let description = description.map(validate_description).transpose()?;
+        if current.built_in && name.as_ref().is_some_and(|n| *n != current.name) {
+            return Err(AuthzError::Forbidden(format!(
+                "the built-in role `{}` cannot be renamed",
+                current.name
+            )));
+        }
+        let mut changed = Vec::new();
+        let mut active: role::ActiveModel = current.clone().into();
+        if let Some(name) = name.filter(|n| *n != current.name) {
+            active.name = Set(name);
+            changed.push("name");
+        }
+        if let Some(description) = description.filter(|d| *d != current.description) {
+            active.description = Set(description);
+            changed.push("description");
+        }
+        if changed.is_empty() {
+            txn.rollback().await?;
+            return Ok(current);
+        }
+        active.updated_at = Set(Utc::now());
+        let updated = active
+            .update(&txn)
+            .await
+            .map_err(|e| conflict_on_name(e, "that name"))?;
+        AuditEvent::new("authz.role.updated", "role", id)
+            .actor(Some(actor))
+            .metadata(json!({ "fields": changed, "name": updated.name }))
+            .record(&txn, meta)
+            .await?;
+        txn.commit().await?;
+        Ok(updated)
+    }
+
+    /// Deletes a role with its grants. Built-in roles cannot be deleted.
+    pub async fn delete_role(&self, meta: &RequestMeta, actor: Uuid, id: Uuid) -> AuthzResult<()> {
+        let txn = self.db.begin().await?;
+        let role = load_role(&txn, id).await?;
+        if role.built_in {
+            return Err(AuthzError::Forbidden(format!(
+                "the built-in role `{}` cannot be deleted",
+                role.name
+            )));
+        }
+        // Explicit, not left to the cascade: SQLite enforces it only with foreign keys on.
+        let holders = user_role::Entity::delete_many()
+            .filter(user_role::Column::RoleId.eq(id))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        role_permission::Entity::delete_many()
+            .filter(role_permission::Column::RoleId.eq(id))
+            .exec(&txn)
+            .await?;
+        role::Entity::delete_by_id(id).exec(&txn).await?;
+        AuditEvent::new("authz.role.deleted", "role", id)
+            .actor(Some(actor))
+            .metadata(json!({ "name": role.name, "unassignedFrom": holders }))
+            .record(&txn, meta)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Adds a code to the catalog, or updates its description. A repeat changes nothing.
+    pub async fn define_permission(
+        &self,
+        meta: &RequestMeta,
+        actor: Uuid,
+        code: &str,
+        description: &str,
+    ) -> AuthzResult<permission::Model> {
+        let code = code.trim();
+        validate_code(code).map_err(|m| input("code", m))?;
+        let description = validate_description(description)?;
+        let txn = self.db.begin().await?;
+        let existing = permission::Entity::find_by_id(code).one(&txn).await?;
+        let (model, action) = match existing {
+            Some(entry) if entry.description == description => {
+                txn.rollback().await?;
+                return Ok(entry);
+            }
+            Some(entry) => {
+                let mut active: permission::ActiveModel = entry.into();
+                active.description = Set(description);
+                (active.update(&txn).await?, "authz.permission.updated")
+            }
+            None => (
+                permission::ActiveModel {
+                    code: Set(code.to_owned()),
+                    module: Set(module_of(code).to_owned()),
+                    description: Set(description),
+                    created_at: Set(Utc::now()),
+                }
+                .insert(&txn)
+                .await?,
+                "authz.permission.defined",
+            ),
+        };
+        AuditEvent::new(action, "permission", code)
+            .actor(Some(actor))
+            .record(&txn, meta)
+            .await?;
+        txn.commit().await?;
+        Ok(model)
+    }
+
+    /// Grants a code (from the catalog) or a wildcard to a role. A repeat changes nothing.
+    pub async fn grant_permission(
+        &self,
+        meta: &RequestMeta,
+        actor: &Principal,
+        role_id: Uuid,
+        code: &str,
+    ) -> AuthzResult<role::Model> {
+        let code = code.trim();
+        validate_grant(code).map_err(|m| input("code", m))?;
+        let txn = self.db.begin().await?;
+        let role = load_role(&txn, role_id).await?;
+        refuse_admin_change(&role)?;
+        if !code.ends_with('*')
+            && permission::Entity::find_by_id(code)
+                .one(&txn)
+                .await?
+                .is_none()
+        {
+            return Err(AuthzError::NotFound(format!(
+                "`{code}` is not in the permission catalog; define it first"
+            )));
+        }
+        self.require_holds_all(actor, &[code.to_owned()]).await?;
+        let actor = actor.user_id;
+        if role_permission::Entity::find_by_id((role_id, code.to_owned()))
+            .one(&txn)
+            .await?
+            .is_some()
+        {
+            txn.rollback().await?;
+            return Ok(role);
+        }
+        role_permission::ActiveModel {
+            role_id: Set(role_id),
+            permission_code: Set(code.to_owned()),
+            granted_by: Set(Some(actor)),
+            granted_at: Set(Utc::now()),
+        }
+        .insert(&txn)
+        .await?;
+        AuditEvent::new("authz.role.permission_granted", "role", role_id)
+            .actor(Some(actor))
+            .metadata(json!({ "role": role.name, "code": code }))
+            .record(&txn, meta)
+            .await?;
+        txn.commit().await?;
+        Ok(role)
+    }
+
+    /// Takes a code or wildcard away from a role. Revoking what it does not hold changes nothing.
+    pub async fn revoke_permission(
+        &self,
+        meta: &RequestMeta,
+        actor: Uuid,
+        role_id: Uuid,
+        code: &str,
+    ) -> AuthzResult<role::Model> {
+        let code = code.trim();
+        validate_grant(code).map_err(|m| input("code", m))?;
+        let txn = self.db.begin().await?;
+        let role = load_role(&txn, role_id).await?;
+        refuse_admin_change(&role)?;
+        let removed = role_permission::Entity::delete_by_id((role_id, code.to_owned()))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        if removed == 0 {
+            txn.rollback().await?;
+            return Ok(role);
+        }
+        AuditEvent::new("authz.role.permission_revoked", "role", role_id)
+            .actor(Some(actor))
+            .metadata(json!({ "role": role.name, "code": code }))
+            .record(&txn, meta)
+            .await?;
+        txn.commit().await?;
+        Ok(role)
+    }
+
+    /// Gives a user a role, after identity confirms the user exists. A repeat changes nothing.
+    pub async fn assign_role(
+        &self,
+        meta: &RequestMeta,
+        actor: &Principal,
+        user_id: Uuid,
+        role_id: Uuid,
+    ) -> AuthzResult<()> {
+        let role = load_role(&self.db, role_id).await?;
+        let grants: Vec<String> = self
+            .permissions_of_roles(&[role_id])
+            .await?
+            .remove(&role_id)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|g| g.code)
+            .collect();
+        self.require_holds_all(actor, &grants).await?;
+        let actor = actor.user_id;
+        let exists = self
+            .identity
+            .get_json::<serde_json::Value>(&format!("/internal/users/{user_id}"))
+            .await
+            .map_err(AuthzError::IdentityUnavailable)?
+            .is_some();
+        if !exists {
+            return Err(AuthzError::NotFound(format!("no user with id {user_id}")));
+        }
+        let txn = self.db.begin().await?;
+        let inserted = user_role::ActiveModel {
+            user_id: Set(user_id),
+            role_id: Set(role_id),
+            granted_by: Set(Some(actor)),
+            granted_at: Set(Utc::now()),
+        }
+        .insert(&txn)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            // Already assigned (perhaps by a concurrent call): nothing to record.
+            Err(e) if is_unique_violation(&e) => {
+                txn.rollback().await?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        AuditEvent::new("authz.user.role_assigned", "user", user_id)
+            .actor(Some(actor))
+            .metadata(json!({ "role": role.name, "roleId": role_id }))
+            .record(&txn, meta)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Takes a role from a user. Unassigning what the user does not hold changes nothing.
+    pub async fn unassign_role(
+        &self,
+        meta: &RequestMeta,
+        actor: Uuid,
+        user_id: Uuid,
+        role_id: Uuid,
+    ) -> AuthzResult<()> {
+        let txn = self.db.begin().await?;
+        let role = load_role(&txn, role_id).await?;
+        let removed = user_role::Entity::delete_by_id((user_id, role_id))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        if removed == 0 {
+            txn.rollback().await?;
+            return Ok(());
+        }
+        AuditEvent::new("authz.user.role_unassigned", "user", user_id)
+            .actor(Some(actor))
+            .metadata(json!({ "role": role.name, "roleId": role_id }))
+            .record(&txn, meta)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Removes every grant of a deleted user (called by identity). Idempotent.
+    pub async fn remove_user(&self, meta: &RequestMeta, user_id: Uuid) -> AuthzResult<u64> {
+        let txn = self.db.begin().await?;
+        let removed = user_role::Entity::delete_many()
+            .filter(user_role::Column::UserId.eq(user_id))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        if removed > 0 {
+            AuditEvent::new("authz.user.grants_removed", "user", user_id)
+                .metadata(json!({ "roles": removed, "reason": "user deleted" }))
+                .record(&txn, meta)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(removed)
+    }
+}
+
+impl Authz {
+    /// Nobody hands out what they do not hold: every catalog code the grants cover (wildcards
+    /// expanded against the catalog) must be held by the caller, through their token or their
+    /// current grants (so a code defined after their token was issued counts too).
+    async fn require_holds_all(&self, holder: &Principal, grants: &[String]) -> AuthzResult<()> {
+        let catalog: Vec<String> = if grants.iter().any(|g| g.ends_with('*')) {
+            self.permissions(None)
+                .await?
+                .into_iter()
+                .map(|p| p.code)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut current: Option<Vec<String>> = None;
+        for grant in grants {
+            let covered: Vec<&str> = if grant.ends_with('*') {
+                catalog
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|code| grant_covers(grant, code))
+                    .collect()
+            } else {
+                vec![grant.as_str()]
+            };
+            for code in covered {
+                if holder.has_permission(code) {
+                    continue;
+                }
+                if current.is_none() {
+                    current = Some(self.grants_of_user(holder.user_id).await?);
+                }
+                if current.iter().flatten().any(|own| grant_covers(own, code)) {
+                    continue;
+                }
+                return Err(AuthzError::Forbidden(format!(
+                    "you can only hand out permissions you hold yourself; `{grant}` includes `{code}`, which you do not hold"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn placeholders(backend: DbBackend, count: usize) -> String {
+    (1..=count)
+        .map(|i| match backend {
+            DbBackend::Postgres => format!("${i}"),
+            _ => "?".to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn load_role<C: ConnectionTrait>(db: &C, id: Uuid) -> AuthzResult<role::Model> {
+    role::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or_else(|| AuthzError::NotFound(format!("no role with id {id}")))
+}
+
+fn refuse_admin_change(role: &role::Model) -> AuthzResult<()> {
+    if role.built_in && role.name == ADMIN_ROLE {
+        return Err(AuthzError::Forbidden(
+            "the built-in admin role always holds `*`; its permissions cannot change".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn conflict_on_name(err: DbErr, name: &str) -> AuthzError {
+    if is_unique_violation(&err) {
+        AuthzError::Conflict(format!("a role named `{name}` already exists"))
+    } else {
+        err.into()
+    }
+}
+
+/// Role names are slugs: a lowercase letter, then lowercase letters, digits, `_` or `-`.
+fn validate_role_name(name: &str) -> AuthzResult<String> {
+    let name = name.trim();
+    let mut chars = name.chars();
+    let valid = matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if name.len() > MAX_ROLE_NAME {
+        return Err(input(
+            "name",
+            format!("role names are at most {MAX_ROLE_NAME} characters"),
+        ));
+    }
+    if !valid {
+        return Err(input(
+            "name",
+            format!(
+                "`{name}` is not a role name: start with a lowercase letter, then lowercase letters, digits, _ or -"
+            ),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+fn validate_description(description: &str) -> AuthzResult<String> {
+    let description = description.trim();
+    if description.chars().count() > MAX_DESCRIPTION {
+        return Err(input(
+            "description",
+            format!("descriptions are at most {MAX_DESCRIPTION} characters"),
+        ));
+    }
+    if description.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(input(
+            "description",
+            "descriptions must not contain control characters",
+        ));
+    }
+    Ok(description.to_owned())
+}
