@@ -2,7 +2,7 @@
 //! are refused, and the request's metadata reaches the resolvers.
 
 use async_graphql::{
-    ObjectType, Request, Schema, SubscriptionType,
+    Context, ID, ObjectType, Request, Schema, SubscriptionType,
     parser::types::{DocumentOperations, OperationType},
 };
 use async_graphql_axum::GraphQLResponse;
@@ -12,7 +12,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
+use uuid::Uuid;
+
 use crate::{
+    error::{ApiError, ApiResult},
     guard::Authentication,
     http::RequestMeta,
     token::{TokenError, TokenVerifier},
@@ -88,4 +91,21 @@ fn selects_mutation(request: &mut Request) -> bool {
         (DocumentOperations::Multiple(_), None) => None,
     };
     operation.is_some_and(|op| op.node.ty == OperationType::Mutation)
+}
+
+/// The request's metadata (id, client address) as [`execute`] attached it; empty otherwise.
+pub fn request_meta<'a>(ctx: &'a Context<'_>) -> &'a RequestMeta {
+    static NONE: std::sync::OnceLock<RequestMeta> = std::sync::OnceLock::new();
+    ctx.data_opt::<RequestMeta>()
+        .unwrap_or_else(|| NONE.get_or_init(RequestMeta::default))
+}
+
+/// An `ID` argument that must be a UUID; `what` names it in the error ("user", "role").
+pub fn parse_id(field: &str, what: &str, id: &ID) -> ApiResult<Uuid> {
+    Uuid::parse_str(id).map_err(|_| {
+        ApiError::bad_input(
+            field,
+            format!("`{}` is not a {what} id (a UUID)", id.as_str()),
+        )
+    })
 }

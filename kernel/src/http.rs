@@ -134,6 +134,37 @@ pub async fn serve(
     Ok(())
 }
 
+/// Binds a service's address, saying which service could not when it fails (port taken).
+pub async fn bind(service: &str, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("{service}: cannot listen on {addr}: {e}"))
+    })
+}
+
+/// Serves a database-backed service (readiness pings the database) until `shutdown`, then
+/// closes its pool.
+pub async fn serve_with_database(
+    service: &'static str,
+    listener: TcpListener,
+    app: Router,
+    db: sea_orm::DatabaseConnection,
+    http: &HttpConfig,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    serve(
+        service,
+        listener,
+        app,
+        http,
+        database_readiness(db.clone()),
+        shutdown,
+    )
+    .await?;
+    db.close()
+        .await
+        .map_err(|e| std::io::Error::other(format!("{service}: closing the database: {e}")))
+}
+
 /// Adds `/health/live`, `/health/ready`, request metadata and spans, timeout and body limit.
 pub fn with_standard_layers(app: Router, http: &HttpConfig, readiness: ReadinessCheck) -> Router {
     let health = Router::new()

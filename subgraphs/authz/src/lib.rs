@@ -102,20 +102,18 @@ pub async fn build_with(
 
 /// Runs the service on its configured address until `shutdown`, then closes the pool.
 pub async fn run(config: &Config, internal_token: &str, shutdown: Shutdown) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.authz.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("authz: cannot listen on {}: {e}", config.authz.listen))?;
+    // Bind first: a taken port fails before any database work.
+    let listener = http::bind(SERVICE, config.authz.listen).await?;
     let service = build(config, internal_token).await?;
-    http::serve(
+    http::serve_with_database(
         SERVICE,
         listener,
         service.router,
+        service.db,
         &config.http,
-        http::database_readiness(service.db.clone()),
         shutdown,
     )
     .await?;
-    service.db.close().await?;
     Ok(())
 }
 

@@ -10,11 +10,11 @@ use async_graphql::{
 use chrono::{DateTime, Utc};
 use keygraph_kernel::{
     ApiError, ApiResult,
+    graphql::{parse_id, request_meta},
     guard::{
         Authenticated, HasPermission, SelfOrPermission, require_principal,
         require_self_or_permission,
     },
-    http::RequestMeta,
     pagination::{PageInfo, decode_cursor, encode_cursor, page_size},
     permissions::authz as codes,
 };
@@ -80,7 +80,7 @@ impl From<role::Model> for Role {
 impl Role {
     /// Codes and wildcard grants this role holds, by code.
     async fn permissions(&self, ctx: &Context<'_>) -> ApiResult<Vec<Permission>> {
-        let id = parse_id("id", &self.id)?;
+        let id = parse_id("id", "role", &self.id)?;
         Ok(loaders(ctx)
             .permissions_of_role(id)
             .await?
@@ -229,17 +229,6 @@ fn loaders<'a>(ctx: &'a Context<'_>) -> &'a Loaders {
     ctx.data_unchecked::<Loaders>()
 }
 
-fn meta<'a>(ctx: &'a Context<'_>) -> &'a RequestMeta {
-    static NONE: std::sync::OnceLock<RequestMeta> = std::sync::OnceLock::new();
-    ctx.data_opt::<RequestMeta>()
-        .unwrap_or_else(|| NONE.get_or_init(RequestMeta::default))
-}
-
-fn parse_id(field: &str, id: &ID) -> ApiResult<Uuid> {
-    Uuid::parse_str(id)
-        .map_err(|_| ApiError::bad_input(field, format!("`{}` is not an id (a UUID)", id.as_str())))
-}
-
 pub struct Query;
 
 #[Object]
@@ -279,7 +268,7 @@ impl Query {
     /// A role by id (needs `authz.role.read`). Null when there is none.
     #[graphql(guard = "HasPermission(codes::ROLE_READ)")]
     async fn role(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Role>> {
-        let id = parse_id("id", &id)?;
+        let id = parse_id("id", "role", &id)?;
         Ok(authz(ctx).role(id).await?.map(Role::from))
     }
 
@@ -313,7 +302,7 @@ impl Query {
         user_id: ID,
         codes: Vec<String>,
     ) -> ApiResult<Vec<PermissionCheck>> {
-        let user = parse_id("userId", &user_id)?;
+        let user = parse_id("userId", "user", &user_id)?;
         Ok(authz(ctx)
             .check(user, &codes)
             .await?
@@ -376,7 +365,12 @@ impl Mutation {
     async fn create_role(&self, ctx: &Context<'_>, input: CreateRoleInput) -> ApiResult<Role> {
         let actor = require_principal(ctx)?.user_id;
         Ok(authz(ctx)
-            .create_role(meta(ctx), actor, &input.name, input.description.as_deref())
+            .create_role(
+                request_meta(ctx),
+                actor,
+                &input.name,
+                input.description.as_deref(),
+            )
             .await?
             .into())
     }
@@ -390,10 +384,10 @@ impl Mutation {
         input: UpdateRoleInput,
     ) -> ApiResult<Role> {
         let actor = require_principal(ctx)?.user_id;
-        let id = parse_id("id", &id)?;
+        let id = parse_id("id", "role", &id)?;
         Ok(authz(ctx)
             .update_role(
-                meta(ctx),
+                request_meta(ctx),
                 actor,
                 id,
                 input.name.as_deref(),
@@ -408,8 +402,10 @@ impl Mutation {
     #[graphql(guard = "HasPermission(codes::ROLE_DELETE)")]
     async fn delete_role(&self, ctx: &Context<'_>, id: ID) -> ApiResult<ID> {
         let actor = require_principal(ctx)?.user_id;
-        let role = parse_id("id", &id)?;
-        authz(ctx).delete_role(meta(ctx), actor, role).await?;
+        let role = parse_id("id", "role", &id)?;
+        authz(ctx)
+            .delete_role(request_meta(ctx), actor, role)
+            .await?;
         Ok(id)
     }
 
@@ -423,7 +419,7 @@ impl Mutation {
     ) -> ApiResult<Permission> {
         let actor = require_principal(ctx)?.user_id;
         Ok(authz(ctx)
-            .define_permission(meta(ctx), actor, &input.code, &input.description)
+            .define_permission(request_meta(ctx), actor, &input.code, &input.description)
             .await?
             .into())
     }
@@ -438,9 +434,9 @@ impl Mutation {
         code: String,
     ) -> ApiResult<Role> {
         let principal = require_principal(ctx)?;
-        let role = parse_id("roleId", &role_id)?;
+        let role = parse_id("roleId", "role", &role_id)?;
         Ok(authz(ctx)
-            .grant_permission(meta(ctx), principal, role, &code)
+            .grant_permission(request_meta(ctx), principal, role, &code)
             .await?
             .into())
     }
@@ -455,9 +451,9 @@ impl Mutation {
         code: String,
     ) -> ApiResult<Role> {
         let actor = require_principal(ctx)?.user_id;
-        let role = parse_id("roleId", &role_id)?;
+        let role = parse_id("roleId", "role", &role_id)?;
         Ok(authz(ctx)
-            .revoke_permission(meta(ctx), actor, role, &code)
+            .revoke_permission(request_meta(ctx), actor, role, &code)
             .await?
             .into())
     }
@@ -467,10 +463,10 @@ impl Mutation {
     #[graphql(guard = "HasPermission(codes::ROLE_ASSIGN)")]
     async fn assign_role(&self, ctx: &Context<'_>, user_id: ID, role_id: ID) -> ApiResult<User> {
         let principal = require_principal(ctx)?;
-        let user = parse_id("userId", &user_id)?;
-        let role = parse_id("roleId", &role_id)?;
+        let user = parse_id("userId", "user", &user_id)?;
+        let role = parse_id("roleId", "role", &role_id)?;
         authz(ctx)
-            .assign_role(meta(ctx), principal, user, role)
+            .assign_role(request_meta(ctx), principal, user, role)
             .await?;
         Ok(User { id: user })
     }
@@ -480,10 +476,10 @@ impl Mutation {
     #[graphql(guard = "HasPermission(codes::ROLE_ASSIGN)")]
     async fn unassign_role(&self, ctx: &Context<'_>, user_id: ID, role_id: ID) -> ApiResult<User> {
         let actor = require_principal(ctx)?.user_id;
-        let user = parse_id("userId", &user_id)?;
-        let role = parse_id("roleId", &role_id)?;
+        let user = parse_id("userId", "user", &user_id)?;
+        let role = parse_id("roleId", "role", &role_id)?;
         authz(ctx)
-            .unassign_role(meta(ctx), actor, user, role)
+            .unassign_role(request_meta(ctx), actor, user, role)
             .await?;
         Ok(User { id: user })
     }

@@ -415,7 +415,7 @@ async fn unknown_ids_are_not_found(backend: Backend) {
     stack
         .gql("query { role(id: \"x\") { id } }", json!({}), Some(&admin))
         .await
-        .expect_error("BAD_USER_INPUT", "not an id");
+        .expect_error("BAD_USER_INPUT", "not a role id");
 }
 
 async fn access_is_checked(backend: Backend) {

@@ -108,23 +108,19 @@ pub async fn build(config: &Config, internal_token: &str) -> anyhow::Result<Iden
 
 /// Runs the service on its configured address until `shutdown`, then closes the pool.
 pub async fn run(config: &Config, internal_token: &str, shutdown: Shutdown) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.identity.listen)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!("identity: cannot listen on {}: {e}", config.identity.listen)
-        })?;
+    // Bind first: a taken port fails before any database work.
+    let listener = http::bind(SERVICE, config.identity.listen).await?;
     let service = build(config, internal_token).await?;
     service.spawn_workers(shutdown.clone());
-    http::serve(
+    http::serve_with_database(
         SERVICE,
         listener,
         service.router,
+        service.db,
         &config.http,
-        http::database_readiness(service.db.clone()),
         shutdown,
     )
     .await?;
-    service.db.close().await?;
     Ok(())
 }
 

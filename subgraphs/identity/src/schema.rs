@@ -10,11 +10,11 @@ use async_graphql::{
 use chrono::{DateTime, Utc};
 use keygraph_kernel::{
     ApiError, ApiResult,
+    graphql::{parse_id, request_meta},
     guard::{
         Authenticated, HasPermission, SelfOrPermission, require_principal,
         require_self_or_permission,
     },
-    http::RequestMeta,
     pagination::{PageInfo, decode_cursor, encode_cursor, page_size},
 };
 use uuid::Uuid;
@@ -162,21 +162,6 @@ fn identity<'a>(ctx: &'a Context<'_>) -> &'a Arc<Identity> {
     ctx.data_unchecked::<Arc<Identity>>()
 }
 
-fn meta<'a>(ctx: &'a Context<'_>) -> &'a RequestMeta {
-    static NONE: std::sync::OnceLock<RequestMeta> = std::sync::OnceLock::new();
-    ctx.data_opt::<RequestMeta>()
-        .unwrap_or_else(|| NONE.get_or_init(RequestMeta::default))
-}
-
-fn parse_id(field: &str, id: &ID) -> ApiResult<Uuid> {
-    Uuid::parse_str(id).map_err(|_| {
-        ApiError::bad_input(
-            field,
-            format!("`{}` is not a user id (a UUID)", id.as_str()),
-        )
-    })
-}
-
 pub struct Query;
 
 #[Object]
@@ -195,7 +180,7 @@ impl Query {
     /// A user by id: yourself, or anyone with `identity.user.read`. Null when there is none.
     #[graphql(guard = "SelfOrPermission::new(&id, permissions::USER_READ)")]
     async fn user(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<User>> {
-        let id = parse_id("id", &id)?;
+        let id = parse_id("id", "user", &id)?;
         Ok(identity(ctx).user(id).await?.map(User::from))
     }
 
@@ -260,7 +245,7 @@ impl Mutation {
     async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> ApiResult<bool> {
         identity(ctx)
             .register(
-                meta(ctx),
+                request_meta(ctx),
                 Registration {
                     email: input.email,
                     password: input.password,
@@ -279,7 +264,7 @@ impl Mutation {
         email: String,
     ) -> ApiResult<bool> {
         identity(ctx)
-            .request_email_verification(meta(ctx), &email)
+            .request_email_verification(request_meta(ctx), &email)
             .await?;
         Ok(true)
     }
@@ -290,14 +275,17 @@ impl Mutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The `token` parameter of the mailed link.")] token: String,
     ) -> ApiResult<User> {
-        Ok(identity(ctx).verify_email(meta(ctx), &token).await?.into())
+        Ok(identity(ctx)
+            .verify_email(request_meta(ctx), &token)
+            .await?
+            .into())
     }
 
     /// Mails a password reset link if the address belongs to an active account. Answers
     /// `true` for every well-formed address.
     async fn request_password_reset(&self, ctx: &Context<'_>, email: String) -> ApiResult<bool> {
         identity(ctx)
-            .request_password_reset(meta(ctx), &email)
+            .request_password_reset(request_meta(ctx), &email)
             .await?;
         Ok(true)
     }
@@ -310,7 +298,7 @@ impl Mutation {
         #[graphql(desc = "The new password: 8 to 128 characters, not a common one.")] new_password: String,
     ) -> ApiResult<bool> {
         identity(ctx)
-            .reset_password(meta(ctx), &token, new_password)
+            .reset_password(request_meta(ctx), &token, new_password)
             .await?;
         Ok(true)
     }
@@ -325,7 +313,12 @@ impl Mutation {
     ) -> ApiResult<bool> {
         let principal = require_principal(ctx)?;
         identity(ctx)
-            .change_password(meta(ctx), principal.user_id, current_password, new_password)
+            .change_password(
+                request_meta(ctx),
+                principal.user_id,
+                current_password,
+                new_password,
+            )
             .await?;
         Ok(true)
     }
@@ -339,7 +332,7 @@ impl Mutation {
     ) -> ApiResult<User> {
         let principal = require_principal(ctx)?;
         Ok(identity(ctx)
-            .update_profile(meta(ctx), principal.user_id, input.display_name)
+            .update_profile(request_meta(ctx), principal.user_id, input.display_name)
             .await?
             .into())
     }
@@ -353,9 +346,9 @@ impl Mutation {
         status: UserStatus,
     ) -> ApiResult<User> {
         let actor = require_principal(ctx)?.user_id;
-        let id = parse_id("id", &id)?;
+        let id = parse_id("id", "user", &id)?;
         Ok(identity(ctx)
-            .set_status(meta(ctx), actor, id, status.into())
+            .set_status(request_meta(ctx), actor, id, status.into())
             .await?
             .into())
     }
@@ -365,8 +358,10 @@ impl Mutation {
     #[graphql(guard = "HasPermission(permissions::USER_DELETE)")]
     async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> ApiResult<ID> {
         let actor = require_principal(ctx)?.user_id;
-        let user_id = parse_id("id", &id)?;
-        identity(ctx).delete_user(meta(ctx), actor, user_id).await?;
+        let user_id = parse_id("id", "user", &id)?;
+        identity(ctx)
+            .delete_user(request_meta(ctx), actor, user_id)
+            .await?;
         Ok(id)
     }
 }
