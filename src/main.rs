@@ -26,9 +26,11 @@ enum Command {
     Identity,
     /// Run the authz subgraph alone (roles, permissions, grants, checks).
     Authz,
+    /// Run the auth subgraph alone (sign-in, tokens, sessions, signing keys).
+    Auth,
     /// Print a subgraph's SDL (as served at `_service { sdl }`).
     Sdl {
-        /// Which subgraph: identity or authz.
+        /// Which subgraph: identity, authz or auth.
         service: String,
     },
 }
@@ -53,7 +55,8 @@ async fn run() -> anyhow::Result<()> {
             match service.as_str() {
                 "identity" => print!("{}", keygraph_identity::schema::sdl()),
                 "authz" => print!("{}", keygraph_authz::schema::sdl()),
-                other => anyhow::bail!("unknown subgraph `{other}`; known: identity, authz"),
+                "auth" => print!("{}", keygraph_auth::schema::sdl()),
+                other => anyhow::bail!("unknown subgraph `{other}`; known: identity, authz, auth"),
             }
             Ok(())
         }
@@ -64,6 +67,10 @@ async fn run() -> anyhow::Result<()> {
         Some(Command::Authz) => {
             let token = secrets::internal_token(&config)?;
             keygraph_authz::run(&config, &token, Shutdown::on_signals().1).await
+        }
+        Some(Command::Auth) => {
+            let token = secrets::internal_token(&config)?;
+            keygraph_auth::run(&config, &token, Shutdown::on_signals().1).await
         }
         None => run_all(&config).await,
     }
@@ -78,6 +85,7 @@ async fn run_all(config: &Config) -> anyhow::Result<()> {
     tracing::info!(
         identity = %format!("http://{}/graphql", config.identity.listen),
         authz = %format!("http://{}/graphql", config.authz.listen),
+        auth = %format!("http://{}/graphql", config.auth.listen),
         "starting Keygraph (all services in one process)"
     );
     let stop_all = |result: anyhow::Result<()>, service: &str| {
@@ -86,19 +94,18 @@ async fn run_all(config: &Config) -> anyhow::Result<()> {
         }
         result.with_context(|| format!("{service} service"))
     };
-    let (identity, authz) = tokio::join!(
-        async {
-            stop_all(
-                keygraph_identity::run(config, &token, shutdown.clone()).await,
-                "identity",
-            )
-        },
-        async {
-            stop_all(
-                keygraph_authz::run(config, &token, shutdown.clone()).await,
-                "authz",
-            )
-        },
-    );
-    identity.and(authz)
+    let run = |service: &'static str| {
+        let shutdown = shutdown.clone();
+        let token = token.clone();
+        async move {
+            let result = match service {
+                "identity" => keygraph_identity::run(config, &token, shutdown).await,
+                "authz" => keygraph_authz::run(config, &token, shutdown).await,
+                _ => keygraph_auth::run(config, &token, shutdown).await,
+            };
+            stop_all(result, service)
+        }
+    };
+    let (identity, authz, auth) = tokio::join!(run("identity"), run("authz"), run("auth"));
+    identity.and(authz).and(auth)
 }

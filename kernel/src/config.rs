@@ -57,6 +57,7 @@ pub struct Config {
     pub mail: MailConfig,
     pub identity: IdentityConfig,
     pub authz: AuthzConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -103,6 +104,8 @@ pub struct TokenConfig {
     pub jwks_min_refetch_secs: u64,
     pub leeway_secs: u64,
     pub static_keys: Vec<StaticKey>,
+    pub revocations_url: Option<String>,
+    pub revocations_poll_secs: u64,
 }
 
 /// An Ed25519 public key trusted without JWKS.
@@ -137,8 +140,36 @@ pub struct IdentityConfig {
     pub verification_token_ttl_secs: u64,
     pub reset_token_ttl_secs: u64,
     pub mail_rate_limit: RateLimitConfig,
+    pub auth_url: Option<String>,
     pub authz_url: Option<String>,
     pub password: PasswordConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub listen: SocketAddr,
+    pub database_url: Option<String>,
+    pub schema: String,
+    pub identity_url: String,
+    pub authz_url: String,
+    pub access_token_ttl_secs: u64,
+    pub refresh_idle_ttl_secs: u64,
+    pub refresh_absolute_ttl_secs: u64,
+    pub refresh_reuse_grace_secs: u64,
+    pub allow_unverified_login: bool,
+    pub key_encryption_key: Option<String>,
+    pub throttle: ThrottleConfig,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleConfig {
+    pub free_attempts: u32,
+    pub base_delay_secs: u64,
+    pub max_account_delay_secs: u64,
+    pub max_address_delay_secs: u64,
+    pub window_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -222,6 +253,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_production_secrets()?;
         let fail = |path: &str, message: String| {
             Err(ConfigError::Invalid {
                 path: path.to_owned(),
@@ -244,18 +276,55 @@ impl Config {
             return fail("tokens", "issuer and audience must not be empty".into());
         }
         validate_http_url("tokens.jwks_url", self.tokens.jwks_url.as_deref())?;
+        validate_http_url(
+            "tokens.revocations_url",
+            self.tokens.revocations_url.as_deref(),
+        )?;
+        if !(1..=5).contains(&self.tokens.revocations_poll_secs) {
+            return fail(
+                "tokens.revocations_poll_secs",
+                "must be 1 to 5: revoked sessions must be refused within 5 seconds".into(),
+            );
+        }
+        let auth = &self.auth;
+        validate_database_url("auth.database_url", auth.database_url.as_deref())?;
+        validate_http_url("auth.identity_url", Some(&auth.identity_url))?;
+        validate_http_url("auth.authz_url", Some(&auth.authz_url))?;
+        if !is_sql_identifier(&auth.schema) {
+            return fail(
+                "auth.schema",
+                format!(
+                    "`{}` is not a plain schema name (lowercase letters, digits, _)",
+                    auth.schema
+                ),
+            );
+        }
+        if auth.access_token_ttl_secs == 0 || auth.access_token_ttl_secs > 3600 {
+            return fail(
+                "auth.access_token_ttl_secs",
+                "must be 1 to 3600: access tokens are short-lived".into(),
+            );
+        }
+        if auth.refresh_idle_ttl_secs == 0
+            || auth.refresh_idle_ttl_secs > auth.refresh_absolute_ttl_secs
+        {
+            return fail(
+                "auth.refresh_idle_ttl_secs",
+                "must be at least 1 and at most auth.refresh_absolute_ttl_secs".into(),
+            );
+        }
+        if auth.throttle.max_account_delay_secs < auth.throttle.base_delay_secs {
+            return fail(
+                "auth.throttle.max_account_delay_secs",
+                "must be at least auth.throttle.base_delay_secs".into(),
+            );
+        }
         if let Some(token) = &self.internal.token
             && token.len() < 32
         {
             return fail(
                 "internal.token",
                 "must be at least 32 characters (e.g. `openssl rand -hex 32`)".into(),
-            );
-        }
-        if self.mode == Mode::Production && self.internal.token.is_none() {
-            return fail(
-                "internal.token",
-                "must be set in production mode (KEYGRAPH__INTERNAL__TOKEN)".into(),
             );
         }
         if let Some(url) = &self.mail.smtp_url
@@ -289,6 +358,7 @@ impl Config {
             }
         }
         validate_http_url("identity.authz_url", id.authz_url.as_deref())?;
+        validate_http_url("identity.auth_url", id.auth_url.as_deref())?;
         let authz = &self.authz;
         validate_database_url("authz.database_url", authz.database_url.as_deref())?;
         validate_http_url("authz.identity_url", Some(&authz.identity_url))?;
@@ -336,6 +406,36 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// Production mode generates no secrets: name every one that is missing, at once.
+    fn validate_production_secrets(&self) -> Result<(), ConfigError> {
+        if self.mode != Mode::Production {
+            return Ok(());
+        }
+        let missing: Vec<&str> = [
+            (
+                self.internal.token.is_none(),
+                "internal.token (KEYGRAPH__INTERNAL__TOKEN, at least 32 characters)",
+            ),
+            (
+                self.auth.key_encryption_key.is_none(),
+                "auth.key_encryption_key (KEYGRAPH__AUTH__KEY_ENCRYPTION_KEY, 32 bytes base64)",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(absent, name)| absent.then_some(name))
+        .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid {
+            path: "mode".into(),
+            message: format!(
+                "production mode needs these secrets set: {}",
+                missing.join("; ")
+            ),
+        })
     }
 
     /// Where a service's database lives: the configured URL, or its SQLite file under data_dir.
@@ -599,6 +699,7 @@ mod tests {
             ),
             ("KEYGRAPH__INTERNAL__TOKEN", "short", "internal.token"),
             ("KEYGRAPH__MODE", "production", "internal.token"),
+            ("KEYGRAPH__MODE", "production", "auth.key_encryption_key"),
             ("KEYGRAPH__IDENTITY__LISTEN", "nowhere", "identity.listen"),
             (
                 "KEYGRAPH__AUTHZ__IDENTITY_URL",

@@ -118,6 +118,24 @@ impl InternalClient {
             })
     }
 
+    /// POSTs JSON and reads the JSON answer.
+    pub async fn post_json<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, InternalCallError> {
+        let url = format!("{}{path}", self.base);
+        let response = self.send(self.http.post(&url).json(body), &url).await?;
+        Self::success(response, &url)
+            .await?
+            .json()
+            .await
+            .map_err(|e| InternalCallError::Body {
+                url,
+                message: e.to_string(),
+            })
+    }
+
     /// DELETEs; a missing resource counts as deleted.
     pub async fn delete(&self, path: &str) -> Result<(), InternalCallError> {
         let url = format!("{}{path}", self.base);

@@ -44,6 +44,8 @@ pub fn test_config(data: &std::path::Path, signer: &TestSigner) -> Config {
     config.database.min_connections = 0;
     config.database.startup_wait_secs = 10;
     config.tokens = signer.token_config();
+    // Services a test does not start are not called.
+    config.identity.auth_url = None;
     config.internal.token = Some(INTERNAL_TOKEN.into());
     config.log.filter = "warn".into();
     config
@@ -338,7 +340,7 @@ impl TestSigner {
         Self {
             kid: kid.to_owned(),
             x: URL_SAFE_NO_PAD.encode(public),
-            key: EncodingKey::from_ed_der(&pkcs8_from_seed(&seed)),
+            key: EncodingKey::from_ed_der(&crate::token::pkcs8_from_seed(&seed)),
             issuer: "keygraph".into(),
             audience: "keygraph".into(),
         }
@@ -369,6 +371,8 @@ impl TestSigner {
                 kid: self.kid.clone(),
                 x: self.x.clone(),
             }],
+            revocations_url: None,
+            revocations_poll_secs: 2,
         }
     }
 
@@ -416,15 +420,4 @@ pub fn now_secs() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or_default()
-}
-
-/// PKCS#8 v1 DER of an Ed25519 private key: fixed prefix, then the 32-byte seed (RFC 8410).
-fn pkcs8_from_seed(seed: &[u8; 32]) -> Vec<u8> {
-    const PREFIX: [u8; 16] = [
-        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
-        0x20,
-    ];
-    let mut der = PREFIX.to_vec();
-    der.extend_from_slice(seed);
-    der
 }

@@ -2,8 +2,8 @@
 //! audience, expiry and not-before, with keys from a JWKS URL (cached) or from config.
 
 use std::{
-    collections::HashMap,
-    sync::Arc,
+    collections::{HashMap, HashSet},
+    sync::{Arc, RwLock as SyncRwLock, Weak},
     time::{Duration, Instant},
 };
 
@@ -100,6 +100,8 @@ pub enum TokenError {
     InvalidClaims(String),
     #[error("signing keys are unavailable right now; try again shortly")]
     KeysUnavailable,
+    #[error("the session of this access token has ended (signed out or revoked); sign in again")]
+    Revoked,
 }
 
 /// Verifies access tokens. Cheap to clone.
@@ -112,6 +114,8 @@ struct VerifierInner {
     validation: Validation,
     static_keys: HashMap<String, Arc<DecodingKey>>,
     jwks: Option<JwksSource>,
+    /// Sessions that have ended, as last fetched from auth (see [`TokenVerifier::watch_revocations`]).
+    revoked: SyncRwLock<HashSet<Uuid>>,
 }
 
 struct JwksSource {
@@ -175,8 +179,23 @@ impl TokenVerifier {
                 validation,
                 static_keys,
                 jwks,
+                revoked: SyncRwLock::default(),
             }),
         })
+    }
+
+    /// A service's verifier: keys from config, and revoked sessions watched when
+    /// `tokens.revocations_url` is set.
+    pub fn for_service(config: &TokenConfig, internal_token: &str) -> Result<Self, KeyConfigError> {
+        let verifier = Self::from_config(config)?;
+        if let Some(url) = &config.revocations_url {
+            verifier.watch_revocations(
+                url,
+                internal_token,
+                Duration::from_secs(config.revocations_poll_secs),
+            )?;
+        }
+        Ok(verifier)
     }
 
     /// Verifies `token` and returns the principal it proves.
@@ -208,6 +227,11 @@ impl TokenVerifier {
             .map(Uuid::parse_str)
             .transpose()
             .map_err(|_| TokenError::InvalidClaims("`sid` is not a session id".into()))?;
+        if let Some(session) = session_id
+            && self.is_revoked(session)
+        {
+            return Err(TokenError::Revoked);
+        }
         Ok(Principal {
             user_id,
             session_id,
@@ -215,6 +239,58 @@ impl TokenVerifier {
             roles: claims.roles,
             scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
         })
+    }
+
+    fn is_revoked(&self, session: Uuid) -> bool {
+        self.inner
+            .revoked
+            .read()
+            .map(|revoked| revoked.contains(&session))
+            .unwrap_or(false)
+    }
+
+    /// Replaces the set of ended sessions whose tokens are refused.
+    pub fn set_revoked(&self, sessions: HashSet<Uuid>) {
+        if let Ok(mut revoked) = self.inner.revoked.write() {
+            *revoked = sessions;
+        }
+    }
+
+    /// Fetches the ended sessions from `url` (auth's `/internal/revocations`) every `every`,
+    /// so their tokens are refused here within that time, without a call per request. Stops
+    /// when the verifier is dropped. If auth cannot be reached, the last list stays in force.
+    pub fn watch_revocations(
+        &self,
+        url: &str,
+        internal_token: &str,
+        every: Duration,
+    ) -> Result<(), KeyConfigError> {
+        #[derive(Deserialize)]
+        struct Revocations {
+            sessions: Vec<Uuid>,
+        }
+        let client = crate::internal::InternalClient::new(url, internal_token)
+            .map_err(|e| KeyConfigError::Client(e.to_string()))?;
+        let weak: Weak<VerifierInner> = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                let fetched = client.get_json::<Revocations>("").await;
+                let Some(inner) = weak.upgrade() else { return };
+                match fetched {
+                    Ok(Some(list)) => {
+                        TokenVerifier { inner }.set_revoked(list.sessions.into_iter().collect())
+                    }
+                    Ok(None) => {
+                        tracing::warn!("the revocation list is not found; keeping the last one")
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot fetch revoked sessions; keeping the last list")
+                    }
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+        Ok(())
     }
 
     async fn key(&self, kid: &str) -> Result<Arc<DecodingKey>, TokenError> {
@@ -386,6 +462,17 @@ fn ed25519_key_from_x(x: &str) -> Result<DecodingKey, String> {
         return Err(format!("`x` must be 32 bytes, it is {}", raw.len()));
     }
     DecodingKey::from_ed_components(x).map_err(|e| e.to_string())
+}
+
+/// PKCS#8 v1 DER of an Ed25519 private key: a fixed prefix, then the 32-byte seed (RFC 8410).
+pub fn pkcs8_from_seed(seed: &[u8; 32]) -> Vec<u8> {
+    const PREFIX: [u8; 16] = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    let mut der = PREFIX.to_vec();
+    der.extend_from_slice(seed);
+    der
 }
 
 #[cfg(test)]

@@ -260,6 +260,8 @@ impl JwksServer {
             jwks_min_refetch_secs: min_refetch_secs,
             leeway_secs: 0,
             static_keys: vec![],
+            revocations_url: None,
+            revocations_poll_secs: 2,
         }
     }
 }

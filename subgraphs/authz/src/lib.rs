@@ -86,7 +86,7 @@ pub async fn build_with(
     }
     let state = GraphqlState {
         schema: schema::build_schema(authz.clone()),
-        verifier: TokenVerifier::from_config(&config.tokens)?,
+        verifier: TokenVerifier::for_service(&config.tokens, internal_token)?,
         authz: authz.clone(),
         lookup,
     };

@@ -13,6 +13,7 @@ pub mod password;
 pub mod permissions;
 pub mod schema;
 pub mod service;
+pub mod session_end;
 
 use std::sync::Arc;
 
@@ -35,7 +36,10 @@ use keygraph_kernel::{
 use keygraph_migrations::identity::Migrator;
 use sea_orm::DatabaseConnection;
 
-use crate::{grant_removal::GrantRemoval, mail::Mailer, schema::IdentitySchema, service::Identity};
+use crate::{
+    grant_removal::GrantRemoval, mail::Mailer, schema::IdentitySchema, service::Identity,
+    session_end::SessionEnd,
+};
 
 pub const SERVICE: &str = "identity";
 
@@ -80,15 +84,20 @@ pub async fn build(config: &Config, internal_token: &str) -> anyhow::Result<Iden
         )),
         None => None,
     };
+    let session_end = match &config.identity.auth_url {
+        Some(url) => Some(SessionEnd::new(InternalClient::new(url, internal_token)?)),
+        None => None,
+    };
     let identity = Arc::new(Identity::new(
         db.clone(),
         config,
         mailer,
         grant_removal.clone(),
+        session_end,
     )?);
     let state = GraphqlState {
         schema: schema::build_schema(identity.clone()),
-        verifier: TokenVerifier::from_config(&config.tokens)?,
+        verifier: TokenVerifier::for_service(&config.tokens, internal_token)?,
     };
     let router = Router::new()
         .route("/graphql", post(graphql).get(graphql))

@@ -316,6 +316,7 @@ impl Mutation {
             .change_password(
                 request_meta(ctx),
                 principal.user_id,
+                principal.session_id,
                 current_password,
                 new_password,
             )

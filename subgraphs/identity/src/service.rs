@@ -32,6 +32,7 @@ use crate::{
     mail::{Mailer, OutgoingMail},
     mailed_token,
     password::{HashingError, PasswordHasher, PasswordPolicy},
+    session_end::SessionEnd,
 };
 
 pub const MAX_DISPLAY_NAME: usize = 100;
@@ -145,15 +146,18 @@ pub struct Identity {
     reset_ttl: Duration,
     mail_limiter: SlidingWindowLimiter,
     grant_removal: Option<GrantRemoval>,
+    session_end: Option<SessionEnd>,
 }
 
 impl Identity {
-    /// `grant_removal` tells authz about deleted users; `None` where no authz service runs.
+    /// `grant_removal` tells authz about deleted users and `session_end` ends sessions in
+    /// auth; `None` where that service does not run.
     pub fn new(
         db: DatabaseConnection,
         config: &Config,
         mailer: Mailer,
         grant_removal: Option<GrantRemoval>,
+        session_end: Option<SessionEnd>,
     ) -> Result<Self, HashingError> {
         let id = &config.identity;
         Ok(Self {
@@ -169,6 +173,7 @@ impl Identity {
                 Duration::from_secs(id.mail_rate_limit.window_secs),
             ),
             grant_removal,
+            session_end,
         })
     }
 
@@ -383,13 +388,16 @@ impl Identity {
             .record(&txn, meta)
             .await?;
         txn.commit().await?;
+        self.end_sessions(user.id, None, "password reset");
         Ok(())
     }
 
+    /// Changes the password; the user's other sessions end (`keep_session` stays).
     pub async fn change_password(
         &self,
         meta: &RequestMeta,
         user_id: Uuid,
+        keep_session: Option<Uuid>,
         current: String,
         new_password: String,
     ) -> IdentityResult<()> {
@@ -423,6 +431,7 @@ impl Identity {
             .record(&txn, meta)
             .await?;
         txn.commit().await?;
+        self.end_sessions(user_id, keep_session, "password changed");
         Ok(())
     }
 
@@ -481,6 +490,9 @@ impl Identity {
             .record(&txn, meta)
             .await?;
         txn.commit().await?;
+        if status == AccountStatus::Disabled {
+            self.end_sessions(user_id, None, "account disabled");
+        }
         Ok(user)
     }
 
@@ -522,6 +534,7 @@ impl Identity {
         if let Some(removal) = &self.grant_removal {
             removal.wake();
         }
+        self.end_sessions(user_id, None, "account deleted");
         Ok(())
     }
 
@@ -624,6 +637,12 @@ impl Identity {
             tracing::info!(user_id = %user.id, "password re-hashed with current parameters");
         }
         Ok(CredentialCheck::Valid(user))
+    }
+
+    fn end_sessions(&self, user: Uuid, keep: Option<Uuid>, reason: &'static str) {
+        if let Some(session_end) = &self.session_end {
+            session_end.end_sessions(user, keep, reason);
+        }
     }
 
     async fn find_by_email(&self, email: &EmailAddress) -> IdentityResult<Option<user::Model>> {

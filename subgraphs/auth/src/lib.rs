@@ -1,0 +1,147 @@
+//! Auth subgraph: sign-in, Ed25519 access tokens, rotating refresh tokens, sessions, signing
+//! keys and JWKS.
+//!
+//! [`build`] assembles the service so the `keygraph` launcher, the per-service command and the
+//! tests all start the same code.
+
+pub mod entity;
+pub mod internal;
+pub mod keys;
+pub mod schema;
+pub mod service;
+pub mod throttle;
+
+use std::{sync::Arc, time::Duration};
+
+use async_graphql_axum::GraphQLRequest;
+use axum::{
+    Extension, Json, Router,
+    extract::State,
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use keygraph_kernel::{
+    config::Config,
+    db::{DatabaseTarget, connect_and_migrate},
+    graphql,
+    http::{self, RequestMeta, Shutdown},
+    internal::{self as internal_endpoints, InternalToken},
+    token::TokenVerifier,
+};
+use keygraph_migrations::auth::Migrator;
+use sea_orm::DatabaseConnection;
+
+use crate::{
+    keys::{KeyEncryptionKey, KeyRing},
+    schema::AuthSchema,
+    service::Auth,
+};
+
+pub const SERVICE: &str = "auth";
+
+/// How long verifiers may cache the JWKS answer.
+const JWKS_MAX_AGE_SECS: u64 = 300;
+
+/// A ready-to-serve auth service.
+pub struct AuthService {
+    pub router: Router,
+    pub db: DatabaseConnection,
+    pub auth: Arc<Auth>,
+}
+
+#[derive(Clone)]
+struct GraphqlState {
+    schema: AuthSchema,
+    verifier: TokenVerifier,
+}
+
+/// Connects, migrates, makes sure signing keys exist and assembles the routes.
+pub async fn build(config: &Config, internal_token: &str) -> anyhow::Result<AuthService> {
+    let url = config.database_url_for(SERVICE, config.auth.database_url.as_deref());
+    let db = connect_and_migrate::<Migrator>(DatabaseTarget {
+        service: SERVICE,
+        url: &url,
+        schema: &config.auth.schema,
+        pool: &config.database,
+    })
+    .await?;
+    let keys = KeyRing::new(
+        db.clone(),
+        KeyEncryptionKey::from_config(config)?,
+        Duration::from_secs(config.auth.access_token_ttl_secs),
+    );
+    keys.ensure_keys().await?;
+    let auth = Arc::new(Auth::new(db.clone(), keys, config, internal_token)?);
+    let state = GraphqlState {
+        schema: schema::build_schema(auth.clone()),
+        verifier: TokenVerifier::for_service(&config.tokens, internal_token)?,
+    };
+    let router = Router::new()
+        .route("/graphql", post(graphql_handler).get(graphql_handler))
+        .with_state(state)
+        .route("/.well-known/jwks.json", get(jwks).with_state(auth.clone()))
+        .merge(internal_endpoints::protect(
+            internal::routes(auth.clone()),
+            InternalToken::new(internal_token),
+        ));
+    Ok(AuthService { router, db, auth })
+}
+
+/// Runs the service on its configured address until `shutdown`, then closes the pool.
+pub async fn run(config: &Config, internal_token: &str, shutdown: Shutdown) -> anyhow::Result<()> {
+    // Bind first: a taken port fails before any database work.
+    let listener = http::bind(SERVICE, config.auth.listen).await?;
+    let service = build(config, internal_token).await?;
+    http::serve_with_database(
+        SERVICE,
+        listener,
+        service.router,
+        service.db,
+        &config.http,
+        shutdown,
+    )
+    .await?;
+    Ok(())
+}
+
+async fn graphql_handler(
+    State(state): State<GraphqlState>,
+    Extension(meta): Extension<RequestMeta>,
+    method: Method,
+    headers: HeaderMap,
+    request: GraphQLRequest,
+) -> Response {
+    graphql::execute(
+        &state.schema,
+        &state.verifier,
+        method,
+        &headers,
+        meta,
+        request.into_inner(),
+    )
+    .await
+}
+
+/// The public signing keys, cacheable for a few minutes (verifiers refetch on an unknown `kid`).
+async fn jwks(State(auth): State<Arc<Auth>>) -> Response {
+    match auth.keys().jwks().await {
+        Ok(keys) => {
+            let mut response = Json(serde_json::json!({ "keys": keys })).into_response();
+            if let Ok(value) =
+                HeaderValue::from_str(&format!("public, max-age={JWKS_MAX_AGE_SECS}"))
+            {
+                response.headers_mut().insert(header::CACHE_CONTROL, value);
+            }
+            response
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "JWKS failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({ "error": "keys unavailable" })),
+            )
+                .into_response()
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The auth subgraph's GraphQL types and resolvers: they check access, call [`Auth`], and map
+//! errors.
+
+use std::sync::Arc;
+
+use async_graphql::{
+    Context, EmptySubscription, ID, Object, SDLExportOptions, Schema, SimpleObject,
+};
+use chrono::{DateTime, Utc};
+use keygraph_kernel::{
+    ApiResult,
+    graphql::{parse_id, request_meta},
+    guard::{Authenticated, HasPermission, require_principal},
+    permissions::auth as codes,
+};
+
+use crate::{
+    entity::session,
+    service::{Auth, Tokens},
+};
+
+pub type AuthSchema = Schema<Query, Mutation, EmptySubscription>;
+
+const MAX_DEPTH: usize = 8;
+const MAX_COMPLEXITY: usize = 500;
+
+pub fn build_schema(auth: Arc<Auth>) -> AuthSchema {
+    Schema::build(Query, Mutation, EmptySubscription)
+        .data(auth)
+        .enable_federation()
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .finish()
+}
+
+/// The SDL this subgraph serves as `_service { sdl }` (committed as `schema/auth.graphql`).
+pub fn sdl() -> String {
+    Schema::build(Query, Mutation, EmptySubscription)
+        .enable_federation()
+        .finish()
+        .sdl_with_options(SDLExportOptions::new().federation())
+}
+
+fn auth<'a>(ctx: &'a Context<'_>) -> &'a Arc<Auth> {
+    ctx.data_unchecked::<Arc<Auth>>()
+}
+
+/// A user, referenced by id (identity holds the profile).
+#[derive(SimpleObject, Clone)]
+#[graphql(unresolvable = "id")]
+pub struct User {
+    /// The user's id.
+    pub id: ID,
+}
+
+/// What signing in or refreshing hands out.
+#[derive(SimpleObject)]
+pub struct AuthPayload {
+    /// Send as `Authorization: Bearer <accessToken>`; valid until `expiresAt`.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds the access token is valid for.
+    pub expires_in: u64,
+    /// When the access token expires (UTC).
+    pub expires_at: DateTime<Utc>,
+    /// Exchange with `refresh` for a new pair; single use. Keep it secret.
+    pub refresh_token: String,
+    /// The session this sign-in opened.
+    pub session_id: ID,
+    /// The signed-in user.
+    pub user: User,
+}
+
+impl From<Tokens> for AuthPayload {
+    fn from(t: Tokens) -> Self {
+        Self {
+            access_token: t.access_token,
+            token_type: "Bearer".into(),
+            expires_in: t.expires_in,
+            expires_at: t.expires_at,
+            refresh_token: t.refresh_token,
+            session_id: ID(t.session_id.to_string()),
+            user: User {
+                id: ID(t.user_id.to_string()),
+            },
+        }
+    }
+}
+
+/// A signed-in session: one login and the refreshes that followed it.
+#[derive(SimpleObject)]
+pub struct Session {
+    /// The session's id (the `sid` claim of its access tokens).
+    pub id: ID,
+    /// When the user signed in.
+    pub created_at: DateTime<Utc>,
+    /// When its refresh token was last exchanged.
+    pub last_used_at: DateTime<Utc>,
+    /// When it ends at the latest, however it is used.
+    pub expires_at: DateTime<Utc>,
+    /// The address it signed in from.
+    pub client_address: Option<String>,
+    /// The browser or app it signed in with.
+    pub user_agent: Option<String>,
+    /// Whether this is the session of the token making this request.
+    pub current: bool,
+}
+
+/// A key that signs access tokens.
+#[derive(SimpleObject)]
+pub struct SigningKeyInfo {
+    /// The key id (`kid` header of the tokens it signs).
+    pub kid: String,
+}
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// Your sessions that have not ended, newest first.
+    #[graphql(guard = "Authenticated")]
+    async fn sessions(&self, ctx: &Context<'_>) -> ApiResult<Vec<Session>> {
+        let principal = require_principal(ctx)?;
+        Ok(auth(ctx)
+            .sessions(principal.user_id)
+            .await?
+            .into_iter()
+            .map(|s: session::Model| Session {
+                current: Some(s.id) == principal.session_id,
+                id: ID(s.id.to_string()),
+                created_at: s.created_at,
+                last_used_at: s.last_used_at,
+                expires_at: s.expires_at,
+                client_address: s.client_addr,
+                user_agent: s.user_agent,
+            })
+            .collect())
+    }
+}
+
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Signs in. Fails with one message for an unknown email, a wrong password and a disabled
+    /// account; repeated failures are slowed down (`RATE_LIMITED` says how long to wait).
+    async fn login(
+        &self,
+        ctx: &Context<'_>,
+        email: String,
+        password: String,
+    ) -> ApiResult<AuthPayload> {
+        Ok(auth(ctx)
+            .login(request_meta(ctx), &email, &password)
+            .await?
+            .into())
+    }
+
+    /// Exchanges a refresh token for a new access and refresh token (the old one is spent).
+    /// Presenting a spent refresh token again ends its session.
+    async fn refresh(&self, ctx: &Context<'_>, refresh_token: String) -> ApiResult<AuthPayload> {
+        Ok(auth(ctx)
+            .refresh(request_meta(ctx), &refresh_token)
+            .await?
+            .into())
+    }
+
+    /// Ends the session of the token making this request.
+    #[graphql(guard = "Authenticated")]
+    async fn logout(&self, ctx: &Context<'_>) -> ApiResult<bool> {
+        let principal = require_principal(ctx)?;
+        if let Some(session) = principal.session_id {
+            auth(ctx)
+                .revoke_session(
+                    request_meta(ctx),
+                    principal.user_id,
+                    session,
+                    false,
+                    "logout",
+                )
+                .await?;
+        }
+        Ok(true)
+    }
+
+    /// Ends every session of yours, this one included. Returns how many ended.
+    #[graphql(guard = "Authenticated")]
+    async fn logout_all(&self, ctx: &Context<'_>) -> ApiResult<u64> {
+        let principal = require_principal(ctx)?;
+        Ok(auth(ctx)
+            .revoke_user_sessions(
+                request_meta(ctx),
+                principal.user_id,
+                None,
+                "logout all",
+                Some(principal.user_id),
+            )
+            .await?)
+    }
+
+    /// Ends a session: one of yours, or anyone's with `auth.session.revoke`.
+    #[graphql(guard = "Authenticated")]
+    async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> ApiResult<bool> {
+        let principal = require_principal(ctx)?;
+        let session = parse_id("id", "session", &id)?;
+        auth(ctx)
+            .revoke_session(
+                request_meta(ctx),
+                principal.user_id,
+                session,
+                principal.has_permission(codes::SESSION_REVOKE),
+                "revoked",
+            )
+            .await?;
+        Ok(true)
+    }
+
+    /// Rotates the signing key (needs `auth.key.rotate`): the published next key starts
+    /// signing, the current one keeps verifying its tokens until they expire.
+    #[graphql(guard = "HasPermission(codes::KEY_ROTATE)")]
+    async fn rotate_signing_key(&self, ctx: &Context<'_>) -> ApiResult<SigningKeyInfo> {
+        let principal = require_principal(ctx)?;
+        let kid = auth(ctx)
+            .rotate_signing_key(request_meta(ctx), principal.user_id)
+            .await?;
+        Ok(SigningKeyInfo { kid })
+    }
+}
