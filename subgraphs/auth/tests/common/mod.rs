@@ -1,0 +1,251 @@
+//! Identity, authz and auth side by side on loopback ports, each over its own fresh database.
+//! Every verifier takes keys from auth's JWKS (and a test key, for admin tokens) and polls
+//! auth's list of ended sessions, as in production.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use keygraph_kernel::{
+    config::{Config, StaticKey},
+    http,
+    testing::{Answer, Backend, INTERNAL_TOKEN, TestDatabase, TestServer, TestSigner, test_config},
+};
+use sea_orm::DatabaseConnection;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+pub const PASSWORD: &str = "quiet lantern harbor";
+
+pub struct Stack {
+    pub identity: TestServer,
+    pub authz: TestServer,
+    pub auth: TestServer,
+    pub signer: TestSigner,
+    /// auth's database.
+    pub db: DatabaseConnection,
+    pub config: Config,
+    _databases: [TestDatabase; 3],
+    _data: tempfile::TempDir,
+}
+
+/// A signed-in session as the API handed it out.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub access: String,
+    pub refresh: String,
+    pub session: String,
+    pub user: Uuid,
+}
+
+impl Login {
+    fn from_payload(payload: &Value) -> Self {
+        let text = |k: &str| {
+            payload[k]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {k}: {payload}"))
+                .to_owned()
+        };
+        Self {
+            access: text("accessToken"),
+            refresh: text("refreshToken"),
+            session: text("sessionId"),
+            user: Uuid::parse_str(payload["user"]["id"].as_str().expect("user id")).expect("uuid"),
+        }
+    }
+}
+
+pub const PAYLOAD: &str = "accessToken refreshToken sessionId expiresIn user { id }";
+
+impl Stack {
+    /// `None` (test skipped) for Postgres without `TEST_DATABASE_URL`.
+    pub async fn start(backend: Backend) -> Option<Self> {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Option<Self> {
+        let (Some(identity_db), Some(authz_db), Some(auth_db)) = (
+            TestDatabase::new(backend, "identity"),
+            TestDatabase::new(backend, "authz"),
+            TestDatabase::new(backend, "auth"),
+        ) else {
+            eprintln!("skipped: TEST_DATABASE_URL is not set");
+            return None;
+        };
+        let data = tempfile::tempdir().expect("data dir");
+        let signer = TestSigner::default();
+        let listeners = [
+            TestServer::listener().await,
+            TestServer::listener().await,
+            TestServer::listener().await,
+        ];
+        let [identity_base, authz_base, auth_base] =
+            [0, 1, 2].map(|i| TestServer::base_of(&listeners[i]));
+        let mut config = test_config(data.path(), &signer);
+        config.identity.database_url = Some(identity_db.url.clone());
+        config.identity.schema = identity_db.schema.clone();
+        config.identity.authz_url = Some(authz_base.clone());
+        config.identity.auth_url = Some(auth_base.clone());
+        config.authz.database_url = Some(authz_db.url.clone());
+        config.authz.schema = authz_db.schema.clone();
+        config.authz.identity_url = identity_base.clone();
+        config.auth.database_url = Some(auth_db.url.clone());
+        config.auth.schema = auth_db.schema.clone();
+        config.auth.identity_url = identity_base;
+        config.auth.authz_url = authz_base;
+        config.auth.key_encryption_key = Some(STANDARD.encode(rand_bytes()));
+        config.tokens.jwks_url = Some(format!("{auth_base}/.well-known/jwks.json"));
+        config.tokens.jwks_min_refetch_secs = 0;
+        config.tokens.revocations_url = Some(format!("{auth_base}/internal/revocations"));
+        config.tokens.revocations_poll_secs = 1;
+        config.tokens.static_keys = vec![StaticKey {
+            kid: signer.kid.clone(),
+            x: signer.x.clone(),
+        }];
+        adjust(&mut config);
+
+        let [identity_listener, authz_listener, auth_listener] = listeners;
+        let identity = keygraph_identity::build(&config, INTERNAL_TOKEN)
+            .await
+            .expect("identity starts");
+        let (trigger, shutdown) = TestServer::shutdown_pair();
+        identity.spawn_workers(shutdown.clone());
+        let identity = TestServer::start_on(
+            identity_listener,
+            "identity",
+            identity.router,
+            &config,
+            http::database_readiness(identity.db),
+            (trigger, shutdown),
+        );
+        let authz = keygraph_authz::build(&config, INTERNAL_TOKEN)
+            .await
+            .expect("authz starts");
+        let authz = TestServer::start_on(
+            authz_listener,
+            "authz",
+            authz.router,
+            &config,
+            http::database_readiness(authz.db),
+            TestServer::shutdown_pair(),
+        );
+        let auth = keygraph_auth::build(&config, INTERNAL_TOKEN)
+            .await
+            .expect("auth starts");
+        let db = auth.db.clone();
+        let auth = TestServer::start_on(
+            auth_listener,
+            "auth",
+            auth.router,
+            &config,
+            http::database_readiness(auth.db),
+            TestServer::shutdown_pair(),
+        );
+        Some(Self {
+            identity,
+            authz,
+            auth,
+            signer,
+            db,
+            config,
+            _databases: [identity_db, authz_db, auth_db],
+            _data: data,
+        })
+    }
+
+    /// A token holding every catalog code, signed by the test key.
+    pub fn admin(&self) -> String {
+        let codes: Vec<&str> = keygraph_kernel::permissions::CATALOG
+            .iter()
+            .map(|(c, _)| *c)
+            .collect();
+        self.signer.token(Uuid::now_v7(), &codes)
+    }
+
+    pub async fn register(&self, email: &str) {
+        self.identity
+            .gql(
+                "mutation($i: RegisterInput!) { register(input: $i) }",
+                json!({ "i": { "email": email, "password": PASSWORD } }),
+                None,
+            )
+            .await
+            .data();
+    }
+
+    pub async fn login_answer(&self, email: &str, password: &str) -> Answer {
+        self.auth
+            .gql(
+                &format!("mutation($e: String!, $p: String!) {{ login(email: $e, password: $p) {{ {PAYLOAD} }} }}"),
+                json!({ "e": email, "p": password }),
+                None,
+            )
+            .await
+    }
+
+    pub async fn login(&self, email: &str) -> Login {
+        Login::from_payload(&self.login_answer(email, PASSWORD).await.data()["login"])
+    }
+
+    pub async fn refresh_answer(&self, refresh: &str) -> Answer {
+        self.auth
+            .gql(
+                &format!("mutation($r: String!) {{ refresh(refreshToken: $r) {{ {PAYLOAD} }} }}"),
+                json!({ "r": refresh }),
+                None,
+            )
+            .await
+    }
+
+    pub async fn refresh(&self, refresh: &str) -> Login {
+        Login::from_payload(&self.refresh_answer(refresh).await.data()["refresh"])
+    }
+
+    /// `me` at identity with this access token.
+    pub async fn me(&self, access: &str) -> Answer {
+        self.identity
+            .gql("{ me { id email } }", json!({}), Some(access))
+            .await
+    }
+
+    /// Waits (up to 6 s) until identity refuses the token as revoked.
+    pub async fn until_refused(&self, access: &str) -> Duration {
+        let started = std::time::Instant::now();
+        for _ in 0..60 {
+            let answer = self.me(access).await;
+            if answer.0.get("errors").is_some() {
+                answer.expect_error("UNAUTHENTICATED", "session of this access token has ended");
+                return started.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the token was still accepted after 6 s");
+    }
+
+    /// Audit actions in auth's outbox, oldest first.
+    pub async fn audit_actions(&self) -> Vec<String> {
+        use sea_orm::{EntityTrait, QueryOrder};
+        keygraph_kernel::outbox::entity::Entity::find()
+            .order_by_asc(keygraph_kernel::outbox::entity::Column::Id)
+            .all(&self.db)
+            .await
+            .expect("outbox")
+            .into_iter()
+            .map(|e| e.action)
+            .collect()
+    }
+}
+
+fn rand_bytes() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    for (i, b) in Uuid::new_v4()
+        .as_bytes()
+        .iter()
+        .chain(Uuid::new_v4().as_bytes())
+        .enumerate()
+    {
+        bytes[i] = *b;
+    }
+    bytes
+}
