@@ -206,17 +206,19 @@ impl Auth {
         let account = match (check.valid, check.user) {
             (true, Some(account)) if account.status == "active" => account,
             _ => {
+                attempt.finish(false);
                 self.record_failed_login(meta, &account_key).await?;
                 return Err(AuthError::InvalidCredentials);
             }
         };
         if !account.email_verified && !self.settings.allow_unverified {
+            attempt.finish(false);
             self.record_failed_login(meta, &account_key).await?;
             return Err(AuthError::Unauthenticated(
                 "confirm your email address first: open the link we mailed you".into(),
             ));
         }
-        self.throttle.succeeded(attempt);
+        attempt.finish(true);
         let grants = self.grants(account.id).await?;
         let now = Utc::now();
         let session_id = Uuid::now_v7();

@@ -1,13 +1,16 @@
 //! Failed sign-ins slow down, per account and per client address, with a delay that doubles
 //! after a few free attempts. The per-account delay is capped low (an attacker failing on
 //! purpose can make a real user wait at most that long); the per-address cap is high.
-//! An attempt counts as failed from the moment it starts, so many attempts at once (aliases
-//! in one request) are throttled too; a success clears the account's count.
+//!
+//! Per account, attempts still in flight count like failures, so a burst of attempts at one
+//! account is throttled before any of them finishes. Per address only finished failures
+//! count, so many people signing in successfully from one address (an office, a NAT) are not
+//! slowed. A success clears the account's failures.
 
 use std::{
     collections::HashMap,
     net::IpAddr,
-    sync::Mutex,
+    sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -19,27 +22,43 @@ struct Failures {
     last: Instant,
 }
 
+#[derive(Default)]
+struct Counters {
+    accounts: HashMap<String, Failures>,
+    in_flight: HashMap<String, u32>,
+    addresses: HashMap<IpAddr, Failures>,
+}
+
+#[derive(Clone)]
 pub struct LoginThrottle {
     config: ThrottleConfig,
-    accounts: Mutex<HashMap<String, Failures>>,
-    addresses: Mutex<HashMap<IpAddr, Failures>>,
+    counters: Arc<Mutex<Counters>>,
 }
 
-/// An attempt in progress; report its outcome with [`LoginThrottle::succeeded`].
+/// A sign-in attempt in progress. Report how it ended with [`Attempt::finish`]; dropped
+/// without that (say the credential check could not be made) it counts as neither.
 pub struct Attempt {
+    throttle: LoginThrottle,
     account: String,
+    address: Option<IpAddr>,
+    finished: bool,
 }
 
-/// Entries kept before old ones are swept.
+/// Entries kept before stale ones are swept.
 const SWEEP_ABOVE: usize = 10_000;
 
 impl LoginThrottle {
     pub fn new(config: ThrottleConfig) -> Self {
         Self {
             config,
-            accounts: Mutex::default(),
-            addresses: Mutex::default(),
+            counters: Arc::default(),
         }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Counters> {
+        self.counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn delay(&self, count: u32, cap: u64) -> Duration {
@@ -55,85 +74,93 @@ impl LoginThrottle {
         )
     }
 
-    /// How long until `entry` may try again, if it must wait.
-    fn wait(&self, entry: Option<&Failures>, cap: u64, now: Instant) -> Option<Duration> {
-        let entry = entry?;
-        let ready = entry.last + self.delay(entry.count, cap);
-        (ready > now).then(|| ready - now)
-    }
-
-    fn forget_old<K: std::hash::Hash + Eq>(&self, map: &mut HashMap<K, Failures>, now: Instant) {
-        let window = Duration::from_secs(self.config.window_secs);
-        if map.len() > SWEEP_ABOVE {
-            map.retain(|_, f| now.duration_since(f.last) < window);
-        }
-    }
-
     /// Starts an attempt, or says how many seconds to wait.
     pub fn begin(&self, account: &str, address: Option<IpAddr>) -> Result<Attempt, u64> {
         let now = Instant::now();
         let window = Duration::from_secs(self.config.window_secs);
-        let mut accounts = self
-            .accounts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut addresses = self
-            .addresses
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.forget_old(&mut accounts, now);
-        self.forget_old(&mut addresses, now);
-        for map in [&mut *accounts] {
-            if map
-                .get(account)
-                .is_some_and(|f| now.duration_since(f.last) >= window)
-            {
-                map.remove(account);
-            }
+        let mut counters = self.lock();
+        let fresh = |f: &Failures| now.duration_since(f.last) < window;
+        if counters.accounts.len() > SWEEP_ABOVE {
+            counters.accounts.retain(|_, f| fresh(f));
         }
-        if let Some(address) = address
-            && addresses
-                .get(&address)
-                .is_some_and(|f| now.duration_since(f.last) >= window)
-        {
-            addresses.remove(&address);
+        if counters.addresses.len() > SWEEP_ABOVE {
+            counters.addresses.retain(|_, f| fresh(f));
         }
-        let account_wait = self.wait(
-            accounts.get(account),
-            self.config.max_account_delay_secs,
-            now,
-        );
-        let address_wait = address
-            .and_then(|a| self.wait(addresses.get(&a), self.config.max_address_delay_secs, now));
-        if let Some(wait) = account_wait.into_iter().chain(address_wait).max() {
-            return Err(wait.as_secs_f64().ceil().max(1.0) as u64);
+        let failures = counters.accounts.get(account).filter(|f| fresh(f)).copied();
+        let in_flight = counters.in_flight.get(account).copied().unwrap_or(0);
+        let account_count = failures.map_or(0, |f| f.count) + in_flight;
+        let account_since = if in_flight > 0 {
+            now
+        } else {
+            failures.map_or(now, |f| f.last)
+        };
+        let account_ready =
+            account_since + self.delay(account_count, self.config.max_account_delay_secs);
+        let address_ready = address
+            .and_then(|a| counters.addresses.get(&a).filter(|f| fresh(f)).copied())
+            .map(|f| f.last + self.delay(f.count, self.config.max_address_delay_secs));
+        let ready = address_ready.map_or(account_ready, |a| a.max(account_ready));
+        if ready > now {
+            return Err((ready - now).as_secs_f64().ceil().max(1.0) as u64);
+        }
+        *counters.in_flight.entry(account.to_owned()).or_default() += 1;
+        Ok(Attempt {
+            throttle: self.clone(),
+            account: account.to_owned(),
+            address,
+            finished: false,
+        })
+    }
+}
+
+impl Attempt {
+    /// Records the outcome: a failure counts against the account and the address; a success
+    /// clears the account's failures.
+    pub fn finish(mut self, succeeded: bool) {
+        self.finished = true;
+        let now = Instant::now();
+        let mut counters = self.throttle.lock();
+        release(&mut counters, &self.account);
+        if succeeded {
+            counters.accounts.remove(&self.account);
+            return;
         }
         let bump = |f: &mut Failures| {
             f.count = f.count.saturating_add(1);
             f.last = now;
         };
-        bump(accounts.entry(account.to_owned()).or_insert(Failures {
-            count: 0,
-            last: now,
-        }));
-        if let Some(address) = address {
-            bump(addresses.entry(address).or_insert(Failures {
+        bump(
+            counters
+                .accounts
+                .entry(self.account.clone())
+                .or_insert(Failures {
+                    count: 0,
+                    last: now,
+                }),
+        );
+        if let Some(address) = self.address {
+            bump(counters.addresses.entry(address).or_insert(Failures {
                 count: 0,
                 last: now,
             }));
         }
-        Ok(Attempt {
-            account: account.to_owned(),
-        })
     }
+}
 
-    /// The attempt succeeded: the account's failures are forgotten. The address keeps its
-    /// count, so one valid account does not unlock guessing at others from that address.
-    pub fn succeeded(&self, attempt: Attempt) {
-        self.accounts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&attempt.account);
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.finished {
+            release(&mut self.throttle.lock(), &self.account);
+        }
+    }
+}
+
+fn release(counters: &mut Counters, account: &str) {
+    if let Some(n) = counters.in_flight.get_mut(account) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counters.in_flight.remove(account);
+        }
     }
 }
 
@@ -151,24 +178,60 @@ mod tests {
         })
     }
 
+    fn ip(text: &str) -> Option<IpAddr> {
+        text.parse().ok()
+    }
+
     #[test]
-    fn free_attempts_then_progressive_waits() {
+    fn free_failures_then_progressive_waits() {
         let t = throttle();
-        let addr: IpAddr = "127.0.0.1".parse().expect("ip");
         for _ in 0..3 {
-            t.begin("a@example.com", Some(addr))
-                .map(|_| ())
-                .expect("free attempt");
+            t.begin("a@example.com", ip("10.0.0.1"))
+                .map_err(|_| ())
+                .expect("free")
+                .finish(false);
         }
         let wait = t
-            .begin("a@example.com", Some(addr))
+            .begin("a@example.com", ip("10.0.0.2"))
             .map(|_| ())
             .expect_err("throttled");
         assert!((1..=2).contains(&wait), "{wait}");
-        // Another account from another address is unaffected.
-        t.begin("b@example.com", Some("127.0.0.2".parse().expect("ip")))
-            .map(|_| ())
-            .expect("independent");
+        t.begin("b@example.com", ip("10.0.0.3"))
+            .map_err(|_| ())
+            .expect("independent")
+            .finish(false);
+    }
+
+    #[test]
+    fn a_burst_at_one_account_is_throttled_before_it_finishes() {
+        let t = throttle();
+        let held: Vec<Attempt> = (0..3)
+            .map(|_| {
+                t.begin("c@example.com", None)
+                    .map_err(|_| ())
+                    .expect("free")
+            })
+            .collect();
+        assert!(
+            t.begin("c@example.com", None).is_err(),
+            "in-flight attempts count"
+        );
+        drop(held);
+        assert!(
+            t.begin("c@example.com", None).is_ok(),
+            "unfinished attempts count as neither"
+        );
+    }
+
+    #[test]
+    fn successes_from_one_address_are_not_throttled() {
+        let t = throttle();
+        for i in 0..50 {
+            t.begin(&format!("user{i}@example.com"), ip("10.0.0.9"))
+                .map_err(|_| ())
+                .expect("no throttling for successes")
+                .finish(true);
+        }
     }
 
     #[test]
@@ -177,17 +240,14 @@ mod tests {
         assert_eq!(t.delay(40, 30), Duration::from_secs(30));
         assert_eq!(t.delay(3, 30), Duration::from_secs(2));
         assert_eq!(t.delay(4, 30), Duration::from_secs(4));
-        let attempt = t
-            .begin("c@example.com", None)
+        t.begin("d@example.com", None)
             .map_err(|_| ())
-            .expect("first");
-        t.succeeded(attempt);
-        assert!(
-            t.accounts
-                .lock()
-                .expect("lock")
-                .get("c@example.com")
-                .is_none()
-        );
+            .expect("first")
+            .finish(false);
+        t.begin("d@example.com", None)
+            .map_err(|_| ())
+            .expect("second")
+            .finish(true);
+        assert!(!t.lock().accounts.contains_key("d@example.com"));
     }
 }
