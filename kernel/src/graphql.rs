@@ -7,9 +7,11 @@ use async_graphql::{
 };
 use async_graphql_axum::GraphQLResponse;
 use axum::{
-    Json,
+    Extension, Json,
+    extract::State,
     http::{HeaderMap, Method, StatusCode, header},
     response::{IntoResponse, Response},
+    routing::{MethodRouter, post},
 };
 
 use uuid::Uuid;
@@ -55,6 +57,40 @@ where
             .await,
     )
     .into_response()
+}
+
+/// `POST` and `GET` for a subgraph's `/graphql` route: [`execute`] with the caller's token.
+pub fn endpoint<Q, M, S>(schema: Schema<Q, M, S>, verifier: TokenVerifier) -> MethodRouter
+where
+    Q: ObjectType + 'static,
+    M: ObjectType + 'static,
+    S: SubscriptionType + 'static,
+{
+    async fn handle<Q, M, S>(
+        State((schema, verifier)): State<(Schema<Q, M, S>, TokenVerifier)>,
+        Extension(meta): Extension<RequestMeta>,
+        method: Method,
+        headers: HeaderMap,
+        request: async_graphql_axum::GraphQLRequest,
+    ) -> Response
+    where
+        Q: ObjectType + 'static,
+        M: ObjectType + 'static,
+        S: SubscriptionType + 'static,
+    {
+        execute(
+            &schema,
+            &verifier,
+            method,
+            &headers,
+            meta,
+            request.into_inner(),
+        )
+        .await
+    }
+    post(handle::<Q, M, S>)
+        .get(handle::<Q, M, S>)
+        .with_state((schema, verifier))
 }
 
 /// Reads `Authorization: Bearer …`; a refused token is remembered with its reason, so

@@ -196,6 +196,19 @@ impl Answer {
     }
 }
 
+/// Actions in a service's audit outbox, oldest first.
+pub async fn audit_actions(db: &sea_orm::DatabaseConnection) -> Vec<String> {
+    use sea_orm::{EntityTrait, QueryOrder};
+    crate::outbox::entity::Entity::find()
+        .order_by_asc(crate::outbox::entity::Column::Id)
+        .all(db)
+        .await
+        .expect("outbox")
+        .into_iter()
+        .map(|e| e.action)
+        .collect()
+}
+
 /// The SQL statements a connection has run, for tests that count them.
 #[derive(Clone, Default)]
 pub struct StatementLog(std::sync::Arc<std::sync::Mutex<Vec<String>>>);

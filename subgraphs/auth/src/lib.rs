@@ -13,19 +13,18 @@ pub mod throttle;
 
 use std::{sync::Arc, time::Duration};
 
-use async_graphql_axum::GraphQLRequest;
 use axum::{
-    Extension, Json, Router,
+    Json, Router,
     extract::State,
-    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::get,
 };
 use keygraph_kernel::{
     config::Config,
     db::{DatabaseTarget, connect_and_migrate},
     graphql,
-    http::{self, RequestMeta, Shutdown},
+    http::{self, Shutdown},
     internal::{self as internal_endpoints, InternalToken},
     token::TokenVerifier,
 };
@@ -34,7 +33,6 @@ use sea_orm::DatabaseConnection;
 
 use crate::{
     keys::{KeyEncryptionKey, KeyRing},
-    schema::AuthSchema,
     service::Auth,
 };
 
@@ -48,12 +46,6 @@ pub struct AuthService {
     pub router: Router,
     pub db: DatabaseConnection,
     pub auth: Arc<Auth>,
-}
-
-#[derive(Clone)]
-struct GraphqlState {
-    schema: AuthSchema,
-    verifier: TokenVerifier,
 }
 
 /// Connects, migrates, makes sure signing keys exist and assembles the routes.
@@ -73,13 +65,12 @@ pub async fn build(config: &Config, internal_token: &str) -> anyhow::Result<Auth
     );
     keys.ensure_keys().await?;
     let auth = Arc::new(Auth::new(db.clone(), keys, config, internal_token)?);
-    let state = GraphqlState {
-        schema: schema::build_schema(auth.clone()),
-        verifier: TokenVerifier::for_service(&config.tokens, internal_token)?,
-    };
+    let verifier = TokenVerifier::for_service(&config.tokens, internal_token)?;
     let router = Router::new()
-        .route("/graphql", post(graphql_handler).get(graphql_handler))
-        .with_state(state)
+        .route(
+            "/graphql",
+            graphql::endpoint(schema::build_schema(auth.clone()), verifier),
+        )
         .route("/.well-known/jwks.json", get(jwks).with_state(auth.clone()))
         .merge(internal_endpoints::protect(
             internal::routes(auth.clone()),
@@ -103,24 +94,6 @@ pub async fn run(config: &Config, internal_token: &str, shutdown: Shutdown) -> a
     )
     .await?;
     Ok(())
-}
-
-async fn graphql_handler(
-    State(state): State<GraphqlState>,
-    Extension(meta): Extension<RequestMeta>,
-    method: Method,
-    headers: HeaderMap,
-    request: GraphQLRequest,
-) -> Response {
-    graphql::execute(
-        &state.schema,
-        &state.verifier,
-        method,
-        &headers,
-        meta,
-        request.into_inner(),
-    )
-    .await
 }
 
 /// The public signing keys, cacheable for a few minutes (verifiers refetch on an unknown `kid`).

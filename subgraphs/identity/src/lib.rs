@@ -17,19 +17,12 @@ pub mod session_end;
 
 use std::sync::Arc;
 
-use async_graphql_axum::GraphQLRequest;
-use axum::{
-    Extension, Router,
-    extract::State,
-    http::{HeaderMap, Method},
-    response::{Html, Response},
-    routing::{get, post},
-};
+use axum::{Router, response::Html, routing::get};
 use keygraph_kernel::{
     config::Config,
     db::{DatabaseTarget, connect_and_migrate},
     graphql,
-    http::{self, RequestMeta, Shutdown},
+    http::{self, Shutdown},
     internal::{self as internal_endpoints, InternalClient, InternalToken},
     token::TokenVerifier,
 };
@@ -37,8 +30,7 @@ use keygraph_migrations::identity::Migrator;
 use sea_orm::DatabaseConnection;
 
 use crate::{
-    grant_removal::GrantRemoval, mail::Mailer, schema::IdentitySchema, service::Identity,
-    session_end::SessionEnd,
+    grant_removal::GrantRemoval, mail::Mailer, service::Identity, session_end::SessionEnd,
 };
 
 pub const SERVICE: &str = "identity";
@@ -58,12 +50,6 @@ impl IdentityService {
             tokio::spawn(removal.run(shutdown));
         }
     }
-}
-
-#[derive(Clone)]
-struct GraphqlState {
-    schema: IdentitySchema,
-    verifier: TokenVerifier,
 }
 
 /// Connects and migrates the database and assembles the routes.
@@ -95,15 +81,14 @@ pub async fn build(config: &Config, internal_token: &str) -> anyhow::Result<Iden
         grant_removal.clone(),
         session_end,
     )?);
-    let state = GraphqlState {
-        schema: schema::build_schema(identity.clone()),
-        verifier: TokenVerifier::for_service(&config.tokens, internal_token)?,
-    };
+    let verifier = TokenVerifier::for_service(&config.tokens, internal_token)?;
     let router = Router::new()
-        .route("/graphql", post(graphql).get(graphql))
+        .route(
+            "/graphql",
+            graphql::endpoint(schema::build_schema(identity.clone()), verifier),
+        )
         .route("/verify-email", get(link_page))
         .route("/reset-password", get(link_page))
-        .with_state(state)
         .merge(internal_endpoints::protect(
             internal::routes(identity),
             InternalToken::new(internal_token),
@@ -131,24 +116,6 @@ pub async fn run(config: &Config, internal_token: &str, shutdown: Shutdown) -> a
     )
     .await?;
     Ok(())
-}
-
-async fn graphql(
-    State(state): State<GraphqlState>,
-    Extension(meta): Extension<RequestMeta>,
-    method: Method,
-    headers: HeaderMap,
-    request: GraphQLRequest,
-) -> Response {
-    graphql::execute(
-        &state.schema,
-        &state.verifier,
-        method,
-        &headers,
-        meta,
-        request.into_inner(),
-    )
-    .await
 }
 
 /// The page behind mailed links: it asks the user to confirm, then calls the mutation.

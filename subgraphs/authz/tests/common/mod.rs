@@ -269,15 +269,7 @@ impl Stack {
 
     /// Audit actions in authz's outbox, oldest first.
     pub async fn audit_actions(&self) -> Vec<String> {
-        use sea_orm::QueryOrder;
-        keygraph_kernel::outbox::entity::Entity::find()
-            .order_by_asc(keygraph_kernel::outbox::entity::Column::Id)
-            .all(&self.db)
-            .await
-            .expect("outbox")
-            .into_iter()
-            .map(|e| e.action)
-            .collect()
+        keygraph_kernel::testing::audit_actions(&self.db).await
     }
 
     pub async fn count<E>(&self) -> u64
