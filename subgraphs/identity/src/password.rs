@@ -66,15 +66,69 @@ pub struct Verification {
     pub needs_rehash: bool,
 }
 
-/// argon2id hashing, never on the async workers: at most `concurrency` hashes run at once
-/// on tokio's blocking pool, the rest wait their turn.
+/// argon2id hashing, never on the async workers: a fixed pool of threads at a low OS
+/// priority does it, so it takes the CPU the request handlers leave idle and yields at once
+/// when they need it. At most `concurrency` jobs are in flight; the rest wait their turn.
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
     permits: Arc<Semaphore>,
+    pool: Arc<HashingPool>,
     /// A hash of a random password, verified against for unknown accounts so their answer
     /// takes as long as a real check.
     decoy: Arc<OnceCell<String>>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads that run password work, each at a lowered priority.
+struct HashingPool {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+/// Niceness-mapped priority of hashing threads (0 lowest .. 99 highest; 25 is about nice 10).
+const HASHING_PRIORITY: u8 = 25;
+
+impl HashingPool {
+    fn start(threads: usize) -> Result<Self, HashingError> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for n in 0..threads {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("keygraph-hash-{n}"))
+                .spawn(move || {
+                    let lowered = thread_priority::ThreadPriorityValue::try_from(HASHING_PRIORITY)
+                        .map_err(|e| e.to_string())
+                        .and_then(|p| {
+                            thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Crossplatform(p))
+                                .map_err(|e| format!("{e:?}"))
+                        });
+                    if let Err(err) = lowered {
+                        tracing::warn!(error = %err, "cannot lower the priority of a hashing thread");
+                    }
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            // A panicking job must not take the thread with it; its caller
+                            // sees the dropped result as a failure.
+                            Ok(job) => {
+                                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                                    tracing::error!("a password job panicked");
+                                }
+                            }
+                            // Every sender is gone: the hasher was dropped.
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|e| HashingError(e.to_string()))?;
+        }
+        Ok(Self { jobs })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +146,7 @@ impl PasswordHasher {
         Ok(Self {
             params,
             permits: Arc::new(Semaphore::new(concurrency)),
+            pool: Arc::new(HashingPool::start(concurrency)?),
             decoy: Arc::new(OnceCell::new()),
         })
     }
@@ -100,7 +155,7 @@ impl PasswordHasher {
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
     }
 
-    /// Runs CPU-heavy password work (hashing, strength estimation) on the bounded blocking pool.
+    /// Runs CPU-heavy password work (hashing, strength estimation) on the hashing pool.
     pub async fn run_blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
@@ -110,9 +165,17 @@ impl PasswordHasher {
             .acquire()
             .await
             .map_err(|e| HashingError(e.to_string()))?;
-        tokio::task::spawn_blocking(work)
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.pool
+            .jobs
+            .send(Box::new(move || {
+                // The caller may have gone away; then nobody needs the result.
+                let _ = done.send(work());
+            }))
+            .map_err(|_| HashingError("the hashing pool has stopped".into()))?;
+        result
             .await
-            .map_err(|e| HashingError(e.to_string()))
+            .map_err(|_| HashingError("a hashing job failed".into()))
     }
 
     /// A PHC string (`$argon2id$v=19$m=…,t=…,p=1$salt$hash`).
