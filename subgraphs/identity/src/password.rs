@@ -86,8 +86,13 @@ struct HashingPool {
     jobs: std::sync::mpsc::Sender<Job>,
 }
 
-/// Niceness-mapped priority of hashing threads (0 lowest .. 99 highest; 25 is about nice 10).
-const HASHING_PRIORITY: u8 = 25;
+/// Gives the calling thread the lowest normal priority (nice 19 on Linux): it runs on CPU
+/// time that request handling leaves idle, yet keeps a small share on a host whose other
+/// processes are busy, so sign-ins never starve (Linux's idle class could).
+fn lower_priority() -> Result<(), String> {
+    thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
+        .map_err(|e| format!("{e:?}"))
+}
 
 impl HashingPool {
     fn start(threads: usize) -> Result<Self, HashingError> {
@@ -98,12 +103,7 @@ impl HashingPool {
             std::thread::Builder::new()
                 .name(format!("keygraph-hash-{n}"))
                 .spawn(move || {
-                    let lowered = thread_priority::ThreadPriorityValue::try_from(HASHING_PRIORITY)
-                        .map_err(|e| e.to_string())
-                        .and_then(|p| {
-                            thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Crossplatform(p))
-                                .map_err(|e| format!("{e:?}"))
-                        });
+                    let lowered = lower_priority();
                     if let Err(err) = lowered {
                         tracing::warn!(error = %err, "cannot lower the priority of a hashing thread");
                     }
