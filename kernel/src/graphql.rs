@@ -2,7 +2,8 @@
 //! are refused, and the request's metadata reaches the resolvers.
 
 use async_graphql::{
-    Context, ID, ObjectType, Request, Schema, SubscriptionType,
+    Context, EmptySubscription, ID, ObjectType, Request, SDLExportOptions, Schema, SchemaBuilder,
+    SubscriptionType,
     parser::types::{DocumentOperations, OperationType},
 };
 use async_graphql_axum::GraphQLResponse;
@@ -22,6 +23,35 @@ use crate::{
     http::RequestMeta,
     token::{TokenError, TokenVerifier},
 };
+
+/// A subgraph's schema: Federation v2 on, and limits on query depth and complexity.
+pub fn subgraph_schema<Q, M>(
+    query: Q,
+    mutation: M,
+    max_depth: usize,
+    max_complexity: usize,
+) -> SchemaBuilder<Q, M, EmptySubscription>
+where
+    Q: ObjectType + 'static,
+    M: ObjectType + 'static,
+{
+    Schema::build(query, mutation, EmptySubscription)
+        .enable_federation()
+        .limit_depth(max_depth)
+        .limit_complexity(max_complexity)
+}
+
+/// The SDL a subgraph serves as `_service { sdl }` (what `schema/<service>.graphql` holds).
+pub fn subgraph_sdl<Q, M>(query: Q, mutation: M) -> String
+where
+    Q: ObjectType + 'static,
+    M: ObjectType + 'static,
+{
+    Schema::build(query, mutation, EmptySubscription)
+        .enable_federation()
+        .finish()
+        .sdl_with_options(SDLExportOptions::new().federation())
+}
 
 /// Executes `request` against `schema` with the caller's [`Authentication`] and `meta`.
 pub async fn execute<Q, M, S>(

@@ -3,13 +3,11 @@
 
 use std::sync::Arc;
 
-use async_graphql::{
-    Context, EmptySubscription, ID, Object, SDLExportOptions, Schema, SimpleObject,
-};
+use async_graphql::{Context, EmptySubscription, ID, Object, Schema, SimpleObject};
 use chrono::{DateTime, Utc};
 use keygraph_kernel::{
     ApiResult,
-    graphql::{parse_id, request_meta},
+    graphql::{self, parse_id, request_meta},
     guard::{Authenticated, HasPermission, require_principal},
     permissions::auth as codes,
 };
@@ -25,20 +23,14 @@ const MAX_DEPTH: usize = 8;
 const MAX_COMPLEXITY: usize = 500;
 
 pub fn build_schema(auth: Arc<Auth>) -> AuthSchema {
-    Schema::build(Query, Mutation, EmptySubscription)
+    graphql::subgraph_schema(Query, Mutation, MAX_DEPTH, MAX_COMPLEXITY)
         .data(auth)
-        .enable_federation()
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
         .finish()
 }
 
 /// The SDL this subgraph serves as `_service { sdl }` (committed as `schema/auth.graphql`).
 pub fn sdl() -> String {
-    Schema::build(Query, Mutation, EmptySubscription)
-        .enable_federation()
-        .finish()
-        .sdl_with_options(SDLExportOptions::new().federation())
+    graphql::subgraph_sdl(Query, Mutation)
 }
 
 fn auth<'a>(ctx: &'a Context<'_>) -> &'a Arc<Auth> {

@@ -4,13 +4,12 @@
 use std::sync::Arc;
 
 use async_graphql::{
-    Context, EmptySubscription, Enum, ID, InputObject, Object, SDLExportOptions, Schema,
-    SimpleObject,
+    Context, EmptySubscription, Enum, ID, InputObject, Object, Schema, SimpleObject,
 };
 use chrono::{DateTime, Utc};
 use keygraph_kernel::{
     ApiError, ApiResult,
-    graphql::{parse_id, request_meta},
+    graphql::{self, parse_id, request_meta},
     guard::{
         Authenticated, HasPermission, SelfOrPermission, require_principal,
         require_self_or_permission,
@@ -33,20 +32,14 @@ const MAX_DEPTH: usize = 16;
 const MAX_COMPLEXITY: usize = 2_000;
 
 pub fn build_schema(identity: Arc<Identity>) -> IdentitySchema {
-    Schema::build(Query, Mutation, EmptySubscription)
+    graphql::subgraph_schema(Query, Mutation, MAX_DEPTH, MAX_COMPLEXITY)
         .data(identity)
-        .enable_federation()
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
         .finish()
 }
 
 /// The SDL this subgraph serves as `_service { sdl }` (committed as `schema/identity.graphql`).
 pub fn sdl() -> String {
-    Schema::build(Query, Mutation, EmptySubscription)
-        .enable_federation()
-        .finish()
-        .sdl_with_options(SDLExportOptions::new().federation())
+    graphql::subgraph_sdl(Query, Mutation)
 }
 
 /// A person who can sign in to applications built on Keygraph.
