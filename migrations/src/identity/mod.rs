@@ -4,6 +4,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261120_000001_init;
 mod m20261120_000002_pending_grant_removals;
+mod m20261121_000003_pending_calls;
 
 pub struct Migrator;
 
@@ -13,6 +14,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261120_000001_init::Migration),
             Box::new(m20261120_000002_pending_grant_removals::Migration),
+            Box::new(m20261121_000003_pending_calls::Migration),
         ]
     }
 }

@@ -716,13 +716,9 @@ async fn deleting_a_user_in_identity_removes_their_grants(backend: Backend) {
         .data();
 
     // The hand-over is kept while authz is unreachable...
-    use sea_orm::EntityTrait;
     let mut pending = None;
     for _ in 0..50 {
-        pending = keygraph_identity::entity::pending_grant_removal::Entity::find_by_id(user)
-            .one(&stack.identity_db)
-            .await
-            .expect("pending");
+        pending = pending_drop_grants(&stack, user).await;
         if pending.as_ref().is_some_and(|p| p.attempts > 0) {
             break;
         }
@@ -765,9 +761,21 @@ async fn deleting_a_user_in_identity_removes_their_grants(backend: Backend) {
             .await
             .contains(&"authz.user.grants_removed".to_owned())
     );
-    let left = keygraph_identity::entity::pending_grant_removal::Entity::find_by_id(user)
+    let left = pending_drop_grants(&stack, user).await;
+    assert!(left.is_none(), "the hand-over is done");
+}
+
+/// Identity's pending call asking authz to drop `user`'s grants, if any.
+async fn pending_drop_grants(
+    stack: &Stack,
+    user: Uuid,
+) -> Option<keygraph_identity::entity::pending_call::Model> {
+    use keygraph_identity::entity::pending_call;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    pending_call::Entity::find()
+        .filter(pending_call::Column::UserId.eq(user))
+        .filter(pending_call::Column::Kind.eq(pending_call::DROP_GRANTS))
         .one(&stack.identity_db)
         .await
-        .expect("pending");
-    assert!(left.is_none(), "the hand-over is done");
+        .expect("pending calls")
 }

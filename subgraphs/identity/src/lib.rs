@@ -5,7 +5,7 @@
 
 pub mod email;
 pub mod entity;
-pub mod grant_removal;
+pub mod handover;
 pub mod internal;
 pub mod mail;
 pub mod mailed_token;
@@ -13,7 +13,6 @@ pub mod password;
 pub mod permissions;
 pub mod schema;
 pub mod service;
-pub mod session_end;
 
 use std::sync::Arc;
 
@@ -29,9 +28,7 @@ use keygraph_kernel::{
 use keygraph_migrations::identity::Migrator;
 use sea_orm::DatabaseConnection;
 
-use crate::{
-    grant_removal::GrantRemoval, mail::Mailer, service::Identity, session_end::SessionEnd,
-};
+use crate::{handover::Handover, mail::Mailer, service::Identity};
 
 pub const SERVICE: &str = "identity";
 
@@ -40,15 +37,13 @@ pub struct IdentityService {
     pub router: Router,
     pub db: DatabaseConnection,
     /// Background work to run beside the server (see [`IdentityService::spawn_workers`]).
-    pub grant_removal: Option<GrantRemoval>,
+    pub handover: Handover,
 }
 
 impl IdentityService {
     /// Starts the background workers; they stop with `shutdown`.
     pub fn spawn_workers(&self, shutdown: Shutdown) {
-        if let Some(removal) = self.grant_removal.clone() {
-            tokio::spawn(removal.run(shutdown));
-        }
+        tokio::spawn(self.handover.clone().run(shutdown));
     }
 }
 
@@ -63,24 +58,17 @@ pub async fn build(config: &Config, internal_token: &str) -> anyhow::Result<Iden
     })
     .await?;
     let mailer = Mailer::from_config(&config.mail, config.data_dir.join("mail"))?;
-    let grant_removal = match &config.identity.authz_url {
-        Some(url) => Some(GrantRemoval::new(
-            db.clone(),
-            InternalClient::new(url, internal_token)?,
-        )),
-        None => None,
+    let client = |url: &Option<String>| {
+        url.as_deref()
+            .map(|url| InternalClient::new(url, internal_token))
+            .transpose()
     };
-    let session_end = match &config.identity.auth_url {
-        Some(url) => Some(SessionEnd::new(InternalClient::new(url, internal_token)?)),
-        None => None,
-    };
-    let identity = Arc::new(Identity::new(
+    let handover = Handover::new(
         db.clone(),
-        config,
-        mailer,
-        grant_removal.clone(),
-        session_end,
-    )?);
+        client(&config.identity.authz_url)?,
+        client(&config.identity.auth_url)?,
+    );
+    let identity = Arc::new(Identity::new(db.clone(), config, mailer, handover.clone())?);
     let verifier = TokenVerifier::for_service(&config.tokens, internal_token)?;
     let router = Router::new()
         .route(
@@ -96,7 +84,7 @@ pub async fn build(config: &Config, internal_token: &str) -> anyhow::Result<Iden
     Ok(IdentityService {
         router,
         db,
-        grant_removal,
+        handover,
     })
 }
 

@@ -25,14 +25,12 @@ use crate::{
     entity::{
         credential,
         email_token::{self, PURPOSE_RESET_PASSWORD, PURPOSE_VERIFY_EMAIL},
-        pending_grant_removal,
         user::{self, STATUS_ACTIVE, STATUS_DISABLED},
     },
-    grant_removal::GrantRemoval,
+    handover::{Call, Handover},
     mail::{Mailer, OutgoingMail},
     mailed_token,
     password::{HashingError, PasswordHasher, PasswordPolicy},
-    session_end::SessionEnd,
 };
 
 pub const MAX_DISPLAY_NAME: usize = 100;
@@ -145,19 +143,17 @@ pub struct Identity {
     verification_ttl: Duration,
     reset_ttl: Duration,
     mail_limiter: SlidingWindowLimiter,
-    grant_removal: Option<GrantRemoval>,
-    session_end: Option<SessionEnd>,
+    handover: Handover,
 }
 
 impl Identity {
-    /// `grant_removal` tells authz about deleted users and `session_end` ends sessions in
-    /// auth; `None` where that service does not run.
+    /// `handover` carries what other services must learn about users (deleted users' grants
+    /// to authz, ended sessions to auth).
     pub fn new(
         db: DatabaseConnection,
         config: &Config,
         mailer: Mailer,
-        grant_removal: Option<GrantRemoval>,
-        session_end: Option<SessionEnd>,
+        handover: Handover,
     ) -> Result<Self, HashingError> {
         let id = &config.identity;
         Ok(Self {
@@ -172,8 +168,7 @@ impl Identity {
                 id.mail_rate_limit.max,
                 Duration::from_secs(id.mail_rate_limit.window_secs),
             ),
-            grant_removal,
-            session_end,
+            handover,
         })
     }
 
@@ -387,8 +382,18 @@ impl Identity {
             .actor(Some(user.id))
             .record(&txn, meta)
             .await?;
+        self.handover
+            .record(
+                &txn,
+                user.id,
+                Call::EndSessions {
+                    keep: None,
+                    reason: "password reset",
+                },
+            )
+            .await?;
         txn.commit().await?;
-        self.end_sessions(user.id, None, "password reset");
+        self.handover.wake();
         Ok(())
     }
 
@@ -430,8 +435,13 @@ impl Identity {
             .actor(Some(user_id))
             .record(&txn, meta)
             .await?;
+        let end_others = Call::EndSessions {
+            keep: keep_session,
+            reason: "password changed",
+        };
+        self.handover.record(&txn, user_id, end_others).await?;
         txn.commit().await?;
-        self.end_sessions(user_id, keep_session, "password changed");
+        self.handover.wake();
         Ok(())
     }
 
@@ -489,15 +499,20 @@ impl Identity {
             .metadata(json!({ "from": from, "to": status.as_str() }))
             .record(&txn, meta)
             .await?;
-        txn.commit().await?;
         if status == AccountStatus::Disabled {
-            self.end_sessions(user_id, None, "account disabled");
+            let end_all = Call::EndSessions {
+                keep: None,
+                reason: "account disabled",
+            };
+            self.handover.record(&txn, user_id, end_all).await?;
         }
+        txn.commit().await?;
+        self.handover.wake();
         Ok(user)
     }
 
     /// Deletes the account with its credentials and tokens; authz is told to drop its grants
-    /// (recorded in the same transaction, delivered with retries).
+    /// and auth to end its sessions (recorded in the same transaction, delivered with retries).
     pub async fn delete_user(
         &self,
         meta: &RequestMeta,
@@ -513,28 +528,21 @@ impl Identity {
             .await?;
         credential::Entity::delete_by_id(user_id).exec(&txn).await?;
         user::Entity::delete_by_id(user_id).exec(&txn).await?;
-        if self.grant_removal.is_some() {
-            let now = Utc::now();
-            pending_grant_removal::ActiveModel {
-                user_id: Set(user_id),
-                created_at: Set(now),
-                attempts: Set(0),
-                next_attempt_at: Set(now),
-                last_error: Set(None),
-            }
-            .insert(&txn)
+        self.handover
+            .record(&txn, user_id, Call::DropGrants)
             .await?;
-        }
+        let end_all = Call::EndSessions {
+            keep: None,
+            reason: "account deleted",
+        };
+        self.handover.record(&txn, user_id, end_all).await?;
         AuditEvent::new("identity.user.deleted", "user", user_id)
             .actor(Some(actor))
             .metadata(json!({ "email": user.email }))
             .record(&txn, meta)
             .await?;
         txn.commit().await?;
-        if let Some(removal) = &self.grant_removal {
-            removal.wake();
-        }
-        self.end_sessions(user_id, None, "account deleted");
+        self.handover.wake();
         Ok(())
     }
 
@@ -637,12 +645,6 @@ impl Identity {
             tracing::info!(user_id = %user.id, "password re-hashed with current parameters");
         }
         Ok(CredentialCheck::Valid(user))
-    }
-
-    fn end_sessions(&self, user: Uuid, keep: Option<Uuid>, reason: &'static str) {
-        if let Some(session_end) = &self.session_end {
-            session_end.end_sessions(user, keep, reason);
-        }
     }
 
     async fn find_by_email(&self, email: &EmailAddress) -> IdentityResult<Option<user::Model>> {

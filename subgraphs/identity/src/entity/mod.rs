@@ -2,5 +2,5 @@
 
 pub mod credential;
 pub mod email_token;
-pub mod pending_grant_removal;
+pub mod pending_call;
 pub mod user;
