@@ -94,18 +94,40 @@ async fn run_all(config: &Config) -> anyhow::Result<()> {
         }
         result.with_context(|| format!("{service} service"))
     };
-    let run = |service: &'static str| {
+    let run = |service: Service| {
         let shutdown = shutdown.clone();
         let token = token.clone();
         async move {
             let result = match service {
-                "identity" => keygraph_identity::run(config, &token, shutdown).await,
-                "authz" => keygraph_authz::run(config, &token, shutdown).await,
-                _ => keygraph_auth::run(config, &token, shutdown).await,
+                Service::Identity => keygraph_identity::run(config, &token, shutdown).await,
+                Service::Authz => keygraph_authz::run(config, &token, shutdown).await,
+                Service::Auth => keygraph_auth::run(config, &token, shutdown).await,
             };
-            stop_all(result, service)
+            stop_all(result, service.name())
         }
     };
-    let (identity, authz, auth) = tokio::join!(run("identity"), run("authz"), run("auth"));
+    let (identity, authz, auth) = tokio::join!(
+        run(Service::Identity),
+        run(Service::Authz),
+        run(Service::Auth)
+    );
     identity.and(authz).and(auth)
+}
+
+/// The services the embedded default runs.
+#[derive(Clone, Copy)]
+enum Service {
+    Identity,
+    Authz,
+    Auth,
+}
+
+impl Service {
+    fn name(self) -> &'static str {
+        match self {
+            Service::Identity => "identity",
+            Service::Authz => "authz",
+            Service::Auth => "auth",
+        }
+    }
 }

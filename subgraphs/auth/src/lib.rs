@@ -45,7 +45,6 @@ const JWKS_MAX_AGE_SECS: u64 = 300;
 pub struct AuthService {
     pub router: Router,
     pub db: DatabaseConnection,
-    pub auth: Arc<Auth>,
 }
 
 /// Connects, migrates, makes sure signing keys exist and assembles the routes.
@@ -76,7 +75,7 @@ pub async fn build(config: &Config, internal_token: &str) -> anyhow::Result<Auth
             internal::routes(auth.clone()),
             InternalToken::new(internal_token),
         ));
-    Ok(AuthService { router, db, auth })
+    Ok(AuthService { router, db })
 }
 
 /// Runs the service on its configured address until `shutdown`, then closes the pool.

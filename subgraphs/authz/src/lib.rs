@@ -41,7 +41,6 @@ pub const SERVICE: &str = "authz";
 pub struct AuthzService {
     pub router: Router,
     pub db: DatabaseConnection,
-    pub authz: Arc<Authz>,
 }
 
 #[derive(Clone)]
@@ -97,7 +96,7 @@ pub async fn build_with(
             internal::routes(authz.clone()),
             InternalToken::new(internal_token),
         ));
-    Ok(AuthzService { router, db, authz })
+    Ok(AuthzService { router, db })
 }
 
 /// Runs the service on its configured address until `shutdown`, then closes the pool.

@@ -103,10 +103,6 @@ impl Authz {
         Self { db, identity }
     }
 
-    pub fn db(&self) -> &DatabaseConnection {
-        &self.db
-    }
-
     /// Adds catalog codes that this database does not know yet (codes added to the catalog
     /// after the first migration). Existing entries are left as they are.
     pub async fn sync_catalog(&self) -> AuthzResult<usize> {

@@ -172,10 +172,6 @@ impl Identity {
         })
     }
 
-    pub fn db(&self) -> &DatabaseConnection {
-        &self.db
-    }
-
     /// Creates an account and mails a verification link. A taken address answers the same
     /// and its owner gets a notice instead; the password is hashed either way so both take
     /// as long.
