@@ -28,6 +28,14 @@ enum Command {
     Authz,
     /// Run the auth subgraph alone (sign-in, tokens, sessions, signing keys).
     Auth,
+    /// Run the federation router alone (the single GraphQL endpoint, composing the subgraphs).
+    Router,
+    /// Compose the subgraphs' SDL into a supergraph and write it (default schema/supergraph.graphql).
+    Compose {
+        /// Where to write the supergraph SDL; `-` for standard output.
+        #[arg(long, default_value = "schema/supergraph.graphql")]
+        out: PathBuf,
+    },
     /// Print a subgraph's SDL (as served at `_service { sdl }`).
     Sdl {
         /// Which subgraph: identity, authz or auth.
@@ -60,6 +68,21 @@ async fn run() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(Command::Compose { out }) => {
+            let sdl = compose_supergraph(&config)?;
+            if out.as_os_str() == "-" {
+                print!("{sdl}");
+            } else {
+                std::fs::write(&out, sdl)
+                    .with_context(|| format!("cannot write {}", out.display()))?;
+                eprintln!("wrote {}", out.display());
+            }
+            Ok(())
+        }
+        Some(Command::Router) => {
+            let token = secrets::internal_token(&config)?;
+            keygraph_router::run(&config, &token, Shutdown::on_signals().1).await
+        }
         Some(Command::Identity) => {
             let token = secrets::internal_token(&config)?;
             keygraph_identity::run(&config, &token, Shutdown::on_signals().1).await
@@ -88,6 +111,7 @@ async fn run_all(config: &Config) -> anyhow::Result<()> {
         auth = %format!("http://{}/graphql", config.auth.listen),
         "starting Keygraph (all services in one process)"
     );
+    let graph_url = format!("http://{}/graphql", config.router.listen);
     let stop_all = |result: anyhow::Result<()>, service: &str| {
         if result.is_err() {
             trigger.trigger();
@@ -102,16 +126,19 @@ async fn run_all(config: &Config) -> anyhow::Result<()> {
                 Service::Identity => keygraph_identity::run(config, &token, shutdown).await,
                 Service::Authz => keygraph_authz::run(config, &token, shutdown).await,
                 Service::Auth => keygraph_auth::run(config, &token, shutdown).await,
+                Service::Router => keygraph_router::run(config, &token, shutdown).await,
             };
             stop_all(result, service.name())
         }
     };
-    let (identity, authz, auth) = tokio::join!(
+    tracing::info!(graphql = %graph_url, "the graph (and GraphiQL in a browser) will be served here");
+    let (identity, authz, auth, router) = tokio::join!(
         run(Service::Identity),
         run(Service::Authz),
-        run(Service::Auth)
+        run(Service::Auth),
+        run(Service::Router)
     );
-    identity.and(authz).and(auth)
+    identity.and(authz).and(auth).and(router)
 }
 
 /// The services the embedded default runs.
@@ -120,6 +147,7 @@ enum Service {
     Identity,
     Authz,
     Auth,
+    Router,
 }
 
 impl Service {
@@ -128,6 +156,37 @@ impl Service {
             Service::Identity => "identity",
             Service::Authz => "authz",
             Service::Auth => "auth",
+            Service::Router => "router",
         }
     }
+}
+
+/// The supergraph of this build's subgraphs, at the URLs the router config names.
+fn compose_supergraph(config: &Config) -> anyhow::Result<String> {
+    let sdls = [
+        ("identity", keygraph_identity::schema::sdl()),
+        ("authz", keygraph_authz::schema::sdl()),
+        ("auth", keygraph_auth::schema::sdl()),
+    ];
+    let subgraphs = sdls
+        .into_iter()
+        .map(|(name, sdl)| {
+            let url = config
+                .router
+                .subgraphs
+                .get(name)
+                .map(|s| s.url.clone())
+                .with_context(|| format!("router.subgraphs has no `{name}`"))?;
+            Ok(keygraph_router::supergraph::SubgraphSdl {
+                name: name.to_owned(),
+                url,
+                sdl,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (sdl, warnings) = keygraph_router::supergraph::compose(&subgraphs)?;
+    for warning in warnings {
+        tracing::warn!(%warning, "composition warning");
+    }
+    Ok(sdl)
 }

@@ -58,6 +58,7 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub authz: AuthzConfig,
     pub auth: AuthConfig,
+    pub router: RouterConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -183,6 +184,41 @@ pub struct AuthzConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    pub listen: SocketAddr,
+    pub subgraphs: std::collections::BTreeMap<String, SubgraphEndpoint>,
+    pub supergraph_file: Option<PathBuf>,
+    pub poll_interval_secs: u64,
+    pub plan_cache_size: usize,
+    pub graphiql: bool,
+    pub limits: RouterLimits,
+    pub rate_limit: RateLimitConfig,
+    pub cors: CorsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubgraphEndpoint {
+    pub url: String,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterLimits {
+    pub max_depth: usize,
+    pub max_aliases: usize,
+    pub max_tokens: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct IdentityLinks {
     pub verify_email: String,
     pub reset_password: String,
@@ -286,6 +322,7 @@ impl Config {
                 "must be 1 to 5: revoked sessions must be refused within 5 seconds".into(),
             );
         }
+        self.validate_router()?;
         let auth = &self.auth;
         validate_database_url("auth.database_url", auth.database_url.as_deref())?;
         validate_http_url("auth.identity_url", Some(&auth.identity_url))?;
@@ -439,6 +476,51 @@ impl Config {
     }
 
     /// Where a service's database lives: the configured URL, or its SQLite file under data_dir.
+    fn validate_router(&self) -> Result<(), ConfigError> {
+        let router = &self.router;
+        let fail = |path: String, message: &str| {
+            Err(ConfigError::Invalid {
+                path,
+                message: message.to_owned(),
+            })
+        };
+        if router.subgraphs.is_empty() && router.supergraph_file.is_none() {
+            return fail(
+                "router.subgraphs".into(),
+                "name at least one subgraph, or set router.supergraph_file",
+            );
+        }
+        for (name, subgraph) in &router.subgraphs {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return fail(
+                    format!("router.subgraphs.{name}"),
+                    "a subgraph name is letters, digits and _",
+                );
+            }
+            validate_http_url(&format!("router.subgraphs.{name}.url"), Some(&subgraph.url))?;
+            if !(1..=300).contains(&subgraph.timeout_secs) {
+                return fail(
+                    format!("router.subgraphs.{name}.timeout_secs"),
+                    "must be 1 to 300",
+                );
+            }
+        }
+        if router.plan_cache_size == 0 {
+            return fail("router.plan_cache_size".into(), "must be at least 1");
+        }
+        let limits = router.limits;
+        if limits.max_depth == 0 || limits.max_aliases == 0 || limits.max_tokens == 0 {
+            return fail("router.limits".into(), "every limit must be at least 1");
+        }
+        if router.rate_limit.max == 0 || router.rate_limit.window_secs == 0 {
+            return fail(
+                "router.rate_limit".into(),
+                "max and window_secs must be at least 1",
+            );
+        }
+        Ok(())
+    }
+
     pub fn database_url_for(&self, service: &str, configured: Option<&str>) -> String {
         match configured {
             Some(url) => url.to_owned(),

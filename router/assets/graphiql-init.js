@@ -1,0 +1,27 @@
+// Keygraph's GraphiQL: queries go to this router's /graphql. Sign in with the `login` mutation,
+// then put `{"Authorization": "Bearer <accessToken>"}` in the Headers tab.
+(function () {
+  var url = window.location.origin + window.location.pathname;
+  var fetcher = GraphiQL.createFetcher({ url: url });
+  var defaultQuery = [
+    "# Welcome to Keygraph. Sign in first:",
+    "#",
+    "# mutation { login(email: \"admin@example.com\", password: \"...\") { accessToken } }",
+    "#",
+    "# then add {\"Authorization\": \"Bearer <accessToken>\"} under Headers and run:",
+    "",
+    "query Me {",
+    "  me { id email roles { name } permissions }",
+    "}",
+    "",
+  ].join("\n");
+  var root = ReactDOM.createRoot(document.getElementById("graphiql"));
+  root.render(
+    React.createElement(GraphiQL, {
+      fetcher: fetcher,
+      defaultQuery: defaultQuery,
+      defaultEditorToolsVisibility: true,
+      shouldPersistHeaders: true,
+    })
+  );
+})();

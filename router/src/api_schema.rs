@@ -1,0 +1,405 @@
+//! The API schema (what clients see) as an executable async-graphql schema.
+//!
+//! The planner's consumer schema (the supergraph without `@inaccessible` members and federation
+//! internals) is turned into an `async_graphql::dynamic::Schema`. That schema does three jobs for
+//! the router: it parses and validates operations and coerces variables (spec-worded errors with
+//! locations), it answers introspection, and it projects the merged subgraph data onto the
+//! client's selection — aliases, fragments, `__typename`, `@skip`/`@include` and null
+//! propagation as the GraphQL spec words them.
+//!
+//! Its resolvers never fetch anything: root fields await the plan run of the request (see
+//! [`crate::execute::PlanRun`]) and every other field reads its response key from the parent's
+//! JSON.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use async_graphql::dynamic::{
+    Enum, EnumItem, Field, FieldFuture, FieldValue, InputObject, InputValue, Interface,
+    InterfaceField, Object, ResolverContext, Scalar, Schema, TypeRef, Union,
+};
+use async_graphql::{Name, Value as GqlValue};
+use graphql_tools::parser::schema::{
+    Definition, Directive, Document, Type as AstType, TypeDefinition, Value as AstValue,
+};
+use serde_json::Value as Json;
+
+use crate::execute::PlanRun;
+
+const BUILT_IN_SCALARS: [&str; 5] = ["Int", "Float", "String", "Boolean", "ID"];
+
+/// How a field's JSON value becomes a resolver result.
+#[derive(Debug)]
+enum Shape {
+    Scalar,
+    Enum,
+    Object,
+    Abstract,
+    List(Box<Shape>),
+}
+
+/// Limits applied by validation.
+#[derive(Debug, Clone, Copy)]
+pub struct ValidationLimits {
+    pub max_depth: usize,
+}
+
+/// Builds the executable API schema from the consumer schema.
+pub fn build(
+    document: &Document<'static, String>,
+    limits: ValidationLimits,
+) -> Result<Schema, String> {
+    let kinds = type_kinds(document);
+    let (query, mutation, subscription) = root_names(document);
+    let roots: HashSet<&str> = [
+        Some(query.as_str()),
+        mutation.as_deref(),
+        subscription.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut builder =
+        Schema::build(&query, mutation.as_deref(), None).limit_depth(limits.max_depth);
+    for definition in &document.definitions {
+        let Definition::TypeDefinition(definition) = definition else {
+            continue;
+        };
+        match definition {
+            TypeDefinition::Scalar(scalar) => {
+                if BUILT_IN_SCALARS.contains(&scalar.name.as_str()) || scalar.name.starts_with("__")
+                {
+                    continue;
+                }
+                let mut out = Scalar::new(&scalar.name);
+                if let Some(description) = &scalar.description {
+                    out = out.description(description);
+                }
+                if let Some(url) = string_argument(&scalar.directives, "specifiedBy", "url") {
+                    out = out.specified_by_url(url);
+                }
+                builder = builder.register(out);
+            }
+            TypeDefinition::Object(object) => {
+                if object.name.starts_with("__") {
+                    continue;
+                }
+                if subscription.as_deref() == Some(object.name.as_str()) {
+                    // Subscriptions are not served by this router.
+                    continue;
+                }
+                let is_root = roots.contains(object.name.as_str());
+                let mut out = Object::new(&object.name);
+                if let Some(description) = &object.description {
+                    out = out.description(description);
+                }
+                for interface in &object.implements_interfaces {
+                    out = out.implement(interface);
+                }
+                for field in &object.fields {
+                    if field.name.starts_with("__") {
+                        continue;
+                    }
+                    let shape = Arc::new(shape_of(&field.field_type, &kinds));
+                    let mut out_field = if is_root {
+                        Field::new(&field.name, type_ref(&field.field_type), move |ctx| {
+                            resolve_root(ctx, shape.clone())
+                        })
+                    } else {
+                        Field::new(&field.name, type_ref(&field.field_type), move |ctx| {
+                            resolve_field(ctx, &shape)
+                        })
+                    };
+                    if let Some(description) = &field.description {
+                        out_field = out_field.description(description);
+                    }
+                    if let Some(reason) = deprecation(&field.directives) {
+                        out_field = out_field.deprecation(Some(&reason));
+                    }
+                    for argument in &field.arguments {
+                        out_field = out_field.argument(input_value(argument));
+                    }
+                    out = out.field(out_field);
+                }
+                builder = builder.register(out);
+            }
+            TypeDefinition::Interface(interface) => {
+                let mut out = Interface::new(&interface.name);
+                if let Some(description) = &interface.description {
+                    out = out.description(description);
+                }
+                for parent in &interface.implements_interfaces {
+                    out = out.implement(parent);
+                }
+                for field in &interface.fields {
+                    let mut out_field =
+                        InterfaceField::new(&field.name, type_ref(&field.field_type));
+                    if let Some(description) = &field.description {
+                        out_field = out_field.description(description);
+                    }
+                    if let Some(reason) = deprecation(&field.directives) {
+                        out_field = out_field.deprecation(Some(&reason));
+                    }
+                    for argument in &field.arguments {
+                        out_field = out_field.argument(input_value(argument));
+                    }
+                    out = out.field(out_field);
+                }
+                builder = builder.register(out);
+            }
+            TypeDefinition::Union(union) => {
+                let mut out = Union::new(&union.name);
+                if let Some(description) = &union.description {
+                    out = out.description(description);
+                }
+                for member in &union.types {
+                    out = out.possible_type(member);
+                }
+                builder = builder.register(out);
+            }
+            TypeDefinition::Enum(definition) => {
+                if definition.name.starts_with("__") {
+                    continue;
+                }
+                let mut out = Enum::new(&definition.name);
+                if let Some(description) = &definition.description {
+                    out = out.description(description);
+                }
+                for value in &definition.values {
+                    let mut item = EnumItem::new(&value.name);
+                    if let Some(description) = &value.description {
+                        item = item.description(description);
+                    }
+                    if let Some(reason) = deprecation(&value.directives) {
+                        item = item.deprecation(Some(&reason));
+                    }
+                    out = out.item(item);
+                }
+                builder = builder.register(out);
+            }
+            TypeDefinition::InputObject(input) => {
+                let mut out = InputObject::new(&input.name);
+                if let Some(description) = &input.description {
+                    out = out.description(description);
+                }
+                if input.directives.iter().any(|d| d.name == "oneOf") {
+                    out = out.oneof();
+                }
+                for field in &input.fields {
+                    out = out.field(input_value(field));
+                }
+                builder = builder.register(out);
+            }
+        }
+    }
+    builder.finish().map_err(|e| e.to_string())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Scalar,
+    Enum,
+    Object,
+    Abstract,
+}
+
+fn type_kinds(document: &Document<'static, String>) -> HashMap<String, Kind> {
+    let mut kinds: HashMap<String, Kind> = BUILT_IN_SCALARS
+        .iter()
+        .map(|name| ((*name).to_owned(), Kind::Scalar))
+        .collect();
+    for definition in &document.definitions {
+        if let Definition::TypeDefinition(definition) = definition {
+            let (name, kind) = match definition {
+                TypeDefinition::Scalar(t) => (&t.name, Kind::Scalar),
+                TypeDefinition::Enum(t) => (&t.name, Kind::Enum),
+                TypeDefinition::Object(t) => (&t.name, Kind::Object),
+                TypeDefinition::Interface(t) => (&t.name, Kind::Abstract),
+                TypeDefinition::Union(t) => (&t.name, Kind::Abstract),
+                TypeDefinition::InputObject(t) => (&t.name, Kind::Scalar),
+            };
+            kinds.insert(name.clone(), kind);
+        }
+    }
+    kinds
+}
+
+fn root_names(document: &Document<'static, String>) -> (String, Option<String>, Option<String>) {
+    let defined = |name: &str| {
+        document.definitions.iter().any(|d| {
+            matches!(d, Definition::TypeDefinition(TypeDefinition::Object(o)) if o.name == name)
+        })
+    };
+    let schema = document.definitions.iter().find_map(|d| match d {
+        Definition::SchemaDefinition(s) => Some(s),
+        _ => None,
+    });
+    match schema {
+        Some(s) => (
+            s.query.clone().unwrap_or_else(|| "Query".into()),
+            s.mutation.clone(),
+            s.subscription.clone(),
+        ),
+        None => (
+            "Query".into(),
+            defined("Mutation").then(|| "Mutation".into()),
+            defined("Subscription").then(|| "Subscription".into()),
+        ),
+    }
+}
+
+fn shape_of(ty: &AstType<'static, String>, kinds: &HashMap<String, Kind>) -> Shape {
+    match ty {
+        AstType::NonNullType(inner) => shape_of(inner, kinds),
+        AstType::ListType(inner) => Shape::List(Box::new(shape_of(inner, kinds))),
+        AstType::NamedType(name) => match kinds.get(name) {
+            Some(Kind::Enum) => Shape::Enum,
+            Some(Kind::Object) => Shape::Object,
+            Some(Kind::Abstract) => Shape::Abstract,
+            Some(Kind::Scalar) | None => Shape::Scalar,
+        },
+    }
+}
+
+fn type_ref(ty: &AstType<'static, String>) -> TypeRef {
+    match ty {
+        AstType::NamedType(name) => TypeRef::Named(name.clone().into()),
+        AstType::ListType(inner) => TypeRef::List(Box::new(type_ref(inner))),
+        AstType::NonNullType(inner) => TypeRef::NonNull(Box::new(type_ref(inner))),
+    }
+}
+
+fn input_value(value: &graphql_tools::parser::schema::InputValue<'static, String>) -> InputValue {
+    let mut out = InputValue::new(&value.name, type_ref(&value.value_type));
+    if let Some(description) = &value.description {
+        out = out.description(description);
+    }
+    if let Some(default) = &value.default_value {
+        out = out.default_value(const_value(default));
+    }
+    if let Some(reason) = deprecation(&value.directives) {
+        out = out.deprecation(Some(&reason));
+    }
+    out
+}
+
+fn const_value(value: &AstValue<'static, String>) -> GqlValue {
+    match value {
+        AstValue::Null | AstValue::Variable(_) => GqlValue::Null,
+        AstValue::Int(n) => n.as_i64().map_or(GqlValue::Null, GqlValue::from),
+        AstValue::Float(f) => GqlValue::from(*f),
+        AstValue::String(s) => GqlValue::String(s.clone()),
+        AstValue::Boolean(b) => GqlValue::Boolean(*b),
+        AstValue::Enum(e) => GqlValue::Enum(Name::new(e)),
+        AstValue::List(items) => GqlValue::List(items.iter().map(const_value).collect()),
+        AstValue::Object(fields) => GqlValue::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (Name::new(k), const_value(v)))
+                .collect(),
+        ),
+    }
+}
+
+fn string_argument(
+    directives: &[Directive<'static, String>],
+    directive: &str,
+    argument: &str,
+) -> Option<String> {
+    directives
+        .iter()
+        .filter(|d| d.name == directive)
+        .flat_map(|d| d.arguments.iter())
+        .find_map(|(name, value)| match value {
+            AstValue::String(s) if name == argument => Some(s.clone()),
+            _ => None,
+        })
+}
+
+fn deprecation(directives: &[Directive<'static, String>]) -> Option<String> {
+    directives.iter().any(|d| d.name == "deprecated").then(|| {
+        string_argument(directives, "deprecated", "reason")
+            .unwrap_or_else(|| "No longer supported".to_owned())
+    })
+}
+
+fn response_key<'a>(ctx: &ResolverContext<'a>) -> &'a str {
+    ctx.ctx.item.node.response_key().node.as_str()
+}
+
+fn resolve_root(ctx: ResolverContext<'_>, shape: Arc<Shape>) -> FieldFuture<'_> {
+    FieldFuture::new(async move {
+        let run = ctx.ctx.data::<Arc<PlanRun>>()?;
+        let outcome = run.outcome().await;
+        let key = response_key(&ctx);
+        let value = outcome.data.as_object().and_then(|data| data.get(key));
+        to_field_value(value, &shape)
+    })
+}
+
+fn resolve_field<'a>(ctx: ResolverContext<'a>, shape: &Shape) -> FieldFuture<'a> {
+    let key = response_key(&ctx);
+    let value = ctx
+        .parent_value
+        .downcast_ref::<Json>()
+        .and_then(|parent| parent.get(key));
+    match to_field_value(value, shape) {
+        Ok(value) => FieldFuture::Value(value),
+        Err(err) => FieldFuture::new(async move { Err::<Option<FieldValue<'_>>, _>(err) }),
+    }
+}
+
+fn to_field_value<'a>(
+    value: Option<&'a Json>,
+    shape: &Shape,
+) -> async_graphql::Result<Option<FieldValue<'a>>> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    Ok(Some(match shape {
+        Shape::Scalar => {
+            FieldValue::value(GqlValue::from_json(value.clone()).unwrap_or(GqlValue::Null))
+        }
+        Shape::Enum => match value {
+            Json::String(name) => FieldValue::value(GqlValue::Enum(Name::new(name))),
+            other => {
+                return Err(async_graphql::Error::new(format!(
+                    "a subgraph answered {other} where an enum value belongs"
+                )));
+            }
+        },
+        Shape::Object => FieldValue::borrowed_any(value),
+        Shape::Abstract => {
+            let Some(type_name) = value.get("__typename").and_then(Json::as_str) else {
+                return Err(async_graphql::Error::new(
+                    "a subgraph answered an object of an abstract type without its __typename",
+                ));
+            };
+            FieldValue::borrowed_any(value).with_type(type_name.to_owned())
+        }
+        Shape::List(inner) => {
+            let Json::Array(items) = value else {
+                return Err(async_graphql::Error::new(format!(
+                    "a subgraph answered {} where a list belongs",
+                    kind_of(value)
+                )));
+            };
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                out.push(to_field_value(Some(item), inner)?.unwrap_or(FieldValue::NULL));
+            }
+            FieldValue::list(out)
+        }
+    }))
+}
+
+fn kind_of(value: &Json) -> &'static str {
+    match value {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "a list",
+        Json::Object(_) => "an object",
+    }
+}

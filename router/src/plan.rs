@@ -1,0 +1,486 @@
+//! One composed supergraph, ready to serve: the planner, the API schema, subgraph endpoints and
+//! the plan cache. A recomposition builds a new [`Graph`]; requests in flight keep the old one.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use graphql_tools::parser::schema::{Definition, Document, TypeDefinition};
+use hive_router_query_planner::ast::operation::OperationDefinition;
+use hive_router_query_planner::ast::selection_item::SelectionItem;
+use hive_router_query_planner::ast::selection_set::SelectionSet;
+use hive_router_query_planner::ast::value::Value as PlanValue;
+use hive_router_query_planner::graph::PlannerOverrideContext;
+use hive_router_query_planner::planner::plan_nodes::QueryPlan;
+use hive_router_query_planner::planner::{Planner, QueryPlannerOptions};
+use hive_router_query_planner::state::supergraph_state::{SupergraphDefinition, SupergraphState};
+use hive_router_query_planner::utils::cancellation::CancellationToken;
+use keygraph_kernel::config::SubgraphEndpoint;
+use keygraph_kernel::token::Principal;
+use serde_json::{Map, Value as Json, json};
+use sha2::{Digest, Sha256};
+
+use crate::api_schema::{self, ValidationLimits};
+use crate::execute::Endpoint;
+
+/// Timeout for a subgraph named in the supergraph but not in config.
+const DEFAULT_SUBGRAPH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why an operation did not run.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PlanError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the operation could not be planned: {0}")]
+    Planning(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+impl PlanError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            PlanError::Invalid(_) => "GRAPHQL_VALIDATION_FAILED",
+            PlanError::Planning(_) => "QUERY_PLANNING_FAILED",
+            PlanError::Unauthenticated(_) => "UNAUTHENTICATED",
+            PlanError::Forbidden(_) => "FORBIDDEN",
+        }
+    }
+
+    pub fn to_json(&self) -> Json {
+        json!({ "message": self.to_string(), "extensions": { "code": self.code() } })
+    }
+}
+
+/// What a field or type demands of the caller (`@authenticated`, `@requiresScopes`).
+#[derive(Debug, Clone)]
+enum Requirement {
+    Authenticated {
+        coordinate: String,
+    },
+    /// Any one group, all of its scopes.
+    Scopes {
+        coordinate: String,
+        groups: Vec<Vec<String>>,
+    },
+}
+
+/// A planned operation, cached by document and operation name.
+#[derive(Debug)]
+pub struct PreparedPlan {
+    pub plan: QueryPlan,
+    requirements: Vec<Requirement>,
+    pub variable_defaults: Vec<(String, Json)>,
+}
+
+impl PreparedPlan {
+    /// Refuses the operation when a field or type it selects needs a token or scopes the
+    /// caller does not have.
+    pub fn check_access(&self, principal: Option<&Principal>) -> Result<(), PlanError> {
+        for requirement in &self.requirements {
+            match (requirement, principal) {
+                (Requirement::Authenticated { coordinate }, None)
+                | (Requirement::Scopes { coordinate, .. }, None) => {
+                    return Err(PlanError::Unauthenticated(format!(
+                        "`{coordinate}` needs a signed-in caller: send an access token as `Authorization: Bearer <token>`"
+                    )));
+                }
+                (Requirement::Scopes { coordinate, groups }, Some(principal)) => {
+                    let granted = groups
+                        .iter()
+                        .any(|group| group.iter().all(|scope| principal.has_permission(scope)));
+                    if !granted {
+                        let wanted: Vec<String> = groups.iter().map(|g| g.join(" and ")).collect();
+                        return Err(PlanError::Forbidden(format!(
+                            "`{coordinate}` needs the permission {}",
+                            wanted.join(", or ")
+                        )));
+                    }
+                }
+                (Requirement::Authenticated { .. }, Some(_)) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+type PlanKey = [u8; 32];
+
+/// Cached plans and their insertion order.
+type PlanEntries = (HashMap<PlanKey, Arc<PreparedPlan>>, VecDeque<PlanKey>);
+
+/// A bounded plan cache; the oldest entry goes first when full.
+struct PlanCache {
+    capacity: usize,
+    entries: Mutex<PlanEntries>,
+}
+
+impl PlanCache {
+    fn get(&self, key: &[u8; 32]) -> Option<Arc<PreparedPlan>> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.0.get(key).cloned()
+    }
+
+    fn insert(&self, key: [u8; 32], plan: Arc<PreparedPlan>) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let (map, order) = &mut *entries;
+        if map.insert(key, plan).is_none() {
+            order.push_back(key);
+            while map.len() > self.capacity {
+                let Some(oldest) = order.pop_front() else {
+                    break;
+                };
+                map.remove(&oldest);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .len()
+    }
+}
+
+/// A supergraph ready to serve.
+pub struct Graph {
+    pub sdl: String,
+    planner: Planner,
+    pub api: async_graphql::dynamic::Schema,
+    endpoints: HashMap<String, Endpoint>,
+    possible_types: HashMap<String, HashSet<String>>,
+    plans: PlanCache,
+}
+
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Graph")
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a [`Graph`] is built.
+#[derive(Debug, Clone)]
+pub struct GraphOptions {
+    pub subgraphs: BTreeMap<String, SubgraphEndpoint>,
+    pub plan_cache_size: usize,
+    pub max_depth: usize,
+}
+
+impl Graph {
+    /// Builds the planner and API schema for a supergraph SDL.
+    pub fn new(sdl: String, options: &GraphOptions) -> Result<Self, String> {
+        let document = graphql_tools::parser::parse_schema::<String>(&sdl)
+            .map_err(|e| format!("the supergraph does not parse: {e}"))?
+            .into_static();
+        let planner = catch_unwind(AssertUnwindSafe(|| {
+            Planner::new_from_supergraph(&document, QueryPlannerOptions::default())
+        }))
+        .map_err(|_| {
+            "the query planner rejected the supergraph (it has no Query type?)".to_owned()
+        })?
+        .map_err(|e| format!("the query planner rejected the supergraph: {e}"))?;
+        let api = api_schema::build(
+            &planner.consumer_schema.document,
+            ValidationLimits {
+                max_depth: options.max_depth,
+            },
+        )
+        .map_err(|e| format!("the API schema is invalid: {e}"))?;
+        let mut endpoints = HashMap::new();
+        for (name, url) in &planner.supergraph.subgraph_endpoint_map {
+            let configured = options.subgraphs.get(name);
+            endpoints.insert(
+                name.clone(),
+                Endpoint {
+                    url: configured.map_or_else(|| url.clone(), |c| c.url.clone()),
+                    timeout: configured.map_or(DEFAULT_SUBGRAPH_TIMEOUT, |c| {
+                        Duration::from_secs(c.timeout_secs)
+                    }),
+                },
+            );
+        }
+        Ok(Self {
+            possible_types: possible_types(&document),
+            sdl,
+            planner,
+            api,
+            endpoints,
+            plans: PlanCache {
+                capacity: options.plan_cache_size,
+                entries: Mutex::new((HashMap::new(), VecDeque::new())),
+            },
+        })
+    }
+
+    pub fn endpoint(&self, service: &str) -> Option<&Endpoint> {
+        self.endpoints.get(service)
+    }
+
+    /// Plans in the cache.
+    pub fn cached_plans(&self) -> usize {
+        self.plans.len()
+    }
+
+    /// Whether an object of type `actual` matches the type condition `condition`.
+    pub fn type_matches(&self, actual: &str, condition: &str) -> bool {
+        actual == condition
+            || self
+                .possible_types
+                .get(condition)
+                .is_some_and(|members| members.contains(actual))
+    }
+
+    /// The plan for an operation, from the cache or planned now.
+    pub fn prepare(
+        &self,
+        query: &str,
+        operation_name: Option<&str>,
+    ) -> Result<Arc<PreparedPlan>, PlanError> {
+        let mut hasher = Sha256::new();
+        hasher.update(operation_name.unwrap_or_default().as_bytes());
+        hasher.update([0]);
+        hasher.update(query.as_bytes());
+        let key: [u8; 32] = hasher.finalize().into();
+        if let Some(plan) = self.plans.get(&key) {
+            return Ok(plan);
+        }
+        let prepared = Arc::new(self.plan(query, operation_name)?);
+        self.plans.insert(key, prepared.clone());
+        Ok(prepared)
+    }
+
+    /// The plan text for an operation (for tests and diagnostics).
+    pub fn plan_json(&self, query: &str, operation_name: Option<&str>) -> Result<Json, PlanError> {
+        let prepared = self.prepare(query, operation_name)?;
+        serde_json::to_value(&prepared.plan).map_err(|e| PlanError::Planning(e.to_string()))
+    }
+
+    fn plan(&self, query: &str, operation_name: Option<&str>) -> Result<PreparedPlan, PlanError> {
+        let document = graphql_tools::parser::parse_query::<String>(query)
+            .map_err(|e| PlanError::Invalid(e.to_string()))?
+            .into_static();
+        let supergraph = &self.planner.supergraph;
+        let planned = catch_unwind(AssertUnwindSafe(|| {
+            let normalized = hive_router_query_planner::ast::normalization::normalize_operation(
+                supergraph,
+                &document,
+                operation_name,
+            )
+            .map_err(|e| PlanError::Invalid(e.to_string()))?;
+            let mut operation = normalized.executable_operation().clone();
+            strip_introspection(&mut operation.selection_set);
+            let requirements = requirements(supergraph, &operation);
+            let plan = self
+                .planner
+                .plan_from_normalized_operation(
+                    &operation,
+                    PlannerOverrideContext::default(),
+                    &CancellationToken::new(),
+                )
+                .map_err(|e| PlanError::Planning(e.to_string()))?;
+            let variable_defaults = operation
+                .variable_definitions
+                .iter()
+                .flatten()
+                .filter_map(|v| Some((v.name.clone(), plan_value_json(v.default_value.as_ref()?))))
+                .collect();
+            Ok(PreparedPlan {
+                plan,
+                requirements,
+                variable_defaults,
+            })
+        }));
+        match planned {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::error!(query, "the query planner panicked");
+                Err(PlanError::Planning(
+                    "the query planner failed on this operation".into(),
+                ))
+            }
+        }
+    }
+}
+
+fn possible_types(document: &Document<'static, String>) -> HashMap<String, HashSet<String>> {
+    let mut out: HashMap<String, HashSet<String>> = HashMap::new();
+    for definition in &document.definitions {
+        match definition {
+            Definition::TypeDefinition(TypeDefinition::Object(object)) => {
+                for interface in &object.implements_interfaces {
+                    out.entry(interface.clone())
+                        .or_default()
+                        .insert(object.name.clone());
+                }
+            }
+            Definition::TypeDefinition(TypeDefinition::Interface(interface)) => {
+                for parent in &interface.implements_interfaces {
+                    out.entry(parent.clone())
+                        .or_default()
+                        .insert(interface.name.clone());
+                }
+            }
+            Definition::TypeDefinition(TypeDefinition::Union(union)) => {
+                out.entry(union.name.clone())
+                    .or_default()
+                    .extend(union.types.iter().cloned());
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The router answers `__schema` and `__type` itself; subgraphs never see them.
+fn strip_introspection(selections: &mut SelectionSet) {
+    selections.items.retain_mut(|item| match item {
+        SelectionItem::Field(field) => field.name != "__schema" && field.name != "__type",
+        SelectionItem::InlineFragment(fragment) => {
+            strip_introspection(&mut fragment.selections);
+            !fragment.selections.items.is_empty()
+        }
+        SelectionItem::FragmentSpread(_) => true,
+    });
+}
+
+fn plan_value_json(value: &PlanValue) -> Json {
+    match value {
+        PlanValue::Variable(_) | PlanValue::Null => Json::Null,
+        PlanValue::Int(n) => json!(n),
+        PlanValue::Float(f) => json!(f),
+        PlanValue::String(s) | PlanValue::Enum(s) => Json::String(s.clone()),
+        PlanValue::Boolean(b) => Json::Bool(*b),
+        PlanValue::List(items) => Json::Array(items.iter().map(plan_value_json).collect()),
+        PlanValue::Object(fields) => Json::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), plan_value_json(v)))
+                .collect::<Map<_, _>>(),
+        ),
+    }
+}
+
+fn type_requirements(definition: &SupergraphDefinition, out: &mut Vec<Requirement>) {
+    let (authenticated, scopes) = match definition {
+        SupergraphDefinition::Object(t) => (!t.authenticated.is_empty(), &t.requires_scopes),
+        SupergraphDefinition::Interface(t) => (!t.authenticated.is_empty(), &t.requires_scopes),
+        SupergraphDefinition::Scalar(t) => (!t.authenticated.is_empty(), &t.requires_scopes),
+        SupergraphDefinition::Enum(t) => (!t.authenticated.is_empty(), &t.requires_scopes),
+        SupergraphDefinition::Union(_) | SupergraphDefinition::InputObject(_) => return,
+    };
+    let name = definition.name().to_owned();
+    if authenticated {
+        out.push(Requirement::Authenticated {
+            coordinate: name.clone(),
+        });
+    }
+    for directive in scopes {
+        out.push(Requirement::Scopes {
+            coordinate: name.clone(),
+            groups: scope_groups(&directive.scopes),
+        });
+    }
+}
+
+fn scope_groups(value: &PlanValue) -> Vec<Vec<String>> {
+    let PlanValue::List(groups) = value else {
+        return vec![];
+    };
+    groups
+        .iter()
+        .map(|group| match group {
+            PlanValue::List(scopes) => scopes
+                .iter()
+                .filter_map(|s| match s {
+                    PlanValue::String(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
+            PlanValue::String(s) => vec![s.clone()],
+            _ => vec![],
+        })
+        .collect()
+}
+
+/// Every `@authenticated` / `@requiresScopes` the operation touches, in selection order.
+fn requirements(supergraph: &SupergraphState, operation: &OperationDefinition) -> Vec<Requirement> {
+    let root = match operation.operation_kind {
+        Some(hive_router_query_planner::state::supergraph_state::OperationKind::Mutation) => {
+            supergraph
+                .mutation_type
+                .clone()
+                .unwrap_or_else(|| "Mutation".into())
+        }
+        Some(hive_router_query_planner::state::supergraph_state::OperationKind::Subscription) => {
+            supergraph
+                .subscription_type
+                .clone()
+                .unwrap_or_else(|| "Subscription".into())
+        }
+        _ => supergraph.query_type.clone(),
+    };
+    let mut out = Vec::new();
+    walk_requirements(supergraph, &root, &operation.selection_set, &mut out);
+    out
+}
+
+fn walk_requirements(
+    supergraph: &SupergraphState,
+    parent: &str,
+    selections: &SelectionSet,
+    out: &mut Vec<Requirement>,
+) {
+    let Some(definition) = supergraph.definitions.get(parent) else {
+        return;
+    };
+    for item in &selections.items {
+        match item {
+            SelectionItem::Field(field) => {
+                let Some(field_definition) = definition.fields().get(&field.name) else {
+                    continue;
+                };
+                let coordinate = format!("{parent}.{}", field.name);
+                if !field_definition.authenticated.is_empty() {
+                    out.push(Requirement::Authenticated {
+                        coordinate: coordinate.clone(),
+                    });
+                }
+                for directive in &field_definition.requires_scopes {
+                    out.push(Requirement::Scopes {
+                        coordinate: coordinate.clone(),
+                        groups: scope_groups(&directive.scopes),
+                    });
+                }
+                let target = field_definition.field_type.inner_type();
+                if let Some(target_definition) = supergraph.definitions.get(target) {
+                    type_requirements(target_definition, out);
+                }
+                if !field.selections.items.is_empty() {
+                    walk_requirements(supergraph, target, &field.selections, out);
+                }
+            }
+            SelectionItem::InlineFragment(fragment) => {
+                if let Some(target_definition) =
+                    supergraph.definitions.get(&fragment.type_condition)
+                    && fragment.type_condition != parent
+                {
+                    type_requirements(target_definition, out);
+                }
+                walk_requirements(
+                    supergraph,
+                    &fragment.type_condition,
+                    &fragment.selections,
+                    out,
+                );
+            }
+            SelectionItem::FragmentSpread(_) => {}
+        }
+    }
+}

@@ -1,0 +1,748 @@
+//! The router's HTTP edge: `/graphql` (POST, GET, GraphiQL), health, token checks, rate
+//! limits, CORS and request limits; and the task that keeps the supergraph current.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use graphql_tools::parser::query::{Definition, OperationDefinition, Selection, SelectionSet};
+use keygraph_kernel::config::{Config, RouterConfig};
+use keygraph_kernel::guard::Authentication;
+use keygraph_kernel::http::{ReadinessCheck, RequestMeta, Shutdown};
+use keygraph_kernel::ratelimit::SlidingWindowLimiter;
+use keygraph_kernel::token::TokenVerifier;
+use serde_json::{Map, Value as Json, json};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::execute::{Forwarded, PlanRun};
+use crate::plan::{Graph, GraphOptions};
+use crate::supergraph::{self, SubgraphSdl};
+
+const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+
+/// Shared by every request: the current supergraph and the edge's settings.
+pub struct RouterState {
+    graph: RwLock<Option<Arc<Graph>>>,
+    http: reqwest::Client,
+    verifier: Option<TokenVerifier>,
+    limiter: SlidingWindowLimiter,
+    config: RouterConfig,
+}
+
+impl RouterState {
+    pub fn new(config: RouterConfig, verifier: Option<TokenVerifier>) -> Result<Arc<Self>, String> {
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Arc::new(Self {
+            graph: RwLock::new(None),
+            http,
+            verifier,
+            limiter: SlidingWindowLimiter::new(
+                config.rate_limit.max,
+                Duration::from_secs(config.rate_limit.window_secs),
+            ),
+            config,
+        }))
+    }
+
+    /// The supergraph being served, if one is composed yet.
+    pub fn graph(&self) -> Option<Arc<Graph>> {
+        self.graph
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn options(&self) -> GraphOptions {
+        GraphOptions {
+            subgraphs: self.config.subgraphs.clone(),
+            plan_cache_size: self.config.plan_cache_size,
+            max_depth: self.config.limits.max_depth,
+        }
+    }
+
+    /// Serves `sdl` from now on, if it builds; the graph served so far stays otherwise.
+    pub fn install(&self, sdl: String) -> Result<(), String> {
+        let graph = Graph::new(sdl, &self.options())?;
+        *self
+            .graph
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(graph));
+        Ok(())
+    }
+
+    /// Fetches every configured subgraph's SDL; the first that does not answer is named.
+    pub async fn fetch_subgraph_sdls(&self) -> Result<Vec<SubgraphSdl>, String> {
+        let mut out = Vec::new();
+        for (name, endpoint) in &self.config.subgraphs {
+            let response = self
+                .http
+                .post(&endpoint.url)
+                .timeout(Duration::from_secs(endpoint.timeout_secs))
+                .json(&json!({ "query": "{ _service { sdl } }" }))
+                .send()
+                .await
+                .map_err(|e| {
+                    format!("subgraph `{name}` at {} does not answer: {e}", endpoint.url)
+                })?;
+            let body: Json = response
+                .json()
+                .await
+                .map_err(|e| format!("subgraph `{name}` answered no JSON: {e}"))?;
+            let sdl = body
+                .pointer("/data/_service/sdl")
+                .and_then(Json::as_str)
+                .ok_or_else(|| {
+                    format!("subgraph `{name}` answered no `_service {{ sdl }}`: {body}")
+                })?;
+            out.push(SubgraphSdl {
+                name: name.clone(),
+                url: endpoint.url.clone(),
+                sdl: sdl.to_owned(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Reads the supergraph source once: the configured file, or the subgraphs composed.
+    async fn load_source(&self) -> Result<String, String> {
+        match &self.config.supergraph_file {
+            Some(path) => {
+                let sdl = tokio::fs::read_to_string(path).await.map_err(|e| {
+                    format!("cannot read the supergraph file {}: {e}", path.display())
+                })?;
+                supergraph::fix_up(&sdl).map_err(|e| format!("{}: {e}", path.display()))
+            }
+            None => {
+                let sdls = self.fetch_subgraph_sdls().await?;
+                let (sdl, warnings) = supergraph::compose(&sdls).map_err(|e| e.to_string())?;
+                for warning in warnings {
+                    tracing::warn!(%warning, "composition warning");
+                }
+                Ok(sdl)
+            }
+        }
+    }
+}
+
+/// Keeps the supergraph current: loads it at start-up (retrying with backoff while subgraphs
+/// are not up), then polls every `poll_interval_secs` and recomposes when a schema changed. A
+/// composition error keeps the last good supergraph and is logged with what broke.
+pub async fn keep_supergraph_current(state: Arc<RouterState>, shutdown: Shutdown) {
+    let mut delay = Duration::from_millis(100);
+    let mut last_source: Option<String> = None;
+    loop {
+        match state.load_source().await {
+            Ok(sdl) if last_source.as_deref() == Some(sdl.as_str()) => {}
+            Ok(sdl) => match state.install(sdl.clone()) {
+                Ok(()) => {
+                    tracing::info!(
+                        first = last_source.is_none(),
+                        "supergraph composed and serving"
+                    );
+                    last_source = Some(sdl);
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "the new supergraph was not installed; keeping the last good one")
+                }
+            },
+            Err(err) if last_source.is_none() => {
+                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "no supergraph yet; retrying");
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "recomposition failed; keeping the last good supergraph")
+            }
+        }
+        let wait = if last_source.is_none() {
+            let wait = delay;
+            delay = (delay * 2).min(Duration::from_secs(5));
+            wait
+        } else if state.config.poll_interval_secs == 0 {
+            shutdown.wait().await;
+            return;
+        } else {
+            Duration::from_secs(state.config.poll_interval_secs)
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.clone().wait() => return,
+        }
+    }
+}
+
+/// The router's routes (without the kernel's standard layers).
+pub fn routes(state: Arc<RouterState>) -> Router {
+    let mut router = Router::new()
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route(
+            "/health",
+            get(|| async { axum::Json(json!({ "status": "live" })) }),
+        )
+        .route("/ready", get(ready))
+        .route("/graphiql/{asset}", get(graphiql_asset));
+    if let Some(cors) = cors_layer(&state.config.cors.allowed_origins) {
+        router = router.layer(cors);
+    }
+    router.with_state(state)
+}
+
+/// Ready once a supergraph is being served.
+pub fn readiness(state: Arc<RouterState>) -> ReadinessCheck {
+    Arc::new(move || {
+        let ready = state.graph().is_some();
+        Box::pin(async move { ready })
+    })
+}
+
+async fn ready(State(state): State<Arc<RouterState>>) -> Response {
+    if state.graph().is_some() {
+        axum::Json(json!({ "status": "ready" })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "unavailable", "reason": "no supergraph composed yet" })),
+        )
+            .into_response()
+    }
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                header::HeaderName::from_static("x-request-id"),
+                header::HeaderName::from_static("traceparent"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// A GraphQL request as sent over HTTP.
+#[derive(Debug, Default)]
+struct GraphqlRequest {
+    query: String,
+    operation_name: Option<String>,
+    variables: Map<String, Json>,
+}
+
+/// A request the router refuses before it runs anything.
+struct Refusal {
+    status: StatusCode,
+    message: String,
+    code: &'static str,
+    retry_after: Option<u64>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            code,
+            retry_after: None,
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut extensions = json!({ "code": self.code });
+        if let Some(seconds) = self.retry_after {
+            extensions["retryAfter"] = json!(seconds);
+        }
+        let body = json!({ "errors": [{ "message": self.message, "extensions": extensions }] });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after
+            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
+fn parse_variables(value: Option<Json>) -> Result<Map<String, Json>, Refusal> {
+    match value {
+        None | Some(Json::Null) => Ok(Map::new()),
+        Some(Json::Object(map)) => Ok(map),
+        Some(_) => Err(Refusal::bad_request("`variables` must be a JSON object")),
+    }
+}
+
+fn request_from_json(body: &[u8]) -> Result<GraphqlRequest, Refusal> {
+    let value: Json = serde_json::from_slice(body)
+        .map_err(|e| Refusal::bad_request(format!("the body is not valid JSON: {e}")))?;
+    let Json::Object(mut object) = value else {
+        return Err(Refusal::bad_request(
+            "the body must be a JSON object with `query` (batched requests are not supported)",
+        ));
+    };
+    let query = match object.remove("query") {
+        Some(Json::String(query)) => query,
+        None | Some(Json::Null) => {
+            return Err(Refusal::bad_request("the request has no `query`"));
+        }
+        Some(_) => return Err(Refusal::bad_request("`query` must be a string")),
+    };
+    let operation_name = match object.remove("operationName") {
+        None | Some(Json::Null) => None,
+        Some(Json::String(name)) => Some(name),
+        Some(_) => return Err(Refusal::bad_request("`operationName` must be a string")),
+    };
+    Ok(GraphqlRequest {
+        query,
+        operation_name,
+        variables: parse_variables(object.remove("variables"))?,
+    })
+}
+
+async fn graphql_post(
+    State(state): State<Arc<RouterState>>,
+    Extension(meta): Extension<RequestMeta>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !content_type.starts_with("application/json") && !content_type.starts_with(GRAPHQL_RESPONSE)
+    {
+        return Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "BAD_REQUEST",
+            "send the request as `Content-Type: application/json`",
+        )
+        .into_response();
+    }
+    match request_from_json(&body) {
+        Ok(request) => execute(&state, request, false, &headers, &meta).await,
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+async fn graphql_get(
+    State(state): State<Arc<RouterState>>,
+    Extension(meta): Extension<RequestMeta>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    let Some(query) = params.get("query").cloned() else {
+        if wants_html && state.config.graphiql {
+            return graphiql_page();
+        }
+        return Refusal::bad_request("the request has no `query` parameter").into_response();
+    };
+    let variables = match params
+        .get("variables")
+        .map(|v| serde_json::from_str::<Json>(v))
+    {
+        None => Ok(Map::new()),
+        Some(Ok(value)) => parse_variables(Some(value)),
+        Some(Err(e)) => Err(Refusal::bad_request(format!(
+            "`variables` is not valid JSON: {e}"
+        ))),
+    };
+    let request = match variables {
+        Ok(variables) => GraphqlRequest {
+            query,
+            operation_name: params
+                .get("operationName")
+                .filter(|n| !n.is_empty())
+                .cloned(),
+            variables,
+        },
+        Err(refusal) => return refusal.into_response(),
+    };
+    execute(&state, request, true, &headers, &meta).await
+}
+
+fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The operation the request names (or its only one).
+fn selected_operation<'d>(
+    document: &'d graphql_tools::parser::query::Document<'static, String>,
+    name: Option<&str>,
+) -> Option<&'d OperationDefinition<'static, String>> {
+    let mut operations = document.definitions.iter().filter_map(|d| match d {
+        Definition::Operation(op) => Some(op),
+        Definition::Fragment(_) => None,
+    });
+    match name {
+        None => {
+            let first = operations.next()?;
+            operations.next().is_none().then_some(first)
+        }
+        Some(name) => operations.find(|op| {
+            let op_name = match op {
+                OperationDefinition::Query(q) => q.name.as_deref(),
+                OperationDefinition::Mutation(m) => m.name.as_deref(),
+                OperationDefinition::Subscription(s) => s.name.as_deref(),
+                OperationDefinition::SelectionSet(_) => None,
+            };
+            op_name == Some(name)
+        }),
+    }
+}
+
+fn count_aliases(selections: &SelectionSet<'static, String>) -> usize {
+    selections
+        .items
+        .iter()
+        .map(|item| match item {
+            Selection::Field(field) => {
+                usize::from(field.alias.is_some()) + count_aliases(&field.selection_set)
+            }
+            Selection::InlineFragment(fragment) => count_aliases(&fragment.selection_set),
+            Selection::FragmentSpread(_) => 0,
+        })
+        .sum()
+}
+
+fn document_aliases(document: &graphql_tools::parser::query::Document<'static, String>) -> usize {
+    document
+        .definitions
+        .iter()
+        .map(|d| match d {
+            Definition::Operation(OperationDefinition::Query(q)) => count_aliases(&q.selection_set),
+            Definition::Operation(OperationDefinition::Mutation(m)) => {
+                count_aliases(&m.selection_set)
+            }
+            Definition::Operation(OperationDefinition::Subscription(s)) => {
+                count_aliases(&s.selection_set)
+            }
+            Definition::Operation(OperationDefinition::SelectionSet(s)) => count_aliases(s),
+            Definition::Fragment(f) => count_aliases(&f.selection_set),
+        })
+        .sum()
+}
+
+/// Checks the edge's limits; answers whether the selected operation is a mutation.
+fn check_document(state: &RouterState, request: &GraphqlRequest) -> Result<bool, Refusal> {
+    let limits = state.config.limits;
+    let document = match graphql_tools::parser::parse_query_with_token_limit::<String>(
+        &request.query,
+        limits.max_tokens,
+    ) {
+        Ok(document) => document.into_static(),
+        Err(err) => {
+            let message = err.to_string();
+            if message.contains("limit") {
+                return Err(Refusal::bad_request(format!(
+                    "the operation has more than {} tokens",
+                    limits.max_tokens
+                )));
+            }
+            // Syntax errors are reported by validation, with their location.
+            return Ok(false);
+        }
+    };
+    let aliases = document_aliases(&document);
+    if aliases > limits.max_aliases {
+        return Err(Refusal::bad_request(format!(
+            "the operation uses {aliases} aliases; at most {} are accepted",
+            limits.max_aliases
+        )));
+    }
+    Ok(matches!(
+        selected_operation(&document, request.operation_name.as_deref()),
+        Some(OperationDefinition::Mutation(_))
+    ))
+}
+
+async fn execute(
+    state: &RouterState,
+    request: GraphqlRequest,
+    over_get: bool,
+    headers: &HeaderMap,
+    meta: &RequestMeta,
+) -> Response {
+    if let Some(addr) = meta.client_addr
+        && let Err(wait) = state.limiter.try_acquire(&addr.to_string())
+    {
+        let seconds = wait.as_secs().max(1);
+        let mut refusal = Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            format!("too many requests from this address; retry in {seconds}s"),
+        );
+        refusal.retry_after = Some(seconds);
+        return refusal.into_response();
+    }
+    let Some(graph) = state.graph() else {
+        return Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            "the router has no supergraph yet (subgraphs not reachable); retry shortly",
+        )
+        .into_response();
+    };
+    let is_mutation = match check_document(state, &request) {
+        Ok(is_mutation) => is_mutation,
+        Err(refusal) => return refusal.into_response(),
+    };
+    if over_get && is_mutation {
+        let mut response = Refusal::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "BAD_REQUEST",
+            "mutations are only accepted over POST",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let principal = match &state.verifier {
+        None => None,
+        Some(verifier) => match keygraph_kernel::graphql::authenticate(verifier, headers).await {
+            Authentication::Anonymous => None,
+            Authentication::Authenticated(principal) => Some(principal),
+            Authentication::Invalid(reason) => {
+                return Refusal::new(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHENTICATED",
+                    format!("the access token was refused: {reason}"),
+                )
+                .into_response();
+            }
+        },
+    };
+    let forwarded = Forwarded {
+        authorization: header_string(headers, "authorization"),
+        request_id: meta.request_id.clone(),
+        traceparent: header_string(headers, "traceparent"),
+    };
+    let run = PlanRun::new(
+        graph.clone(),
+        state.http.clone(),
+        request.query.clone(),
+        request.operation_name.clone(),
+        request.variables.clone(),
+        forwarded,
+        principal,
+    );
+    let query = request.query.clone();
+    let operation_name = request.operation_name.clone();
+    let mut gql = async_graphql::Request::new(request.query).variables(
+        async_graphql::Variables::from_json(Json::Object(request.variables)),
+    );
+    if let Some(name) = request.operation_name {
+        gql = gql.operation_name(name);
+    }
+    let run = Arc::new(run);
+    let mut response = graph.api.execute(gql.data(run.clone())).await;
+    if response.data != async_graphql::Value::Null {
+        let errored: Vec<_> = response
+            .errors
+            .iter()
+            .filter(|e| !e.path.is_empty())
+            .map(|e| e.path.clone())
+            .collect();
+        crate::nulls::propagate(
+            graph.api.registry(),
+            &query,
+            operation_name.as_deref(),
+            &mut response.data,
+            &errored,
+        );
+    }
+    let outcome = run.finished().map(|o| (o.errors.clone(), o.fatal));
+    respond(headers, response, outcome)
+}
+
+fn respond(
+    headers: &HeaderMap,
+    response: async_graphql::Response,
+    outcome: Option<(Vec<Json>, bool)>,
+) -> Response {
+    let wants_graphql_response = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains(GRAPHQL_RESPONSE));
+    let (subgraph_errors, fatal) = outcome.unwrap_or_default();
+    let projection_errors: Vec<Json> = response
+        .errors
+        .iter()
+        .filter_map(|e| serde_json::to_value(e).ok())
+        .filter(|e| !fatal && !covered_by(e, &subgraph_errors))
+        .map(reword_null_error)
+        .collect();
+    let request_error = response.data == async_graphql::Value::Null
+        && outcome_missing(&subgraph_errors, fatal)
+        && !projection_errors.is_empty();
+    let mut errors = subgraph_errors;
+    errors.extend(projection_errors);
+    let data = if fatal {
+        &async_graphql::Value::Null
+    } else {
+        &response.data
+    };
+    let body = if request_error {
+        serde_json::to_vec(&json!({ "errors": errors }))
+    } else if errors.is_empty() {
+        serde_json::to_vec(&ResponseBody { data, errors: None })
+    } else {
+        serde_json::to_vec(&ResponseBody {
+            data,
+            errors: Some(&errors),
+        })
+    };
+    let body = body.unwrap_or_else(|_| {
+        br#"{"errors":[{"message":"the response could not be serialized"}]}"#.to_vec()
+    });
+    let status = if request_error && wants_graphql_response {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let content_type = if wants_graphql_response {
+        GRAPHQL_RESPONSE
+    } else {
+        "application/json"
+    };
+    (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// async-graphql words a null in a non-null position as an internal error; say what happened.
+fn reword_null_error(mut error: Json) -> Json {
+    let is_null_error = error
+        .get("message")
+        .and_then(Json::as_str)
+        .is_some_and(|m| m.starts_with("internal: non-null types require a return value"));
+    if is_null_error {
+        let path: Vec<String> = error
+            .get("path")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .map(|p| match p {
+                Json::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        error["message"] = Json::String(format!(
+            "Cannot return null for non-nullable field at `{}`",
+            path.join(".")
+        ));
+    }
+    error
+}
+
+fn outcome_missing(subgraph_errors: &[Json], fatal: bool) -> bool {
+    subgraph_errors.is_empty() && !fatal
+}
+
+#[derive(serde::Serialize)]
+struct ResponseBody<'a> {
+    data: &'a async_graphql::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a Vec<Json>>,
+}
+
+/// A projection error at or below a path a subgraph already reported is the same failure.
+fn covered_by(error: &Json, subgraph_errors: &[Json]) -> bool {
+    let Some(path) = error.get("path").and_then(Json::as_array) else {
+        return false;
+    };
+    subgraph_errors.iter().any(|s| {
+        s.get("path")
+            .and_then(Json::as_array)
+            .is_some_and(|prefix| path.len() >= prefix.len() && path[..prefix.len()] == prefix[..])
+    })
+}
+
+const GRAPHIQL_HTML: &str = include_str!("../assets/graphiql.html");
+const GRAPHIQL_INIT: &str = include_str!("../assets/graphiql-init.js");
+const GRAPHIQL_JS: &[u8] = include_bytes!("../assets/graphiql/graphiql.min.js");
+const GRAPHIQL_CSS: &[u8] = include_bytes!("../assets/graphiql/graphiql.min.css");
+const REACT_JS: &[u8] = include_bytes!("../assets/graphiql/react.production.min.js");
+const REACT_DOM_JS: &[u8] = include_bytes!("../assets/graphiql/react-dom.production.min.js");
+
+fn graphiql_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:",
+            ),
+        ],
+        GRAPHIQL_HTML,
+    )
+        .into_response()
+}
+
+async fn graphiql_asset(axum::extract::Path(asset): axum::extract::Path<String>) -> Response {
+    let (body, content_type): (&'static [u8], &str) = match asset.as_str() {
+        "graphiql.min.js" => (GRAPHIQL_JS, "text/javascript"),
+        "graphiql.min.css" => (GRAPHIQL_CSS, "text/css"),
+        "react.production.min.js" => (REACT_JS, "text/javascript"),
+        "react-dom.production.min.js" => (REACT_DOM_JS, "text/javascript"),
+        "init.js" => (GRAPHIQL_INIT.as_bytes(), "text/javascript"),
+        _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Starts the router: its state, the supergraph task, and the HTTP server, until `shutdown`.
+pub async fn run(config: &Config, internal_token: &str, shutdown: Shutdown) -> anyhow::Result<()> {
+    let verifier = TokenVerifier::for_service(&config.tokens, internal_token)
+        .map_err(|e| anyhow::anyhow!("router: token keys: {e}"))?;
+    let state =
+        RouterState::new(config.router.clone(), Some(verifier)).map_err(anyhow::Error::msg)?;
+    let listener = keygraph_kernel::http::bind("router", config.router.listen).await?;
+    tokio::spawn(keep_supergraph_current(state.clone(), shutdown.clone()));
+    keygraph_kernel::http::serve(
+        "router",
+        listener,
+        routes(state.clone()),
+        &config.http,
+        readiness(state),
+        shutdown,
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,431 @@
+//! The router over four test subgraphs, over real HTTP: planning, execution, merging, errors.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use common::{FAILING, Federation, HANGING, UP};
+use serde_json::json;
+
+#[tokio::test]
+async fn entity_chains_requires_and_provides_cross_subgraphs() {
+    let fed = Federation::start().await;
+    let query = "{ topProducts(first: 2) { name shippingEstimate inStock reviews { body author { username name } } } }";
+    let response = fed.query(query, json!({})).await;
+    assert_eq!(
+        response,
+        json!({ "data": { "topProducts": [
+            { "name": "Table", "shippingEstimate": 50, "inStock": true, "reviews": [
+                { "body": "Love it", "author": { "username": "@ada", "name": "Ada" } },
+                { "body": "Sturdy", "author": { "username": "@alan", "name": "Alan" } } ] },
+            { "name": "Couch", "shippingEstimate": 0, "inStock": false, "reviews": [
+                { "body": "Too expensive", "author": { "username": "@alan", "name": "Alan" } } ] }
+        ] } })
+    );
+    insta::assert_json_snapshot!("plan_entity_chain", fed.plan(query));
+}
+
+#[tokio::test]
+async fn one_request_per_fetch_node_with_deduplicated_representations() {
+    let fed = Federation::start().await;
+    let before: Vec<usize> = fed
+        .subgraphs
+        .values()
+        .map(|s| s.requests.load(Ordering::SeqCst))
+        .collect();
+    // Four reviews by two authors: accounts gets one request with two representations.
+    let response = fed
+        .query("{ latestReviews { author { name } } }", json!({}))
+        .await;
+    assert_eq!(
+        response["data"]["latestReviews"],
+        json!([{ "author": { "name": "Ada" } }, { "author": { "name": "Alan" } }, { "author": { "name": "Ada" } }, { "author": { "name": "Alan" } }])
+    );
+    let after: Vec<usize> = fed
+        .subgraphs
+        .values()
+        .map(|s| s.requests.load(Ordering::SeqCst))
+        .collect();
+    let delta: Vec<usize> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    // BTreeMap order: accounts, inventory, products, reviews.
+    assert_eq!(delta, vec![1, 0, 0, 1]);
+}
+
+#[tokio::test]
+async fn aliases_fragments_variables_typename_skip_and_include() {
+    let fed = Federation::start().await;
+    let query = r#"
+        query Shop($n: Int, $withPrice: Boolean!, $noName: Boolean = false) {
+          first: topProducts(first: $n) { ...Basics price @include(if: $withPrice) }
+          again: topProducts(first: 1) { __typename name @skip(if: $noName) ... on Product { label: name } }
+        }
+        fragment Basics on Product { upc productName: name }
+    "#;
+    let response = fed
+        .query(query, json!({ "n": 1, "withPrice": false }))
+        .await;
+    assert_eq!(
+        response,
+        json!({ "data": {
+            "first": [{ "upc": "1", "productName": "Table" }],
+            "again": [{ "__typename": "Product", "name": "Table", "label": "Table" }]
+        } })
+    );
+    let response = fed
+        .query(query, json!({ "n": 1, "withPrice": true, "noName": true }))
+        .await;
+    assert_eq!(
+        response["data"]["first"],
+        json!([{ "upc": "1", "productName": "Table", "price": 899 }])
+    );
+    assert_eq!(
+        response["data"]["again"],
+        json!([{ "__typename": "Product", "label": "Table" }])
+    );
+}
+
+#[tokio::test]
+async fn unions_and_interfaces_resolve_by_typename() {
+    let fed = Federation::start().await;
+    let response = fed
+        .query(
+            "{ media { __typename ... on Book { title pages } ... on Movie { title minutes } } titled { title ... on Movie { minutes } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        response,
+        json!({ "data": {
+            "media": [{ "__typename": "Book", "title": "Dune", "pages": 412 }, { "__typename": "Movie", "title": "Alien", "minutes": 117 }],
+            "titled": [{ "title": "Heat", "minutes": 170 }, { "title": "Emma" }]
+        } })
+    );
+}
+
+#[tokio::test]
+async fn subgraph_errors_keep_client_paths_and_nulls_propagate() {
+    let fed = Federation::start().await;
+    // Root fetch: accounts fails `nickname` (String!) for user 2; the nullable list item goes null.
+    let response = fed.query("{ users { name nickname } }", json!({})).await;
+    assert_eq!(
+        response["data"],
+        json!({ "users": [{ "name": "Ada", "nickname": "nick-Ada" }, null] })
+    );
+    assert_eq!(
+        response["errors"].as_array().map(Vec::len),
+        Some(1),
+        "{response}"
+    );
+    assert_eq!(
+        response["errors"][0]["path"],
+        json!(["users", 1, "nickname"])
+    );
+    assert_eq!(response["errors"][0]["message"], "nickname lookup failed");
+    assert_eq!(
+        response["errors"][0]["extensions"]["serviceName"],
+        "accounts"
+    );
+
+    // Entity fetch: the `_entities` path is rewritten to where the author sits in the response;
+    // `author` is non-null, so the null reaches the nullable... review list item? No: the list
+    // items are non-null too, so `latestReviews` (non-null) nulls all of data.
+    let response = fed
+        .query("{ latestReviews { body author { nickname } } }", json!({}))
+        .await;
+    assert_eq!(response["data"], json!(null));
+    let paths: Vec<_> = response["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["path"].clone())
+        .collect();
+    assert!(
+        paths.contains(&json!(["latestReviews", 1, "author", "nickname"])),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_subgraph_leaves_the_rest_of_the_data() {
+    let fed = Federation::start().await;
+    fed.set_mode("inventory", FAILING);
+    let response = fed
+        .query("{ topProducts(first: 2) { name inStock } }", json!({}))
+        .await;
+    assert_eq!(
+        response["data"],
+        json!({ "topProducts": [{ "name": "Table", "inStock": null }, { "name": "Couch", "inStock": null }] })
+    );
+    assert_eq!(
+        response["errors"][0]["extensions"]["code"], "SUBGRAPH_UNAVAILABLE",
+        "{response}"
+    );
+    assert!(
+        response["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("inventory"),
+        "{response}"
+    );
+
+    // A hanging subgraph is cut off at its timeout (1 s here), not waited for.
+    fed.set_mode("inventory", HANGING);
+    let started = std::time::Instant::now();
+    let response = fed
+        .query("{ topProducts(first: 1) { name inStock } }", json!({}))
+        .await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(
+        response["data"],
+        json!({ "topProducts": [{ "name": "Table", "inStock": null }] })
+    );
+    assert!(
+        response["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("within 1s"),
+        "{response}"
+    );
+
+    fed.set_mode("inventory", UP);
+    let response = fed
+        .query("{ topProducts(first: 1) { name inStock } }", json!({}))
+        .await;
+    assert_eq!(
+        response,
+        json!({ "data": { "topProducts": [{ "name": "Table", "inStock": true }] } })
+    );
+}
+
+#[tokio::test]
+async fn introspection_shows_the_api_schema_only() {
+    let fed = Federation::start().await;
+    let response = fed
+        .query(
+            "{ __schema { types { name } queryType { fields { name } } } }",
+            json!({}),
+        )
+        .await;
+    let names: Vec<&str> = response["data"]["__schema"]["types"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    for hidden in [
+        "_Any",
+        "_Entity",
+        "_Service",
+        "join__Graph",
+        "join__FieldSet",
+        "link__Import",
+    ] {
+        assert!(!names.contains(&hidden), "{hidden} is visible: {names:?}");
+    }
+    for visible in ["Product", "User", "Review", "Media", "Titled"] {
+        assert!(names.contains(&visible), "{visible} is missing: {names:?}");
+    }
+    let roots: Vec<&str> = response["data"]["__schema"]["queryType"]["fields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert!(
+        !roots.contains(&"_entities") && !roots.contains(&"_service"),
+        "{roots:?}"
+    );
+    // Introspection is answered by the router: no subgraph is asked.
+    let before: usize = fed
+        .subgraphs
+        .values()
+        .map(|s| s.requests.load(Ordering::SeqCst))
+        .sum();
+    let response = fed
+        .query(
+            "{ __type(name: \"Product\") { fields { name } } }",
+            json!({}),
+        )
+        .await;
+    assert!(
+        response["data"]["__type"]["fields"]
+            .as_array()
+            .is_some_and(|f| f.len() > 5),
+        "{response}"
+    );
+    let after: usize = fed
+        .subgraphs
+        .values()
+        .map(|s| s.requests.load(Ordering::SeqCst))
+        .sum();
+    assert_eq!(before, after);
+}
+
+#[tokio::test]
+async fn requires_scopes_is_enforced_at_the_router() {
+    let fed = Federation::start().await;
+    let query = "{ topProducts(first: 1) { name cost } }";
+    let response = fed.query(query, json!({})).await;
+    assert_eq!(response["data"], json!(null));
+    assert_eq!(
+        response["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{response}"
+    );
+    let user = uuid_v7();
+    let without = fed.signer.token(user, &["identity.user.read"]);
+    let answer = fed.query_as(query, &without).await;
+    answer.expect_error("FORBIDDEN", "billing.read");
+    let with = fed.signer.token(user, &["billing.*"]);
+    let answer = fed.query_as(query, &with).await;
+    assert_eq!(
+        answer.data(),
+        &json!({ "topProducts": [{ "name": "Table", "cost": 400 }] })
+    );
+    // A forged token is refused before anything runs.
+    let answer = fed
+        .query_as("{ topProducts { name } }", "not-a-token")
+        .await;
+    answer.expect_error("UNAUTHENTICATED", "refused");
+}
+
+fn uuid_v7() -> uuid::Uuid {
+    uuid::Uuid::now_v7()
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors() {
+    let fed = Federation::start().await;
+    let url = format!("{}/graphql", fed.router.base);
+    let http = &fed.router.http;
+    let post = |body: &'static str| {
+        http.post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+
+    let response = post("{not json").await.expect("request");
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not valid JSON"),
+        "{body}"
+    );
+
+    let response = post(r#"{"variables": {}}"#).await.expect("request");
+    assert_eq!(response.status(), 400);
+
+    let response = fed.query("{ topProducts { nope } }", json!({})).await;
+    assert!(response.get("data").is_none(), "{response}");
+    assert!(
+        response["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nope"),
+        "{response}"
+    );
+    assert!(response["errors"][0]["locations"].is_array(), "{response}");
+
+    let response = fed
+        .query(
+            "query($n: Int) { topProducts(first: $n) { name } }",
+            json!({ "n": "two" }),
+        )
+        .await;
+    assert!(
+        response["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("n"),
+        "{response}"
+    );
+
+    let response = http
+        .post(&url)
+        .json(&json!({ "query": "query A { me { id } }", "operationName": "B" }))
+        .send()
+        .await
+        .expect("request");
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("B"),
+        "{body}"
+    );
+
+    // A spec-following client gets 400 for a request that cannot run.
+    let response = http
+        .post(&url)
+        .header("accept", "application/graphql-response+json")
+        .json(&json!({ "query": "{ nope }" }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 400);
+
+    let response = http
+        .get(format!("{url}?query=mutation%20%7B%20x%20%7D"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 405);
+    let response = http
+        .get(format!("{url}?query=%7B%20me%20%7B%20name%20%7D%20%7D"))
+        .send()
+        .await
+        .expect("request");
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body, json!({ "data": { "me": { "name": "Ada" } } }));
+
+    let many_aliases = format!(
+        "{{ {} }}",
+        (0..40)
+            .map(|i| format!("a{i}: me {{ id }}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let response = fed.query(&many_aliases, json!({})).await;
+    assert!(
+        response["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("aliases"),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn graphiql_is_served_from_the_router_itself() {
+    let fed = Federation::start().await;
+    let http = &fed.router.http;
+    let page = http
+        .get(format!("{}/graphql", fed.router.base))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("text");
+    for asset in [
+        "/graphiql/graphiql.min.js",
+        "/graphiql/react.production.min.js",
+        "/graphiql/init.js",
+    ] {
+        assert!(html.contains(asset), "{asset} not referenced");
+        let response = http
+            .get(format!("{}{asset}", fed.router.base))
+            .send()
+            .await
+            .expect("asset");
+        assert_eq!(response.status(), 200, "{asset}");
+    }
+    assert!(
+        !html.contains("https://"),
+        "the page must not load anything from the internet"
+    );
+}
