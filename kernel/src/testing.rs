@@ -327,6 +327,49 @@ impl Drop for TestDatabase {
     }
 }
 
+/// Headers plus the body with quoted-printable undone, as a mail client shows it.
+pub fn decode_mail(raw: &str) -> String {
+    let raw = raw.replace("\r\n", "\n");
+    let (head, body) = raw.split_once("\n\n").unwrap_or((&raw, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("content-transfer-encoding: quoted-printable")
+    {
+        let joined = body.replace("=\n", "");
+        let mut out = Vec::new();
+        let bytes = joined.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'='
+                && i + 2 < bytes.len()
+                && let Ok(b) = u8::from_str_radix(&joined[i + 1..i + 3], 16)
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            out.push(bytes[i]);
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    } else {
+        body.to_owned()
+    };
+    format!("{head}\n\n{body}")
+}
+
+/// The `token` parameter of the first link in a mail.
+pub fn link_token(mail: &str) -> String {
+    let start = mail
+        .find("token=")
+        .unwrap_or_else(|| panic!("no link in mail:\n{mail}"))
+        + "token=".len();
+    mail[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
 /// Signs access tokens like the auth service will, for tests.
 pub struct TestSigner {
     pub kid: String,

@@ -1,0 +1,273 @@
+//! The whole stack as a user runs it: the `keygraph` binary (every service and the router in
+//! one process), spoken to only through the router's one endpoint. On SQLite files, and on
+//! Postgres (one schema per service) when `TEST_DATABASE_URL` is set.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keygraph_kernel::testing::{Backend, TestDatabase, decode_mail, link_token};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery staple 9";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A running `keygraph` process, killed when dropped.
+struct Stack {
+    child: Child,
+    graphql: String,
+    http: reqwest::Client,
+    data: tempfile::TempDir,
+    _databases: Vec<TestDatabase>,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Stack {
+    async fn start(backend: Backend) -> Option<Self> {
+        let data = tempfile::tempdir().expect("tempdir");
+        let [router, identity, auth, authz] = [free_port(), free_port(), free_port(), free_port()];
+        let base = |port: u16| format!("http://127.0.0.1:{port}");
+        let mut env: Vec<(String, String)> = vec![
+            (
+                "KEYGRAPH__DATA_DIR".into(),
+                data.path().display().to_string(),
+            ),
+            ("KEYGRAPH__LOG__FILTER".into(), "warn".into()),
+            (
+                "KEYGRAPH__ROUTER__LISTEN".into(),
+                format!("127.0.0.1:{router}"),
+            ),
+            ("KEYGRAPH__ROUTER__POLL_INTERVAL_SECS".into(), "0".into()),
+            (
+                "KEYGRAPH__IDENTITY__LISTEN".into(),
+                format!("127.0.0.1:{identity}"),
+            ),
+            ("KEYGRAPH__AUTH__LISTEN".into(), format!("127.0.0.1:{auth}")),
+            (
+                "KEYGRAPH__AUTHZ__LISTEN".into(),
+                format!("127.0.0.1:{authz}"),
+            ),
+            (
+                "KEYGRAPH__TOKENS__JWKS_URL".into(),
+                format!("{}/.well-known/jwks.json", base(auth)),
+            ),
+            (
+                "KEYGRAPH__TOKENS__REVOCATIONS_URL".into(),
+                format!("{}/internal/revocations", base(auth)),
+            ),
+            ("KEYGRAPH__IDENTITY__AUTH_URL".into(), base(auth)),
+            ("KEYGRAPH__IDENTITY__AUTHZ_URL".into(), base(authz)),
+            ("KEYGRAPH__AUTHZ__IDENTITY_URL".into(), base(identity)),
+            ("KEYGRAPH__AUTH__IDENTITY_URL".into(), base(identity)),
+            ("KEYGRAPH__AUTH__AUTHZ_URL".into(), base(authz)),
+            (
+                "KEYGRAPH__ROUTER__SUBGRAPHS__IDENTITY__URL".into(),
+                format!("{}/graphql", base(identity)),
+            ),
+            (
+                "KEYGRAPH__ROUTER__SUBGRAPHS__AUTH__URL".into(),
+                format!("{}/graphql", base(auth)),
+            ),
+            (
+                "KEYGRAPH__ROUTER__SUBGRAPHS__AUTHZ__URL".into(),
+                format!("{}/graphql", base(authz)),
+            ),
+        ];
+        let mut databases = Vec::new();
+        if backend == Backend::Postgres {
+            for service in ["identity", "auth", "authz"] {
+                let db = TestDatabase::new(backend, service)?;
+                let upper = service.to_ascii_uppercase();
+                env.push((format!("KEYGRAPH__{upper}__DATABASE_URL"), db.url.clone()));
+                env.push((format!("KEYGRAPH__{upper}__SCHEMA"), db.schema.clone()));
+                databases.push(db);
+            }
+        }
+        let child = Command::new(env!("CARGO_BIN_EXE_keygraph"))
+            .envs(env)
+            .env_remove("KEYGRAPH_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start keygraph");
+        let stack = Self {
+            child,
+            graphql: format!("{}/graphql", base(router)),
+            http: reqwest::Client::new(),
+            data,
+            _databases: databases,
+        };
+        let ready = format!("{}/ready", base(router));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let up = stack
+                .http
+                .get(&ready)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if up {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the stack was not ready within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Some(stack)
+    }
+
+    async fn gql(&self, query: &str, variables: Value, token: Option<&str>) -> Value {
+        let mut request = self
+            .http
+            .post(&self.graphql)
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
+    async fn mail_to(&self, address: &str) -> String {
+        let dir = self.data.path().join("mail");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    if path.extension().is_some_and(|e| e == "eml") {
+                        let mail = decode_mail(&std::fs::read_to_string(&path).unwrap_or_default());
+                        if mail.contains(address) {
+                            return mail;
+                        }
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no mail to {address}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn data(response: &Value) -> &Value {
+    assert!(
+        response.get("errors").is_none(),
+        "unexpected errors: {response}"
+    );
+    &response["data"]
+}
+
+async fn register_verify_login_and_logout(backend: Backend) {
+    let Some(stack) = Stack::start(backend).await else {
+        return;
+    };
+    let email = "grace@example.com";
+    let registered = stack
+        .gql(
+            "mutation($i: RegisterInput!) { register(input: $i) }",
+            json!({ "i": { "email": email, "password": PASSWORD } }),
+            None,
+        )
+        .await;
+    assert_eq!(data(&registered)["register"], true);
+    let token = link_token(&stack.mail_to(email).await);
+    let verified = stack
+        .gql(
+            "mutation($t: String!) { verifyEmail(token: $t) { email } }",
+            json!({ "t": token }),
+            None,
+        )
+        .await;
+    assert_eq!(data(&verified)["verifyEmail"]["email"], email);
+
+    let login = stack
+        .gql(
+            "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken refreshToken } }",
+            json!({ "e": email, "p": PASSWORD }),
+            None,
+        )
+        .await;
+    let access = data(&login)["login"]["accessToken"]
+        .as_str()
+        .expect("access token")
+        .to_owned();
+    let refresh = data(&login)["login"]["refreshToken"]
+        .as_str()
+        .expect("refresh token")
+        .to_owned();
+
+    // One request, one endpoint: identity's user, with authz's roles and permissions.
+    let me = stack
+        .gql(
+            "{ me { email roles { name } permissions } }",
+            json!({}),
+            Some(&access),
+        )
+        .await;
+    let me = &data(&me)["me"];
+    assert_eq!(me["email"], email);
+    assert!(
+        me["roles"].is_array() && me["permissions"].is_array(),
+        "{me}"
+    );
+
+    let refreshed = stack
+        .gql(
+            "mutation($r: String!) { refresh(refreshToken: $r) { accessToken } }",
+            json!({ "r": refresh }),
+            None,
+        )
+        .await;
+    let fresh = data(&refreshed)["refresh"]["accessToken"]
+        .as_str()
+        .expect("access token")
+        .to_owned();
+    let me = stack.gql("{ me { email } }", json!({}), Some(&fresh)).await;
+    assert_eq!(data(&me)["me"]["email"], email);
+
+    let out = stack
+        .gql("mutation { logout }", json!({}), Some(&fresh))
+        .await;
+    assert_eq!(data(&out)["logout"], true);
+    // The router learns of the ended session within 5 s and refuses its tokens.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    loop {
+        let answer = stack.gql("{ me { email } }", json!({}), Some(&fresh)).await;
+        if answer["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a logged-out token still works: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_verify_login_and_logout_on_sqlite() {
+    register_verify_login_and_logout(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_verify_login_and_logout_on_postgres() {
+    register_verify_login_and_logout(Backend::Postgres).await;
+}
