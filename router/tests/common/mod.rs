@@ -383,13 +383,19 @@ pub struct Federation {
     _data: tempfile::TempDir,
 }
 
+/// The four test subgraphs, each on its own loopback port.
+pub async fn start_subgraphs() -> BTreeMap<&'static str, Subgraph> {
+    let mut subgraphs = BTreeMap::new();
+    subgraphs.insert("accounts", serve(AccountsQuery).await);
+    subgraphs.insert("products", serve(ProductsQuery).await);
+    subgraphs.insert("inventory", serve(InventoryQuery).await);
+    subgraphs.insert("reviews", serve(ReviewsQuery).await);
+    subgraphs
+}
+
 impl Federation {
     pub async fn start() -> Self {
-        let mut subgraphs = BTreeMap::new();
-        subgraphs.insert("accounts", serve(AccountsQuery).await);
-        subgraphs.insert("products", serve(ProductsQuery).await);
-        subgraphs.insert("inventory", serve(InventoryQuery).await);
-        subgraphs.insert("reviews", serve(ReviewsQuery).await);
+        let subgraphs = start_subgraphs().await;
         let data = tempfile::tempdir().expect("tempdir");
         let signer = TestSigner::default();
         let mut config = test_config(data.path(), &signer);
