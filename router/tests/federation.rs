@@ -429,3 +429,48 @@ async fn graphiql_is_served_from_the_router_itself() {
         "the page must not load anything from the internet"
     );
 }
+
+#[tokio::test]
+async fn a_changed_subgraph_is_recomposed_and_a_broken_one_keeps_the_last_good_graph() {
+    let fed = Federation::start_polling(1).await;
+    let query = "{ featured { name } }";
+    let before = fed.query(query, json!({})).await;
+    assert!(
+        before["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("featured"),
+        "{before}"
+    );
+
+    fed.subgraphs["products"].replace(common::ProductsQueryV2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let answer = fed.query(query, json!({})).await;
+        if answer == json!({ "data": { "featured": { "name": "Chair" } } }) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not recomposed: {answer}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let graph = fed.state.graph().expect("graph");
+
+    // A deploy that does not compose: the router keeps serving the last good supergraph.
+    fed.subgraphs["products"].replace(common::ProductsQueryBroken);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let current = fed.state.graph().expect("graph");
+    assert!(
+        std::sync::Arc::ptr_eq(&graph, &current),
+        "a broken composition replaced the graph"
+    );
+    let answer = fed
+        .query("{ topProducts(first: 1) { name } }", json!({}))
+        .await;
+    assert_eq!(
+        answer,
+        json!({ "data": { "topProducts": [{ "name": "Table" }] } })
+    );
+}

@@ -141,10 +141,7 @@ pub struct ProductsQuery;
 #[Object(name = "Query")]
 impl ProductsQuery {
     async fn top_products(&self, first: Option<i32>) -> Vec<Product> {
-        products()
-            .into_iter()
-            .take(first.unwrap_or(5).max(0) as usize)
-            .collect()
+        top(first)
     }
     async fn media(&self) -> Vec<Media> {
         vec![
@@ -173,6 +170,51 @@ impl ProductsQuery {
     #[graphql(entity)]
     async fn find_product(&self, upc: String) -> Option<Product> {
         products().into_iter().find(|p| p.upc == upc)
+    }
+}
+
+fn top(first: Option<i32>) -> Vec<Product> {
+    products()
+        .into_iter()
+        .take(first.unwrap_or(5).max(0) as usize)
+        .collect()
+}
+
+/// Products after a deploy that adds `Query.featured`.
+pub struct ProductsQueryV2;
+
+#[Object(name = "Query")]
+impl ProductsQueryV2 {
+    async fn top_products(&self, first: Option<i32>) -> Vec<Product> {
+        top(first)
+    }
+    async fn featured(&self) -> Option<Product> {
+        products().into_iter().nth(2)
+    }
+    #[graphql(entity)]
+    async fn find_product(&self, upc: String) -> Option<Product> {
+        products().into_iter().find(|p| p.upc == upc)
+    }
+}
+
+/// A broken deploy: `User.name` also resolved here (not shareable in accounts) as an Int.
+#[derive(SimpleObject, Clone)]
+#[graphql(name = "User")]
+pub struct ClashingUser {
+    pub id: async_graphql::ID,
+    pub name: i32,
+}
+
+pub struct ProductsQueryBroken;
+
+#[Object(name = "Query")]
+impl ProductsQueryBroken {
+    async fn top_products(&self, first: Option<i32>) -> Vec<Product> {
+        top(first)
+    }
+    #[graphql(entity)]
+    async fn find_user(&self, id: async_graphql::ID) -> ClashingUser {
+        ClashingUser { id, name: 0 }
     }
 }
 
@@ -311,15 +353,28 @@ pub const UP: u8 = 0;
 pub const FAILING: u8 = 1;
 pub const HANGING: u8 = 2;
 
+type Executor = Arc<
+    dyn Fn(async_graphql::Request) -> futures::future::BoxFuture<'static, async_graphql::Response>
+        + Send
+        + Sync,
+>;
+
+fn executor<Q>(query: Q) -> Executor
+where
+    Q: async_graphql::ObjectType + Send + Sync + 'static,
+{
+    let schema = Schema::build(query, EmptyMutation, EmptySubscription)
+        .enable_federation()
+        .finish();
+    Arc::new(move |request| {
+        let schema = schema.clone();
+        Box::pin(async move { schema.execute(request).await })
+    })
+}
+
 #[derive(Clone)]
 struct Served {
-    execute: Arc<
-        dyn Fn(
-                async_graphql::Request,
-            ) -> futures::future::BoxFuture<'static, async_graphql::Response>
-            + Send
-            + Sync,
-    >,
+    execute: Arc<std::sync::RwLock<Executor>>,
     mode: Arc<AtomicU8>,
     requests: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -335,12 +390,18 @@ async fn handle(
         HANGING => tokio::time::sleep(Duration::from_secs(30)).await,
         _ => {}
     }
-    axum::Json((served.execute)(request).await).into_response()
+    let execute = served
+        .execute
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    axum::Json(execute(request).await).into_response()
 }
 
 /// A running test subgraph.
 pub struct Subgraph {
     pub url: String,
+    execute: Arc<std::sync::RwLock<Executor>>,
     pub mode: Arc<AtomicU8>,
     pub requests: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -349,14 +410,8 @@ async fn serve<Q>(query: Q) -> Subgraph
 where
     Q: async_graphql::ObjectType + Send + Sync + 'static,
 {
-    let schema = Schema::build(query, EmptyMutation, EmptySubscription)
-        .enable_federation()
-        .finish();
     let served = Served {
-        execute: Arc::new(move |request| {
-            let schema = schema.clone();
-            Box::pin(async move { schema.execute(request).await })
-        }),
+        execute: Arc::new(std::sync::RwLock::new(executor(query))),
         mode: Arc::new(AtomicU8::new(UP)),
         requests: Arc::default(),
     };
@@ -364,6 +419,7 @@ where
     let url = format!("{}/graphql", TestServer::base_of(&listener));
     let subgraph = Subgraph {
         url,
+        execute: served.execute.clone(),
         mode: served.mode.clone(),
         requests: served.requests.clone(),
     };
@@ -372,6 +428,19 @@ where
         .with_state(served);
     tokio::spawn(async move { axum::serve(listener, app).await });
     subgraph
+}
+
+impl Subgraph {
+    /// Serves another schema from now on (a deploy of the subgraph).
+    pub fn replace<Q>(&self, query: Q)
+    where
+        Q: async_graphql::ObjectType + Send + Sync + 'static,
+    {
+        *self
+            .execute
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = executor(query);
+    }
 }
 
 /// Four test subgraphs and the router in front of them.
@@ -395,6 +464,11 @@ pub async fn start_subgraphs() -> BTreeMap<&'static str, Subgraph> {
 
 impl Federation {
     pub async fn start() -> Self {
+        Self::start_polling(0).await
+    }
+
+    /// Like [`Federation::start`], the router polling subgraph schemas every `secs` seconds.
+    pub async fn start_polling(secs: u64) -> Self {
         let subgraphs = start_subgraphs().await;
         let data = tempfile::tempdir().expect("tempdir");
         let signer = TestSigner::default();
@@ -412,7 +486,7 @@ impl Federation {
                 )
             })
             .collect();
-        config.router.poll_interval_secs = 0;
+        config.router.poll_interval_secs = secs;
         let verifier =
             keygraph_kernel::token::TokenVerifier::from_config(&config.tokens).expect("verifier");
         let state = RouterState::new(config.router.clone(), Some(verifier)).expect("router state");
