@@ -36,6 +36,11 @@ enum Command {
         #[arg(long, default_value = "schema/supergraph.graphql")]
         out: PathBuf,
     },
+    /// Exit 0 when URL answers 2xx within 3 s (a container health check; images have no curl).
+    Probe {
+        /// e.g. http://127.0.0.1:4001/health/ready
+        url: String,
+    },
     /// Print a subgraph's SDL (as served at `_service { sdl }`).
     Sdl {
         /// Which subgraph: identity, authz or auth.
@@ -56,6 +61,9 @@ async fn main() -> std::process::ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Probe { url }) = &cli.command {
+        return probe(url).await;
+    }
     let config = Config::load(cli.config.as_deref())?;
     telemetry::init(&config.log)?;
     match cli.command {
@@ -68,6 +76,7 @@ async fn run() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(Command::Probe { .. }) => Ok(()),
         Some(Command::Compose { out }) => {
             let sdl = compose_supergraph(&config)?;
             if out.as_os_str() == "-" {
@@ -189,4 +198,20 @@ fn compose_supergraph(config: &Config) -> anyhow::Result<String> {
         tracing::warn!(%warning, "composition warning");
     }
     Ok(sdl)
+}
+
+/// `keygraph probe URL`: a health check that needs no config and no curl.
+async fn probe(url: &str) -> anyhow::Result<()> {
+    let response = reqwest::Client::new()
+        .get(url)
+        .timeout(std::time::Duration::from_secs(3))
+        .send()
+        .await
+        .with_context(|| format!("{url} does not answer"))?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{url} answered {}",
+        response.status()
+    );
+    Ok(())
 }
