@@ -19,7 +19,9 @@ fn free_port() -> u16 {
 
 /// A running `keygraph` process, killed when dropped.
 struct Stack {
-    child: Child,
+    /// One `keygraph` process (embedded), or one per service by name (separate).
+    children: Vec<(&'static str, Child)>,
+    env: Vec<(String, String)>,
     graphql: String,
     http: reqwest::Client,
     data: tempfile::TempDir,
@@ -28,13 +30,36 @@ struct Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
+/// How the stack runs: everything in one process, or each service in its own, as compose does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Topology {
+    Embedded,
+    Separate,
+}
+
+fn spawn(subcommand: Option<&str>, env: &[(String, String)]) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keygraph"));
+    if let Some(subcommand) = subcommand {
+        command.arg(subcommand);
+    }
+    command
+        .envs(env.iter().cloned())
+        .env_remove("KEYGRAPH_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start keygraph")
+}
+
 impl Stack {
-    async fn start(backend: Backend) -> Option<Self> {
+    async fn start(backend: Backend, topology: Topology) -> Option<Self> {
         let data = tempfile::tempdir().expect("tempdir");
         let [router, identity, auth, authz] = [free_port(), free_port(), free_port(), free_port()];
         let base = |port: u16| format!("http://127.0.0.1:{port}");
@@ -49,6 +74,14 @@ impl Stack {
                 format!("127.0.0.1:{router}"),
             ),
             ("KEYGRAPH__ROUTER__POLL_INTERVAL_SECS".into(), "0".into()),
+            (
+                "KEYGRAPH__ROUTER__SUBGRAPHS__AUTHZ__TIMEOUT_SECS".into(),
+                "2".into(),
+            ),
+            (
+                "KEYGRAPH__INTERNAL__TOKEN".into(),
+                "e2e-internal-token-0123456789abcdef0123456789".into(),
+            ),
             (
                 "KEYGRAPH__IDENTITY__LISTEN".into(),
                 format!("127.0.0.1:{identity}"),
@@ -94,15 +127,16 @@ impl Stack {
                 databases.push(db);
             }
         }
-        let child = Command::new(env!("CARGO_BIN_EXE_keygraph"))
-            .envs(env)
-            .env_remove("KEYGRAPH_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start keygraph");
+        let children = match topology {
+            Topology::Embedded => vec![("all", spawn(None, &env))],
+            Topology::Separate => ["identity", "authz", "auth", "router"]
+                .into_iter()
+                .map(|service| (service, spawn(Some(service), &env)))
+                .collect(),
+        };
         let stack = Self {
-            child,
+            children,
+            env,
             graphql: format!("{}/graphql", base(router)),
             http: reqwest::Client::new(),
             data,
@@ -127,6 +161,23 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         Some(stack)
+    }
+
+    /// Kills one service's process (separate topology).
+    fn kill(&mut self, service: &str) {
+        for (name, child) in &mut self.children {
+            if *name == service {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// Starts a killed service again.
+    fn restart(&mut self, service: &'static str) {
+        let child = spawn(Some(service), &self.env);
+        self.children.retain(|(name, _)| *name != service);
+        self.children.push((service, child));
     }
 
     async fn gql(&self, query: &str, variables: Value, token: Option<&str>) -> Value {
@@ -175,8 +226,8 @@ fn data(response: &Value) -> &Value {
     &response["data"]
 }
 
-async fn register_verify_login_and_logout(backend: Backend) {
-    let Some(stack) = Stack::start(backend).await else {
+async fn register_verify_login_and_logout(backend: Backend, topology: Topology) {
+    let Some(mut stack) = Stack::start(backend, topology).await else {
         return;
     };
     let email = "grace@example.com";
@@ -263,11 +314,22 @@ async fn register_verify_login_and_logout(backend: Backend) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn register_verify_login_and_logout_on_sqlite() {
-    register_verify_login_and_logout(Backend::Sqlite).await;
+async fn embedded_on_sqlite() {
+    register_verify_login_and_logout(Backend::Sqlite, Topology::Embedded).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn register_verify_login_and_logout_on_postgres() {
-    register_verify_login_and_logout(Backend::Postgres).await;
+async fn embedded_on_postgres() {
+    register_verify_login_and_logout(Backend::Postgres, Topology::Embedded).await;
+}
+
+/// The compose topology: each service its own process, its own Postgres schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_processes_on_postgres_survive_a_killed_service() {
+    register_verify_login_and_logout(Backend::Postgres, Topology::Separate).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_processes_on_sqlite_survive_a_killed_service() {
+    register_verify_login_and_logout(Backend::Sqlite, Topology::Separate).await;
 }
