@@ -294,6 +294,55 @@ async fn register_verify_login_and_logout(backend: Backend, topology: Topology) 
     let me = stack.gql("{ me { email } }", json!({}), Some(&fresh)).await;
     assert_eq!(data(&me)["me"]["email"], email);
 
+    if topology == Topology::Separate {
+        // authz dies: identity's part still answers, authz's part is an error naming it, and
+        // nothing waits longer than authz's timeout (2 s here).
+        stack.kill("authz");
+        let started = Instant::now();
+        // Query spans both: `me` (identity) and a nullable authz field.
+        let partial = stack
+            .gql(
+                "{ me { email } admin: roleByName(name: \"admin\") { name } }",
+                json!({}),
+                Some(&fresh),
+            )
+            .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "a request hung past the timeout"
+        );
+        assert_eq!(partial["data"]["me"]["email"], email, "{partial}");
+        assert_eq!(partial["data"]["admin"], json!(null), "{partial}");
+        assert_eq!(
+            partial["errors"][0]["extensions"]["code"], "SUBGRAPH_UNAVAILABLE",
+            "{partial}"
+        );
+        assert_eq!(
+            partial["errors"][0]["extensions"]["serviceName"], "authz",
+            "{partial}"
+        );
+        // A non-null authz field nulls its nullable ancestor, as the spec says: here all of data.
+        let whole = stack
+            .gql("{ me { email roles { name } } }", json!({}), Some(&fresh))
+            .await;
+        assert_eq!(whole["data"], json!(null), "{whole}");
+        stack.restart("authz");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let answer = stack
+                .gql("{ me { email roles { name } } }", json!({}), Some(&fresh))
+                .await;
+            if answer.get("errors").is_none() {
+                assert!(answer["data"]["me"]["roles"].is_array(), "{answer}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the router did not recover: {answer}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     let out = stack
         .gql("mutation { logout }", json!({}), Some(&fresh))
         .await;
