@@ -140,7 +140,7 @@ async fn run_all(config: &Config) -> anyhow::Result<()> {
             stop_all(result, service.name())
         }
     };
-    tracing::info!(graphql = %graph_url, "the graph (and GraphiQL in a browser) will be served here");
+    tokio::spawn(announce_when_ready(config.clone(), graph_url.clone()));
     let (identity, authz, auth, router) = tokio::join!(
         run(Service::Identity),
         run(Service::Authz),
@@ -214,4 +214,36 @@ async fn probe(url: &str) -> anyhow::Result<()> {
         response.status()
     );
     Ok(())
+}
+
+/// Says once the router serves the graph: where to point a browser and how to sign in.
+async fn announce_when_ready(config: Config, graph_url: String) {
+    let ready = format!("http://{}/ready", config.router.listen);
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    for _ in 0..600 {
+        let up = http
+            .get(&ready)
+            .timeout(std::time::Duration::from_secs(1))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if up {
+            let admin = config.identity.first_admin.email.as_deref();
+            let how = match (admin, &config.identity.first_admin.password) {
+                (Some(_), Some(_)) => "with the configured first-admin password",
+                (Some(_), None) => "with the password printed at first start",
+                (None, _) => "after registering (no first admin is configured)",
+            };
+            tracing::info!(
+                graphiql = %graph_url,
+                admin = admin.unwrap_or("-"),
+                ready_in_ms = started.elapsed().as_millis() as u64,
+                "Keygraph is ready: open the graphiql URL in a browser and sign in {how} using the login mutation"
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tracing::warn!(url = %ready, "the router is not ready after a minute; see the errors above");
 }

@@ -9,6 +9,18 @@ use keygraph_kernel::testing::{Backend, TestDatabase, decode_mail, link_token};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple 9";
+const ADMIN_EMAIL: &str = "admin@keygraph.localhost";
+const ADMIN_PASSWORD: &str = "first admin's own passphrase 42";
+
+/// The claims of a JWT (not verified: the router and subgraphs do that).
+fn claims(token: &str) -> Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -74,6 +86,10 @@ impl Stack {
                 format!("127.0.0.1:{router}"),
             ),
             ("KEYGRAPH__ROUTER__POLL_INTERVAL_SECS".into(), "0".into()),
+            (
+                "KEYGRAPH__IDENTITY__FIRST_ADMIN__PASSWORD".into(),
+                ADMIN_PASSWORD.into(),
+            ),
             (
                 "KEYGRAPH__ROUTER__SUBGRAPHS__AUTHZ__TIMEOUT_SECS".into(),
                 "2".into(),
@@ -280,6 +296,62 @@ async fn register_verify_login_and_logout(backend: Backend, topology: Topology) 
         "{me}"
     );
 
+    // The first administrator (from config) signs in; identity asked authz to make them
+    // admin when it created them, so their token soon carries every permission.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let admin = loop {
+        let login = stack
+            .gql(
+                "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken } }",
+                json!({ "e": ADMIN_EMAIL, "p": ADMIN_PASSWORD }),
+                None,
+            )
+            .await;
+        let token = data(&login)["login"]["accessToken"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+        if claims(&token)["roles"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("admin")))
+        {
+            break token;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first administrator never became admin"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    // The admin gives the user the `user` role; the user's next token carries it.
+    assert!(
+        claims(&access)["roles"]
+            .as_array()
+            .is_some_and(|r| !r.contains(&json!("user")))
+    );
+    let role = stack
+        .gql(
+            "{ roleByName(name: \"user\") { id } }",
+            json!({}),
+            Some(&admin),
+        )
+        .await;
+    let role_id = data(&role)["roleByName"]["id"].clone();
+    let me_id = stack.gql("{ me { id } }", json!({}), Some(&access)).await;
+    let user_id = data(&me_id)["me"]["id"].clone();
+    let assigned = stack
+        .gql(
+            "mutation($u: ID!, $r: ID!) { assignRole(userId: $u, roleId: $r) { roles { name } } }",
+            json!({ "u": user_id, "r": role_id }),
+            Some(&admin),
+        )
+        .await;
+    assert!(
+        data(&assigned)["assignRole"]["roles"]
+            .to_string()
+            .contains("\"user\""),
+        "{assigned}"
+    );
     let refreshed = stack
         .gql(
             "mutation($r: String!) { refresh(refreshToken: $r) { accessToken } }",
@@ -291,6 +363,13 @@ async fn register_verify_login_and_logout(backend: Backend, topology: Topology) 
         .as_str()
         .expect("access token")
         .to_owned();
+    assert!(
+        claims(&fresh)["roles"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("user"))),
+        "the refreshed token lacks the new role: {}",
+        claims(&fresh)
+    );
     let me = stack.gql("{ me { email } }", json!({}), Some(&fresh)).await;
     assert_eq!(data(&me)["me"]["email"], email);
 

@@ -144,6 +144,14 @@ pub struct IdentityConfig {
     pub auth_url: Option<String>,
     pub authz_url: Option<String>,
     pub password: PasswordConfig,
+    pub first_admin: FirstAdminConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirstAdminConfig {
+    pub email: Option<String>,
+    pub password: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -244,13 +244,20 @@ async fn request_context(
         path = %request.uri().path(),
     );
     let started = Instant::now();
+    // Machine polling (health probes, revocation lists) is logged at debug, not info.
+    let path = request.uri().path();
+    let routine = path.starts_with("/internal/revocations")
+        || path.starts_with("/health")
+        || path == "/ready";
     let mut response = next.run(request).instrument(span.clone()).await;
     span.in_scope(|| {
-        tracing::info!(
-            status = response.status().as_u16(),
-            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "request finished"
-        );
+        let status = response.status().as_u16();
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        if routine && status < 500 {
+            tracing::debug!(status, elapsed_ms, "request finished");
+        } else {
+            tracing::info!(status, elapsed_ms, "request finished");
+        }
     });
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);

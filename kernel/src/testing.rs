@@ -46,6 +46,8 @@ pub fn test_config(data: &std::path::Path, signer: &TestSigner) -> Config {
     config.tokens = signer.token_config();
     // Services a test does not start are not called.
     config.identity.auth_url = None;
+    // Tests create the users they need.
+    config.identity.first_admin.email = None;
     config.internal.token = Some(INTERNAL_TOKEN.into());
     config.log.filter = "warn".into();
     config

@@ -21,6 +21,10 @@ pub fn routes(authz: Arc<Authz>) -> Router {
             "/internal/users/{id}/grants",
             get(user_grants).delete(remove_user),
         )
+        .route(
+            "/internal/users/{id}/roles/{role}",
+            axum::routing::post(assign_role),
+        )
         .with_state(authz)
 }
 
@@ -80,6 +84,33 @@ async fn remove_user(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "removing grants failed",
+            )
+        }
+    }
+}
+
+/// Gives a user a role on the system's behalf (identity's first administrator). Idempotent:
+/// 200 with whether it was newly assigned; 404 for an unknown role.
+async fn assign_role(
+    State(authz): State<Arc<Authz>>,
+    Extension(meta): Extension<RequestMeta>,
+    Path((id, role)): Path<(String, String)>,
+) -> Response {
+    let user = match parse_user(&id) {
+        Ok(user) => user,
+        Err(response) => return *response,
+    };
+    match authz.assign_role_by_system(&meta, user, &role).await {
+        Ok(assigned) => Json(serde_json::json!({ "assigned": assigned })).into_response(),
+        Err(crate::service::AuthzError::NotFound(message)) => {
+            error(StatusCode::NOT_FOUND, "not_found", message)
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "assigning a role failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "assigning a role failed",
             )
         }
     }

@@ -574,11 +574,40 @@ impl Authz {
         if !exists {
             return Err(AuthzError::NotFound(format!("no user with id {user_id}")));
         }
+        self.insert_assignment(meta, Some(actor), user_id, &role)
+            .await?;
+        Ok(())
+    }
+
+    /// Gives a user a role on the system's behalf (identity's first administrator): no caller
+    /// to check, and no existence check, since identity asks only for users it just created.
+    /// Answers whether it was newly assigned.
+    pub async fn assign_role_by_system(
+        &self,
+        meta: &RequestMeta,
+        user_id: Uuid,
+        role_name: &str,
+    ) -> AuthzResult<bool> {
+        let role = self
+            .role_by_name(role_name)
+            .await?
+            .ok_or_else(|| AuthzError::NotFound(format!("no role named `{role_name}`")))?;
+        self.insert_assignment(meta, None, user_id, &role).await
+    }
+
+    /// Records the assignment and its audit event in one transaction; a repeat records nothing.
+    async fn insert_assignment(
+        &self,
+        meta: &RequestMeta,
+        actor: Option<Uuid>,
+        user_id: Uuid,
+        role: &role::Model,
+    ) -> AuthzResult<bool> {
         let txn = self.db.begin().await?;
         let inserted = user_role::ActiveModel {
             user_id: Set(user_id),
-            role_id: Set(role_id),
-            granted_by: Set(Some(actor)),
+            role_id: Set(role.id),
+            granted_by: Set(actor),
             granted_at: Set(Utc::now()),
         }
         .insert(&txn)
@@ -588,17 +617,17 @@ impl Authz {
             // Already assigned (perhaps by a concurrent call): nothing to record.
             Err(e) if is_unique_violation(&e) => {
                 txn.rollback().await?;
-                return Ok(());
+                return Ok(false);
             }
             Err(e) => return Err(e.into()),
         }
         AuditEvent::new("authz.user.role_assigned", "user", user_id)
-            .actor(Some(actor))
-            .metadata(json!({ "role": role.name, "roleId": role_id }))
+            .actor(actor)
+            .metadata(json!({ "role": role.name, "roleId": role.id }))
             .record(&txn, meta)
             .await?;
         txn.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Takes a role from a user. Unassigning what the user does not hold changes nothing.

@@ -18,7 +18,7 @@ use sea_orm::{
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::entity::pending_call::{self, DROP_GRANTS, END_SESSIONS};
+use crate::entity::pending_call::{self, ASSIGN_ROLE, DROP_GRANTS, END_SESSIONS};
 
 /// Longest wait between two attempts of one call.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -32,6 +32,8 @@ const BATCH: u64 = 50;
 pub enum Call {
     /// authz: the user is deleted; drop their grants.
     DropGrants,
+    /// authz: give the user the named role (system-granted, for the first administrator).
+    AssignRole { role: &'static str },
     /// auth: end the user's sessions, except `keep`.
     EndSessions {
         keep: Option<Uuid>,
@@ -71,6 +73,7 @@ impl Handover {
     ) -> Result<(), DbErr> {
         let (kind, keep, reason) = match call {
             Call::DropGrants if self.authz.is_some() => (DROP_GRANTS, None, None),
+            Call::AssignRole { role } if self.authz.is_some() => (ASSIGN_ROLE, None, Some(role)),
             Call::EndSessions { keep, reason } if self.auth.is_some() => {
                 (END_SESSIONS, keep, Some(reason))
             }
@@ -160,6 +163,17 @@ impl Handover {
                 authz
                     .delete(&format!("/internal/users/{user}/grants"))
                     .await
+            }
+            ASSIGN_ROLE => {
+                let authz = self.authz.as_ref().ok_or_else(|| missing("authz"))?;
+                let role = call.reason.as_deref().unwrap_or_default();
+                authz
+                    .post_json::<_, serde_json::Value>(
+                        &format!("/internal/users/{user}/roles/{role}"),
+                        &serde_json::json!({}),
+                    )
+                    .await
+                    .map(|_| ())
             }
             END_SESSIONS => {
                 let auth = self.auth.as_ref().ok_or_else(|| missing("auth"))?;

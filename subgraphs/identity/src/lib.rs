@@ -69,6 +69,18 @@ pub async fn build(config: &Config, internal_token: &str) -> anyhow::Result<Iden
         client(&config.identity.auth_url)?,
     );
     let identity = Arc::new(Identity::new(db.clone(), config, mailer, handover.clone())?);
+    if let Some(email) = &config.identity.first_admin.email {
+        let generated = identity
+            .ensure_first_admin(email, config.identity.first_admin.password.as_deref())
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the first administrator {email}: {e}"))?;
+        if let Some(password) = generated {
+            // Shown once, on purpose outside the log: it is not stored anywhere else.
+            eprintln!(
+                "\n  First administrator created: {email}\n  Password (shown only now): {password}\n  Sign in with the `login` mutation; change it with `changePassword`.\n"
+            );
+        }
+    }
     let verifier = TokenVerifier::for_service(&config.tokens, internal_token)?;
     let router = Router::new()
         .route(

@@ -507,6 +507,85 @@ impl Identity {
         Ok(user)
     }
 
+    /// Creates the first administrator if `email` has no account yet: verified, active, and
+    /// given the `admin` role through authz (recorded in the same transaction, delivered with
+    /// retries, so authz may start later). Answers the password when it was generated here,
+    /// so the caller can show it once; `None` when the account exists or the password was given.
+    pub async fn ensure_first_admin(
+        &self,
+        email: &str,
+        password: Option<&str>,
+    ) -> IdentityResult<Option<String>> {
+        let email = parse_email(email)
+            .map_err(|m| IdentityError::input("identity.first_admin.email", m))?;
+        let exists = user::Entity::find()
+            .filter(user::Column::EmailKey.eq(&email.key))
+            .one(&self.db)
+            .await?
+            .is_some();
+        if exists {
+            return Ok(None);
+        }
+        let display_name = "Administrator".to_owned();
+        let (password, generated) = match password {
+            Some(password) => (password.to_owned(), false),
+            None => (mailed_token::generate().0, true),
+        };
+        self.check_password(
+            &password,
+            &email,
+            &display_name,
+            "identity.first_admin.password",
+        )
+        .await?;
+        let hash = self.hasher.hash(password.clone()).await?;
+        let now = Utc::now();
+        let user_id = Uuid::now_v7();
+        let txn = self.db.begin().await?;
+        let inserted = async {
+            user::ActiveModel {
+                id: Set(user_id),
+                email: Set(email.display.clone()),
+                email_key: Set(email.key.clone()),
+                display_name: Set(display_name),
+                email_verified: Set(true),
+                status: Set(STATUS_ACTIVE.into()),
+                created_at: Set(now),
+                updated_at: Set(now),
+            }
+            .insert(&txn)
+            .await?;
+            credential::ActiveModel {
+                user_id: Set(user_id),
+                password_hash: Set(hash),
+                updated_at: Set(now),
+            }
+            .insert(&txn)
+            .await?;
+            AuditEvent::new("identity.user.first_admin_created", "user", user_id)
+                .metadata(json!({ "email": email.display }))
+                .record(&txn, &RequestMeta::default())
+                .await?;
+            self.handover
+                .record(&txn, user_id, Call::AssignRole { role: "admin" })
+                .await?;
+            Ok::<_, DbErr>(())
+        }
+        .await;
+        match inserted {
+            Ok(()) => txn.commit().await?,
+            // Another instance created it at the same moment.
+            Err(e) if is_unique_violation(&e) => {
+                txn.rollback().await?;
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.handover.wake();
+        tracing::info!(user = %user_id, email = %email.display, "first administrator created");
+        Ok(generated.then_some(password))
+    }
+
     /// Deletes the account with its credentials and tokens; authz is told to drop its grants
     /// and auth to end its sessions (recorded in the same transaction, delivered with retries).
     pub async fn delete_user(

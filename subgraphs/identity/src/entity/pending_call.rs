@@ -11,7 +11,7 @@ pub struct Model {
     pub user_id: Uuid,
     /// For [`END_SESSIONS`]: the session that stays.
     pub keep_session: Option<Uuid>,
-    /// For [`END_SESSIONS`]: why, for auth's audit trail.
+    /// For [`END_SESSIONS`]: why, for auth's audit trail. For [`ASSIGN_ROLE`]: the role name.
     pub reason: Option<String>,
     pub created_at: DateTimeUtc,
     pub attempts: i32,
@@ -28,3 +28,5 @@ impl ActiveModelBehavior for ActiveModel {}
 pub const DROP_GRANTS: &str = "drop_grants";
 /// auth ends a user's sessions.
 pub const END_SESSIONS: &str = "end_sessions";
+/// authz gives the user a role (the first administrator's `admin`).
+pub const ASSIGN_ROLE: &str = "assign_role";
