@@ -661,7 +661,10 @@ fn apply_env(tree: &mut Value, name: &str, raw: &str) -> Result<(), ConfigError>
         };
         path = here;
         if i + 1 == segments.len() {
-            *child = if child.is_string() {
+            // `null` turns an optional setting off (e.g. KEYGRAPH__TOKENS__JWKS_URL=null).
+            *child = if raw == "null" {
+                Value::Null
+            } else if child.is_string() {
                 Value::String(raw.to_owned())
             } else {
                 serde_norway::from_str(raw).map_err(|e| ConfigError::Invalid {
@@ -732,6 +735,23 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("`identity.lisen`"), "{text}");
         assert!(text.contains("listen"), "lists the known keys: {text}");
+    }
+
+    #[test]
+    fn null_in_the_environment_turns_an_optional_setting_off() {
+        let config = Config::from_sources(
+            None,
+            env(&[
+                ("KEYGRAPH__TOKENS__JWKS_URL", "null"),
+                ("KEYGRAPH__IDENTITY__FIRST_ADMIN__EMAIL", "null"),
+            ]),
+        )
+        .expect("null is accepted for optional settings");
+        assert_eq!(config.tokens.jwks_url, None);
+        assert_eq!(config.identity.first_admin.email, None);
+        let err = Config::from_sources(None, env(&[("KEYGRAPH__ROUTER__LISTEN", "null")]))
+            .expect_err("listen is required");
+        assert!(err.to_string().contains("router.listen"), "{err}");
     }
 
     #[test]

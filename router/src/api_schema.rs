@@ -34,8 +34,17 @@ enum Shape {
     Scalar,
     Enum,
     Object,
-    Abstract,
+    Abstract(Arc<Possible>),
     List(Box<Shape>),
+}
+
+/// The object types an interface or union may resolve to.
+#[derive(Debug, Default)]
+struct Possible {
+    types: HashSet<String>,
+    /// Used when a subgraph's object has no usable `__typename` (none selected, or an
+    /// `@interfaceObject` naming the interface): any member serves the interface's fields.
+    fallback: Option<String>,
 }
 
 /// Limits applied by validation.
@@ -50,6 +59,7 @@ pub fn build(
     limits: ValidationLimits,
 ) -> Result<Schema, String> {
     let kinds = type_kinds(document);
+    let interface_fields = interface_fields(document);
     let (query, mutation, subscription) = root_names(document);
     let roots: HashSet<&str> = [
         Some(query.as_str()),
@@ -100,13 +110,19 @@ pub fn build(
                     if field.name.starts_with("__") {
                         continue;
                     }
-                    let shape = Arc::new(shape_of(&field.field_type, &kinds));
+                    let field_type = covariant_type(
+                        &field.field_type,
+                        &field.name,
+                        &object.implements_interfaces,
+                        &interface_fields,
+                    );
+                    let shape = Arc::new(shape_of(&field_type, &kinds));
                     let mut out_field = if is_root {
-                        Field::new(&field.name, type_ref(&field.field_type), move |ctx| {
+                        Field::new(&field.name, type_ref(&field_type), move |ctx| {
                             resolve_root(ctx, shape.clone())
                         })
                     } else {
-                        Field::new(&field.name, type_ref(&field.field_type), move |ctx| {
+                        Field::new(&field.name, type_ref(&field_type), move |ctx| {
                             resolve_field(ctx, &shape)
                         })
                     };
@@ -132,8 +148,13 @@ pub fn build(
                     out = out.implement(parent);
                 }
                 for field in &interface.fields {
-                    let mut out_field =
-                        InterfaceField::new(&field.name, type_ref(&field.field_type));
+                    let field_type = covariant_type(
+                        &field.field_type,
+                        &field.name,
+                        &interface.implements_interfaces,
+                        &interface_fields,
+                    );
+                    let mut out_field = InterfaceField::new(&field.name, type_ref(&field_type));
                     if let Some(description) = &field.description {
                         out_field = out_field.description(description);
                     }
@@ -195,12 +216,12 @@ pub fn build(
     builder.finish().map_err(|e| e.to_string())
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone)]
 enum Kind {
     Scalar,
     Enum,
     Object,
-    Abstract,
+    Abstract(Arc<Possible>),
 }
 
 fn type_kinds(document: &Document<'static, String>) -> HashMap<String, Kind> {
@@ -208,20 +229,104 @@ fn type_kinds(document: &Document<'static, String>) -> HashMap<String, Kind> {
         .iter()
         .map(|name| ((*name).to_owned(), Kind::Scalar))
         .collect();
+    // Members of each interface and union, in document order.
+    let mut members: HashMap<String, Vec<String>> = HashMap::new();
+    for definition in &document.definitions {
+        match definition {
+            Definition::TypeDefinition(TypeDefinition::Object(object)) => {
+                for interface in &object.implements_interfaces {
+                    members
+                        .entry(interface.clone())
+                        .or_default()
+                        .push(object.name.clone());
+                }
+            }
+            Definition::TypeDefinition(TypeDefinition::Union(union)) => {
+                members
+                    .entry(union.name.clone())
+                    .or_default()
+                    .extend(union.types.iter().cloned());
+            }
+            _ => {}
+        }
+    }
     for definition in &document.definitions {
         if let Definition::TypeDefinition(definition) = definition {
             let (name, kind) = match definition {
                 TypeDefinition::Scalar(t) => (&t.name, Kind::Scalar),
                 TypeDefinition::Enum(t) => (&t.name, Kind::Enum),
                 TypeDefinition::Object(t) => (&t.name, Kind::Object),
-                TypeDefinition::Interface(t) => (&t.name, Kind::Abstract),
-                TypeDefinition::Union(t) => (&t.name, Kind::Abstract),
+                TypeDefinition::Interface(t) => (&t.name, abstract_kind(&mut members, &t.name)),
+                TypeDefinition::Union(t) => (&t.name, abstract_kind(&mut members, &t.name)),
                 TypeDefinition::InputObject(t) => (&t.name, Kind::Scalar),
             };
             kinds.insert(name.clone(), kind);
         }
     }
     kinds
+}
+
+fn abstract_kind(members: &mut HashMap<String, Vec<String>>, name: &str) -> Kind {
+    let list = members.remove(name).unwrap_or_default();
+    Kind::Abstract(Arc::new(Possible {
+        fallback: list.first().cloned(),
+        types: list.into_iter().collect(),
+    }))
+}
+
+/// Every interface's field types, by interface and field name.
+fn interface_fields(
+    document: &Document<'static, String>,
+) -> HashMap<String, HashMap<String, AstType<'static, String>>> {
+    document
+        .definitions
+        .iter()
+        .filter_map(|d| match d {
+            Definition::TypeDefinition(TypeDefinition::Interface(i)) => Some((
+                i.name.clone(),
+                i.fields
+                    .iter()
+                    .map(|f| (f.name.clone(), f.field_type.clone()))
+                    .collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn named_type<'t>(ty: &'t AstType<'static, String>) -> &'t str {
+    match ty {
+        AstType::NamedType(name) => name,
+        AstType::ListType(inner) | AstType::NonNullType(inner) => named_type(inner),
+    }
+}
+
+fn with_named(ty: &AstType<'static, String>, name: &str) -> AstType<'static, String> {
+    match ty {
+        AstType::NamedType(_) => AstType::NamedType(name.to_owned()),
+        AstType::ListType(inner) => AstType::ListType(Box::new(with_named(inner, name))),
+        AstType::NonNullType(inner) => AstType::NonNullType(Box::new(with_named(inner, name))),
+    }
+}
+
+/// GraphQL lets a field narrow the type of the interface field it implements (`Book.similar:
+/// [Book]` for `Product.similar: [Product]`); async-graphql's schema check wants the same
+/// named type. Such a field is declared with the interface's named type (and its own list and
+/// non-null wrappers); values still resolve to their concrete types by `__typename`.
+fn covariant_type(
+    ty: &AstType<'static, String>,
+    field: &str,
+    implements: &[String],
+    interface_fields: &HashMap<String, HashMap<String, AstType<'static, String>>>,
+) -> AstType<'static, String> {
+    for interface in implements {
+        if let Some(interface_type) = interface_fields.get(interface).and_then(|f| f.get(field))
+            && named_type(interface_type) != named_type(ty)
+        {
+            return with_named(ty, named_type(interface_type));
+        }
+    }
+    ty.clone()
 }
 
 fn root_names(document: &Document<'static, String>) -> (String, Option<String>, Option<String>) {
@@ -255,7 +360,7 @@ fn shape_of(ty: &AstType<'static, String>, kinds: &HashMap<String, Kind>) -> Sha
         AstType::NamedType(name) => match kinds.get(name) {
             Some(Kind::Enum) => Shape::Enum,
             Some(Kind::Object) => Shape::Object,
-            Some(Kind::Abstract) => Shape::Abstract,
+            Some(Kind::Abstract(possible)) => Shape::Abstract(possible.clone()),
             Some(Kind::Scalar) | None => Shape::Scalar,
         },
     }
@@ -369,10 +474,14 @@ fn to_field_value<'a>(
             }
         },
         Shape::Object => FieldValue::borrowed_any(value),
-        Shape::Abstract => {
-            let Some(type_name) = value.get("__typename").and_then(Json::as_str) else {
+        Shape::Abstract(possible) => {
+            let named = value
+                .get("__typename")
+                .and_then(Json::as_str)
+                .filter(|t| possible.types.contains(*t));
+            let Some(type_name) = named.or(possible.fallback.as_deref()) else {
                 return Err(async_graphql::Error::new(
-                    "a subgraph answered an object of an abstract type without its __typename",
+                    "a subgraph answered an object of an abstract type that has no object types",
                 ));
             };
             FieldValue::borrowed_any(value).with_type(type_name.to_owned())

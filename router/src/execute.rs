@@ -311,9 +311,12 @@ impl<'r> Execution<'r> {
             .map(|e| subgraph_error(e, &fetch.service_name, |path| Some(path.to_vec())))
             .collect();
         self.push_errors(errors);
-        if let Some(data) = response.data.filter(|d| !d.is_null()) {
+        if let Some(mut data) = response.data.filter(|d| !d.is_null()) {
+            for rewrite in fetch.output_rewrites.iter().flatten() {
+                apply_rewrite(&mut data, rewrite, &self.run.graph);
+            }
             let mut merged = self.data.lock().unwrap_or_else(PoisonError::into_inner);
-            deep_merge(&mut merged, data);
+            deep_merge(&mut merged, data, &self.run.graph);
         }
     }
 
@@ -383,7 +386,7 @@ impl<'r> Execution<'r> {
                 }
                 for target in targets {
                     if let Some(slot) = navigate_mut(&mut merged, &target) {
-                        deep_merge(slot, entity.clone());
+                        deep_merge(slot, entity.clone(), &self.run.graph);
                     }
                 }
             }
@@ -635,7 +638,7 @@ fn project_into(
                     project(child, &field.selections, graph)?
                 };
                 match (out.get_mut(&field.name), projected) {
-                    (Some(existing), projected) => deep_merge(existing, projected),
+                    (Some(existing), projected) => deep_merge(existing, projected, graph),
                     (None, projected) => {
                         out.insert(field.name.clone(), projected);
                     }
@@ -704,13 +707,20 @@ fn rewrite_at(
 }
 
 /// Merges `source` into `target`: objects key by key, lists of equal length element-wise,
-/// anything else replaced.
-pub fn deep_merge(target: &mut Json, source: Json) {
+/// anything else replaced. A `__typename` naming an interface (an `@interfaceObject`
+/// subgraph's answer) does not replace a concrete type already known.
+pub fn deep_merge(target: &mut Json, source: Json, graph: &Graph) {
     match (target, source) {
         (Json::Object(target), Json::Object(source)) => {
             for (key, value) in source {
+                if key == "__typename"
+                    && target.contains_key("__typename")
+                    && value.as_str().is_some_and(|t| graph.is_abstract(t))
+                {
+                    continue;
+                }
                 match target.get_mut(&key) {
-                    Some(existing) => deep_merge(existing, value),
+                    Some(existing) => deep_merge(existing, value, graph),
                     None => {
                         target.insert(key, value);
                     }
@@ -719,7 +729,7 @@ pub fn deep_merge(target: &mut Json, source: Json) {
         }
         (Json::Array(target), Json::Array(source)) if target.len() == source.len() => {
             for (existing, value) in target.iter_mut().zip(source) {
-                deep_merge(existing, value);
+                deep_merge(existing, value, graph);
             }
         }
         (target, source) => *target = source,

@@ -241,3 +241,47 @@ fn navigate<'v>(mut value: &'v mut Value, steps: &[Step]) -> Option<&'v mut Valu
     }
     Some(value)
 }
+
+/// async-graphql answers null for an object whose selection resolved no field (say, only a
+/// fragment on another type); the spec answers `{}`. Where the merged subgraph data has an
+/// object and no error lies at or below the position, the null becomes `{}`.
+pub fn restore_empty_objects(
+    projected: &mut Value,
+    source: &serde_json::Value,
+    errored: &[Vec<PathSegment>],
+) {
+    let mut path = Vec::new();
+    restore(projected, source, errored, &mut path);
+}
+
+fn restore(
+    projected: &mut Value,
+    source: &serde_json::Value,
+    errored: &[Vec<PathSegment>],
+    path: &mut Vec<PathSegment>,
+) {
+    match (projected, source) {
+        (projected @ Value::Null, serde_json::Value::Object(_)) => {
+            if !errored.iter().any(|e| e.starts_with(path)) {
+                *projected = Value::Object(Default::default());
+            }
+        }
+        (Value::Object(map), serde_json::Value::Object(fields)) => {
+            for (key, value) in map.iter_mut() {
+                if let Some(child) = fields.get(key.as_str()) {
+                    path.push(PathSegment::Field(key.to_string()));
+                    restore(value, child, errored, path);
+                    path.pop();
+                }
+            }
+        }
+        (Value::List(items), serde_json::Value::Array(children)) => {
+            for (index, (item, child)) in items.iter_mut().zip(children).enumerate() {
+                path.push(PathSegment::Index(index));
+                restore(item, child, errored, path);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}

@@ -228,6 +228,11 @@ impl Graph {
         self.plans.len()
     }
 
+    /// Whether `name` is an interface or union.
+    pub fn is_abstract(&self, name: &str) -> bool {
+        self.possible_types.contains_key(name)
+    }
+
     /// Whether an object of type `actual` matches the type condition `condition`.
     pub fn type_matches(&self, actual: &str, condition: &str) -> bool {
         actual == condition

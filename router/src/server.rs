@@ -453,7 +453,10 @@ fn document_aliases(document: &graphql_tools::parser::query::Document<'static, S
 }
 
 /// Checks the edge's limits; answers whether the selected operation is a mutation.
-fn check_document(state: &RouterState, request: &GraphqlRequest) -> Result<bool, Refusal> {
+/// Checks the edge's limits and fills in the operation's variable defaults the client left
+/// out (so `@skip(if: $v)` with `$v: Boolean = true` sees `true` everywhere); answers
+/// whether the selected operation is a mutation.
+fn check_document(state: &RouterState, request: &mut GraphqlRequest) -> Result<bool, Refusal> {
     let limits = state.config.limits;
     let document = match graphql_tools::parser::parse_query_with_token_limit::<String>(
         &request.query,
@@ -479,10 +482,41 @@ fn check_document(state: &RouterState, request: &GraphqlRequest) -> Result<bool,
             limits.max_aliases
         )));
     }
-    Ok(matches!(
-        selected_operation(&document, request.operation_name.as_deref()),
-        Some(OperationDefinition::Mutation(_))
-    ))
+    let operation = selected_operation(&document, request.operation_name.as_deref());
+    let definitions = match operation {
+        Some(OperationDefinition::Query(q)) => q.variable_definitions.as_slice(),
+        Some(OperationDefinition::Mutation(m)) => m.variable_definitions.as_slice(),
+        Some(OperationDefinition::Subscription(s)) => s.variable_definitions.as_slice(),
+        Some(OperationDefinition::SelectionSet(_)) | None => &[],
+    };
+    for definition in definitions {
+        if let Some(default) = &definition.default_value
+            && !request.variables.contains_key(&definition.name)
+        {
+            request
+                .variables
+                .insert(definition.name.clone(), query_value_json(default));
+        }
+    }
+    Ok(matches!(operation, Some(OperationDefinition::Mutation(_))))
+}
+
+fn query_value_json(value: &graphql_tools::parser::query::Value<'static, String>) -> Json {
+    use graphql_tools::parser::query::Value as V;
+    match value {
+        V::Variable(_) | V::Null => Json::Null,
+        V::Int(n) => n.as_i64().map_or(Json::Null, Json::from),
+        V::Float(f) => json!(f),
+        V::String(s) | V::Enum(s) => Json::String(s.clone()),
+        V::Boolean(b) => Json::Bool(*b),
+        V::List(items) => Json::Array(items.iter().map(query_value_json).collect()),
+        V::Object(fields) => Json::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), query_value_json(v)))
+                .collect(),
+        ),
+    }
 }
 
 async fn execute(
@@ -512,7 +546,8 @@ async fn execute(
         )
         .into_response();
     };
-    let is_mutation = match check_document(state, &request) {
+    let mut request = request;
+    let is_mutation = match check_document(state, &mut request) {
         Ok(is_mutation) => is_mutation,
         Err(refusal) => return refusal.into_response(),
     };
@@ -574,6 +609,9 @@ async fn execute(
             .filter(|e| !e.path.is_empty())
             .map(|e| e.path.clone())
             .collect();
+        if let Some(outcome) = run.finished().filter(|o| !o.fatal) {
+            crate::nulls::restore_empty_objects(&mut response.data, &outcome.data, &errored);
+        }
         crate::nulls::propagate(
             graph.api.registry(),
             &query,

@@ -474,3 +474,30 @@ async fn a_changed_subgraph_is_recomposed_and_a_broken_one_keeps_the_last_good_g
         json!({ "data": { "topProducts": [{ "name": "Table" }] } })
     );
 }
+
+#[tokio::test]
+async fn unmatched_fragments_leave_empty_objects_and_variable_defaults_apply() {
+    let fed = Federation::start().await;
+    // The Movie matches no fragment: the spec answers `{}`, not null.
+    let response = fed
+        .query(
+            "{ media { ... on Book { pages } } titled { title } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        response,
+        json!({ "data": {
+            "media": [{ "pages": 412 }, {}],
+            "titled": [{ "title": "Heat" }, { "title": "Emma" }]
+        } })
+    );
+    // A variable's default counts where the client sent none, in @skip as everywhere.
+    let response = fed
+        .query(
+            "query($skip: Boolean = true) { me { name @skip(if: $skip) id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(response, json!({ "data": { "me": { "id": "1" } } }));
+}
