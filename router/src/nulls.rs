@@ -261,10 +261,10 @@ fn restore(
     path: &mut Vec<PathSegment>,
 ) {
     match (projected, source) {
-        (projected @ Value::Null, serde_json::Value::Object(_)) => {
-            if !errored.iter().any(|e| e.starts_with(path)) {
-                *projected = Value::Object(Default::default());
-            }
+        (projected @ Value::Null, serde_json::Value::Object(_))
+            if !errored.iter().any(|e| e.starts_with(path)) =>
+        {
+            *projected = Value::Object(Default::default());
         }
         (Value::Object(map), serde_json::Value::Object(fields)) => {
             for (key, value) in map.iter_mut() {
