@@ -66,6 +66,14 @@ async fn run() -> anyhow::Result<()> {
     }
     let config = Config::load(cli.config.as_deref())?;
     telemetry::init(&config.log)?;
+    // Services that keep files in data_dir hold its lock while they run.
+    let _lock = match &cli.command {
+        None => Some(lock_data_dir(&config, "keygraph")?),
+        Some(Command::Identity) => Some(lock_data_dir(&config, "identity")?),
+        Some(Command::Authz) => Some(lock_data_dir(&config, "authz")?),
+        Some(Command::Auth) => Some(lock_data_dir(&config, "auth")?),
+        _ => None,
+    };
     match cli.command {
         Some(Command::Sdl { service }) => {
             match service.as_str() {
@@ -246,4 +254,33 @@ async fn announce_when_ready(config: Config, graph_url: String) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     tracing::warn!(url = %ready, "the router is not ready after a minute; see the errors above");
+}
+
+/// Holds `<data_dir>/<name>.lock` for the life of the process, so a second instance on the
+/// same data says so and stops instead of sharing SQLite files and generated secrets.
+fn lock_data_dir(config: &Config, name: &str) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let path = config.data_dir.join(format!("{name}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another Keygraph instance is using {} (it holds {}); stop it, or give this one its own data_dir",
+            config.data_dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
 }

@@ -38,6 +38,8 @@ struct Stack {
     http: reqwest::Client,
     data: tempfile::TempDir,
     _databases: Vec<TestDatabase>,
+    /// Per-service Postgres roles (admin URL, role), dropped with their schemas.
+    roles: Vec<(String, String)>,
 }
 
 impl Drop for Stack {
@@ -46,7 +48,33 @@ impl Drop for Stack {
             let _ = child.kill();
             let _ = child.wait();
         }
+        for (url, role) in &self.roles {
+            psql(
+                url,
+                &format!(
+                    "DROP SCHEMA IF EXISTS \"{role}\" CASCADE; DROP ROLE IF EXISTS \"{role}\";"
+                ),
+            );
+        }
     }
+}
+
+/// Runs SQL as the test database's administrator.
+fn psql(url: &str, sql: &str) {
+    let status = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .env("PGOPTIONS", "--client-min-messages=warning")
+        .stdout(Stdio::null())
+        .status()
+        .expect("psql");
+    assert!(status.success(), "psql failed: {sql}");
+}
+
+/// `url` logging in as `user` instead (trust authentication on the test server).
+fn with_user(url: &str, user: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    format!("postgres://{user}@{host}")
 }
 
 /// How the stack runs: everything in one process, or each service in its own, as compose does.
@@ -134,11 +162,28 @@ impl Stack {
             ),
         ];
         let mut databases = Vec::new();
+        let mut roles = Vec::new();
         if backend == Backend::Postgres {
             for service in ["identity", "auth", "authz"] {
                 let db = TestDatabase::new(backend, service)?;
                 let upper = service.to_ascii_uppercase();
-                env.push((format!("KEYGRAPH__{upper}__DATABASE_URL"), db.url.clone()));
+                let url = match topology {
+                    Topology::Embedded => db.url.clone(),
+                    // As in docker-compose: each service logs in as its own role, which owns
+                    // its schema and nothing else.
+                    Topology::Separate => {
+                        let role = db.schema.clone();
+                        psql(
+                            &db.url,
+                            &format!(
+                                "CREATE ROLE \"{role}\" LOGIN; CREATE SCHEMA \"{role}\" AUTHORIZATION \"{role}\";"
+                            ),
+                        );
+                        roles.push((db.url.clone(), role.clone()));
+                        with_user(&db.url, &role)
+                    }
+                };
+                env.push((format!("KEYGRAPH__{upper}__DATABASE_URL"), url));
                 env.push((format!("KEYGRAPH__{upper}__SCHEMA"), db.schema.clone()));
                 databases.push(db);
             }
@@ -157,6 +202,7 @@ impl Stack {
             http: reqwest::Client::new(),
             data,
             _databases: databases,
+            roles,
         };
         let ready = format!("{}/ready", base(router));
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -246,6 +292,26 @@ async fn register_verify_login_and_logout(backend: Backend, topology: Topology) 
     let Some(mut stack) = Stack::start(backend, topology).await else {
         return;
     };
+    if topology == Topology::Embedded {
+        // A second instance on the same data says so and stops.
+        let mut env = stack.env.clone();
+        for (key, value) in &mut env {
+            if key.ends_with("__LISTEN") {
+                *value = format!("127.0.0.1:{}", free_port());
+            }
+        }
+        let second = Command::new(env!("CARGO_BIN_EXE_keygraph"))
+            .envs(env)
+            .env_remove("KEYGRAPH_CONFIG")
+            .output()
+            .expect("run a second keygraph");
+        assert!(!second.status.success());
+        let stderr = String::from_utf8_lossy(&second.stderr);
+        assert!(
+            stderr.contains("another Keygraph instance is using"),
+            "{stderr}"
+        );
+    }
     let email = "grace@example.com";
     let registered = stack
         .gql(

@@ -108,16 +108,30 @@ async fn connect(target: &DatabaseTarget<'_>) -> Result<DatabaseConnection, DbEr
         }
     };
     if db.get_database_backend() == DbBackend::Postgres {
-        db.execute_unprepared(&format!(
-            "CREATE SCHEMA IF NOT EXISTS \"{}\"",
-            target.schema
-        ))
-        .await
-        .map_err(|source| DbError::Schema {
+        let schema_error = |source| DbError::Schema {
             service: target.service.to_owned(),
             schema: target.schema.to_owned(),
             source,
-        })?;
+        };
+        // Look first: `CREATE SCHEMA IF NOT EXISTS` needs CREATE on the database even when
+        // the schema exists, which a role limited to its own schema (compose) does not have.
+        let exists = db
+            .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT 1 AS one FROM pg_namespace WHERE nspname = $1",
+                [target.schema.into()],
+            ))
+            .await
+            .map_err(schema_error)?
+            .is_some();
+        if !exists {
+            db.execute_unprepared(&format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{}\"",
+                target.schema
+            ))
+            .await
+            .map_err(schema_error)?;
+        }
     }
     tracing::info!(service = target.service, url = %redacted, "database connected");
     Ok(db)
