@@ -501,3 +501,74 @@ async fn unmatched_fragments_leave_empty_objects_and_variable_defaults_apply() {
         .await;
     assert_eq!(response, json!({ "data": { "me": { "id": "1" } } }));
 }
+
+#[tokio::test]
+async fn authorization_request_id_and_traceparent_reach_the_subgraphs() {
+    let fed = Federation::start().await;
+    let token = fed.signer.token(uuid_v7(), &[]);
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let response = fed
+        .router
+        .http
+        .post(format!("{}/graphql", fed.router.base))
+        .bearer_auth(&token)
+        .header("x-request-id", "req-abc-123")
+        .header("traceparent", traceparent)
+        .json(&json!({ "query": "{ latestReviews { author { name } } }" }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    // Both the root fetch (reviews) and the entity fetch (accounts) carried them.
+    for subgraph in ["reviews", "accounts"] {
+        let headers = fed.subgraphs[subgraph]
+            .last_headers
+            .lock()
+            .expect("headers")
+            .clone();
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            header("authorization"),
+            Some(format!("Bearer {token}")),
+            "{subgraph}"
+        );
+        assert_eq!(
+            header("x-request-id").as_deref(),
+            Some("req-abc-123"),
+            "{subgraph}"
+        );
+        assert_eq!(
+            header("traceparent").as_deref(),
+            Some(traceparent),
+            "{subgraph}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn plans_for_unions_and_requires_are_stable() {
+    let fed = Federation::start().await;
+    insta::assert_json_snapshot!(
+        "plan_union_fragments",
+        fed.plan("{ media { __typename ... on Book { title } ... on Movie { minutes } } }")
+    );
+    insta::assert_json_snapshot!(
+        "plan_requires_skip",
+        fed.plan(
+            "query($skip: Boolean!) { topProducts { name shippingEstimate @skip(if: $skip) } }"
+        )
+    );
+    let graph = fed.state.graph().expect("graph");
+    let cached = graph.cached_plans();
+    fed.plan("{ media { __typename ... on Book { title } ... on Movie { minutes } } }");
+    assert_eq!(
+        graph.cached_plans(),
+        cached,
+        "the same document is planned once"
+    );
+}

@@ -377,14 +377,20 @@ struct Served {
     execute: Arc<std::sync::RwLock<Executor>>,
     mode: Arc<AtomicU8>,
     requests: Arc<std::sync::atomic::AtomicUsize>,
+    last_headers: Arc<std::sync::Mutex<axum::http::HeaderMap>>,
 }
 
 async fn handle(
     State(served): State<Served>,
+    headers: axum::http::HeaderMap,
     axum::Json(request): axum::Json<async_graphql::Request>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     served.requests.fetch_add(1, Ordering::SeqCst);
+    *served
+        .last_headers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = headers;
     match served.mode.load(Ordering::SeqCst) {
         FAILING => return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down").into_response(),
         HANGING => tokio::time::sleep(Duration::from_secs(30)).await,
@@ -404,6 +410,8 @@ pub struct Subgraph {
     execute: Arc<std::sync::RwLock<Executor>>,
     pub mode: Arc<AtomicU8>,
     pub requests: Arc<std::sync::atomic::AtomicUsize>,
+    /// The headers of the last request this subgraph received.
+    pub last_headers: Arc<std::sync::Mutex<axum::http::HeaderMap>>,
 }
 
 async fn serve<Q>(query: Q) -> Subgraph
@@ -414,6 +422,7 @@ where
         execute: Arc::new(std::sync::RwLock::new(executor(query))),
         mode: Arc::new(AtomicU8::new(UP)),
         requests: Arc::default(),
+        last_headers: Arc::default(),
     };
     let listener = TestServer::listener().await;
     let url = format!("{}/graphql", TestServer::base_of(&listener));
@@ -422,6 +431,7 @@ where
         execute: served.execute.clone(),
         mode: served.mode.clone(),
         requests: served.requests.clone(),
+        last_headers: served.last_headers.clone(),
     };
     let app = axum::Router::new()
         .route("/graphql", post(handle))
