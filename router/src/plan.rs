@@ -314,37 +314,6 @@ impl Graph {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn plan() -> Arc<PreparedPlan> {
-        Arc::new(PreparedPlan {
-            plan: QueryPlan {
-                kind: "QueryPlan",
-                node: None,
-            },
-            requirements: vec![],
-            variable_defaults: vec![],
-        })
-    }
-
-    #[test]
-    fn the_plan_cache_stays_within_its_size_and_drops_the_oldest() {
-        let cache = PlanCache {
-            capacity: 3,
-            entries: Mutex::new((HashMap::new(), VecDeque::new())),
-        };
-        for i in 0..10u8 {
-            cache.insert([i; 32], plan());
-            assert!(cache.len() <= 3);
-        }
-        assert!(cache.get(&[0; 32]).is_none());
-        assert!(cache.get(&[9; 32]).is_some());
-        assert!(cache.get(&[7; 32]).is_some());
-    }
-}
-
 fn possible_types(document: &Document<'static, String>) -> HashMap<String, HashSet<String>> {
     let mut out: HashMap<String, HashSet<String>> = HashMap::new();
     for definition in &document.definitions {
@@ -518,5 +487,36 @@ fn walk_requirements(
             }
             SelectionItem::FragmentSpread(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Arc<PreparedPlan> {
+        Arc::new(PreparedPlan {
+            plan: QueryPlan {
+                kind: "QueryPlan",
+                node: None,
+            },
+            requirements: vec![],
+            variable_defaults: vec![],
+        })
+    }
+
+    #[test]
+    fn the_plan_cache_stays_within_its_size_and_drops_the_oldest() {
+        let cache = PlanCache {
+            capacity: 3,
+            entries: Mutex::new((HashMap::new(), VecDeque::new())),
+        };
+        for i in 0..10u8 {
+            cache.insert([i; 32], plan());
+            assert!(cache.len() <= 3);
+        }
+        assert!(cache.get(&[0; 32]).is_none());
+        assert!(cache.get(&[9; 32]).is_some());
+        assert!(cache.get(&[7; 32]).is_some());
     }
 }
