@@ -4,9 +4,10 @@
   var url = window.location.origin + window.location.pathname;
   var fetcher = GraphiQL.createFetcher({ url: url });
   var defaultQuery = [
-    "# Welcome to Keygraph. Sign in first:",
+    "# Welcome to Keygraph. Sign in first (the first administrator's password was printed",
+    "# at the first start, unless identity.first_admin.password is set):",
     "#",
-    "# mutation { login(email: \"admin@example.com\", password: \"...\") { accessToken } }",
+    "# mutation { login(email: \"admin@keygraph.localhost\", password: \"...\") { accessToken } }",
     "#",
     "# then add {\"Authorization\": \"Bearer <accessToken>\"} under Headers and run:",
     "",
