@@ -465,11 +465,16 @@ fn check_document(state: &RouterState, request: &mut GraphqlRequest) -> Result<b
         Ok(document) => document.into_static(),
         Err(err) => {
             let message = err.to_string();
-            if message.contains("limit") {
+            if message.contains("Token limit") {
                 return Err(Refusal::bad_request(format!(
                     "the operation has more than {} tokens",
                     limits.max_tokens
                 )));
+            }
+            if message.contains("Recursion limit") {
+                return Err(Refusal::bad_request(
+                    "the operation nests braces, brackets or parentheses more than 50 levels deep",
+                ));
             }
             // Syntax errors are reported by validation, with their location.
             return Ok(false);

@@ -382,6 +382,25 @@ async fn bad_requests_get_clear_errors() {
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(body, json!({ "data": { "me": { "name": "Ada" } } }));
 
+    let deep = format!("{{{}id{}}}", "me{".repeat(60), "}".repeat(60));
+    let response = fed.query(&deep, json!({})).await;
+    assert!(
+        response["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("50 levels"),
+        "{response}"
+    );
+    let long = format!("{{ me {{ {} }} }}", "id ".repeat(20_000));
+    let response = fed.query(&long, json!({})).await;
+    assert!(
+        response["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("tokens"),
+        "{response}"
+    );
+
     let many_aliases = format!(
         "{{ {} }}",
         (0..40)
