@@ -8,6 +8,7 @@
 
 pub mod api_schema;
 pub mod execute;
+pub mod fragments;
 pub mod nulls;
 pub mod plan;
 pub mod server;

@@ -605,6 +605,15 @@ async fn execute(
     if let Some(name) = request.operation_name {
         gql = gql.operation_name(name);
     }
+    // Fragments on a union, where the value is that union: see fragments.rs.
+    let registry = graph.api.registry();
+    if let Ok(document) = gql.parsed_query()
+        && crate::fragments::has_union_conditions(registry, document)
+    {
+        let mut document = document.clone();
+        crate::fragments::lift_union_conditions(registry, &mut document);
+        gql.set_parsed_query(document);
+    }
     let run = Arc::new(run);
     let mut response = graph.api.execute(gql.data(run.clone())).await;
     if response.data != async_graphql::Value::Null {

@@ -591,3 +591,32 @@ async fn plans_for_unions_and_requires_are_stable() {
         "the same document is planned once"
     );
 }
+
+#[tokio::test]
+async fn fragments_on_a_union_apply_where_the_value_is_that_union() {
+    let fed = Federation::start().await;
+    let query = "{ media { ...Item } more: media { ... on Media { ... on Movie { minutes } } } } \
+                 fragment Item on Media { __typename ... on Book { title } }";
+    let response = fed.query(query, json!({})).await;
+    assert_eq!(
+        response,
+        json!({ "data": {
+            "media": [{ "__typename": "Book", "title": "Dune" }, { "__typename": "Movie" }],
+            "more": [{}, { "minutes": 117 }]
+        } })
+    );
+    // Validation still speaks of the document as written.
+    let response = fed
+        .query(
+            "{ media { ...Item } } fragment Item on Media { nope }",
+            json!({}),
+        )
+        .await;
+    assert!(
+        response["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nope"),
+        "{response}"
+    );
+}
