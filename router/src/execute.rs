@@ -32,7 +32,7 @@ pub struct Forwarded {
 /// Where a subgraph lives and how long one request to it may take.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
-    pub url: String,
+    pub url: reqwest::Url,
     pub timeout: Duration,
 }
 
@@ -452,7 +452,7 @@ impl<'r> Execution<'r> {
         let mut request = self
             .run
             .http
-            .post(&endpoint.url)
+            .post(endpoint.url.clone())
             .timeout(endpoint.timeout)
             .header(reqwest::header::ACCEPT, "application/json")
             .header("x-request-id", &forwarded.request_id)

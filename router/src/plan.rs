@@ -196,10 +196,14 @@ impl Graph {
         let mut endpoints = HashMap::new();
         for (name, url) in &planner.supergraph.subgraph_endpoint_map {
             let configured = options.subgraphs.get(name);
+            let url = configured.map_or(url.as_str(), |c| c.url.as_str());
+            // Parsed once here, not on every fetch.
+            let url = reqwest::Url::parse(url)
+                .map_err(|e| format!("subgraph `{name}` has an invalid URL `{url}`: {e}"))?;
             endpoints.insert(
                 name.clone(),
                 Endpoint {
-                    url: configured.map_or_else(|| url.clone(), |c| c.url.clone()),
+                    url,
                     timeout: configured.map_or(DEFAULT_SUBGRAPH_TIMEOUT, |c| {
                         Duration::from_secs(c.timeout_secs)
                     }),
