@@ -36,10 +36,17 @@ pub struct Endpoint {
     pub timeout: Duration,
 }
 
+/// How the router reaches subgraphs: the pooled HTTP client, and where outcomes are counted.
+#[derive(Clone)]
+pub struct SubgraphClient {
+    pub http: reqwest::Client,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
 /// The plan run of one request: planned and executed at most once, by the first root field.
 pub struct PlanRun {
     graph: Arc<Graph>,
-    http: reqwest::Client,
+    client: SubgraphClient,
     query: String,
     operation_name: Option<String>,
     variables: Map<String, Json>,
@@ -60,7 +67,7 @@ pub struct Outcome {
 impl PlanRun {
     pub fn new(
         graph: Arc<Graph>,
-        http: reqwest::Client,
+        client: SubgraphClient,
         query: String,
         operation_name: Option<String>,
         variables: Map<String, Json>,
@@ -69,7 +76,7 @@ impl PlanRun {
     ) -> Self {
         Self {
             graph,
-            http,
+            client,
             query,
             operation_name,
             variables,
@@ -438,6 +445,7 @@ impl<'r> Execution<'r> {
         variables: Map<String, Json>,
     ) -> Result<SubgraphResponse, Json> {
         let unavailable = |message: String| {
+            self.run.client.metrics.record_subgraph(service, false);
             json!({
                 "message": message,
                 "extensions": { "code": "SUBGRAPH_UNAVAILABLE", "serviceName": service }
@@ -451,6 +459,7 @@ impl<'r> Execution<'r> {
         let forwarded = &self.run.forwarded;
         let mut request = self
             .run
+            .client
             .http
             .post(endpoint.url.clone())
             .timeout(endpoint.timeout)
@@ -487,7 +496,10 @@ impl<'r> Execution<'r> {
             }
         })?;
         match serde_json::from_slice::<SubgraphResponse>(&body) {
-            Ok(parsed) if parsed.data.is_some() || !parsed.errors.is_empty() => Ok(parsed),
+            Ok(parsed) if parsed.data.is_some() || !parsed.errors.is_empty() => {
+                self.run.client.metrics.record_subgraph(service, true);
+                Ok(parsed)
+            }
             _ => {
                 tracing::warn!(service, %status, "subgraph answered without a GraphQL response");
                 Err(unavailable(format!(

@@ -9,6 +9,7 @@
 pub mod api_schema;
 pub mod execute;
 pub mod fragments;
+pub mod metrics;
 pub mod nulls;
 pub mod plan;
 pub mod server;

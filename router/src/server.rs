@@ -33,6 +33,7 @@ pub struct RouterState {
     verifier: Option<TokenVerifier>,
     limiter: SlidingWindowLimiter,
     config: RouterConfig,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl RouterState {
@@ -52,6 +53,7 @@ impl RouterState {
                 Duration::from_secs(config.rate_limit.window_secs),
             ),
             config,
+            metrics: Arc::default(),
         }))
     }
 
@@ -183,17 +185,54 @@ pub async fn keep_supergraph_current(state: Arc<RouterState>, shutdown: Shutdown
 /// The router's routes (without the kernel's standard layers).
 pub fn routes(state: Arc<RouterState>) -> Router {
     let mut router = Router::new()
-        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route(
+            "/graphql",
+            get(graphql_get)
+                .post(graphql_post)
+                .layer(axum::middleware::from_fn_with_state(state.clone(), track)),
+        )
         .route(
             "/health",
             get(|| async { axum::Json(json!({ "status": "live" })) }),
         )
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route("/graphiql/{asset}", get(graphiql_asset));
     if let Some(cors) = cors_layer(&state.config.cors.allowed_origins) {
         router = router.layer(cors);
     }
     router.with_state(state)
+}
+
+/// Counts each `/graphql` request by status and duration.
+async fn track(
+    State(state): State<Arc<RouterState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .record_request(response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// Prometheus text exposition of the router's metrics.
+async fn metrics(State(state): State<Arc<RouterState>>) -> Response {
+    let graph = state.graph();
+    let body = state.metrics.render(
+        graph.as_ref().map_or(0, |g| g.cached_plans()),
+        graph.is_some(),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// Ready once a supergraph is being served.
@@ -590,7 +629,10 @@ async fn execute(
     };
     let run = PlanRun::new(
         graph.clone(),
-        state.http.clone(),
+        crate::execute::SubgraphClient {
+            http: state.http.clone(),
+            metrics: state.metrics.clone(),
+        },
         request.query.clone(),
         request.operation_name.clone(),
         request.variables.clone(),
@@ -635,13 +677,14 @@ async fn execute(
         );
     }
     let outcome = run.finished().map(|o| (o.errors.clone(), o.fatal));
-    respond(headers, response, outcome)
+    respond(headers, response, outcome, &state.metrics)
 }
 
 fn respond(
     headers: &HeaderMap,
     response: async_graphql::Response,
     outcome: Option<(Vec<Json>, bool)>,
+    metrics: &crate::metrics::Metrics,
 ) -> Response {
     let wants_graphql_response = headers
         .get(header::ACCEPT)
@@ -660,6 +703,7 @@ fn respond(
         && !projection_errors.is_empty();
     let mut errors = subgraph_errors;
     errors.extend(projection_errors);
+    metrics.record_graphql_errors(errors.len());
     let data = if fatal {
         &async_graphql::Value::Null
     } else {

@@ -620,3 +620,47 @@ async fn fragments_on_a_union_apply_where_the_value_is_that_union() {
         "{response}"
     );
 }
+
+#[tokio::test]
+async fn metrics_count_requests_and_subgraph_calls() {
+    let fed = Federation::start().await;
+    fed.query("{ topProducts(first: 1) { name inStock } }", json!({}))
+        .await;
+    fed.set_mode("inventory", FAILING);
+    fed.query("{ topProducts(first: 1) { name inStock } }", json!({}))
+        .await;
+    let text = fed
+        .router
+        .http
+        .get(format!("{}/metrics", fed.router.base))
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains("keygraph_router_requests_total{status=\"2xx\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("subgraph=\"products\",outcome=\"answered\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("subgraph=\"inventory\",outcome=\"answered\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("subgraph=\"inventory\",outcome=\"failed\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("keygraph_router_graphql_errors_total 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("keygraph_router_supergraph_ready 1"),
+        "{text}"
+    );
+}
