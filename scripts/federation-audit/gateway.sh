@@ -6,13 +6,14 @@ set -eu
 echo "[gateway.sh] suite=$1 pid=$$" >&2
 
 ID="$1"
-HERE="$(cd "$(dirname "$0")" && pwd)"
+AUDIT_DIR="${AUDIT_DIR:?run through run.sh}"
 AUDIT_PORT="${AUDIT_PORT:-4200}"          # where the audit CLI serves subgraphs + supergraphs
 GATEWAY_PORT="${GATEWAY_PORT:-4100}"      # where keygraph listens (NOT 4000: see run.sh)
 KEYGRAPH_BIN="${KEYGRAPH_BIN:?run through run.sh}"
 
-mkdir -p "$HERE/out/supergraphs" /tmp/audit-data
-SG="$HERE/out/supergraphs/$ID.graphql"
+# Everything this writes stays under $AUDIT_DIR (target/federation-audit), outside the tree.
+mkdir -p "$AUDIT_DIR/supergraphs" "$AUDIT_DIR/data"
+SG="$AUDIT_DIR/supergraphs/$ID.graphql"
 
 # Equivalent of `npm start supergraph -- --test $ID`, without the tsx start-up cost.
 # Subgraph URLs inside it are http://127.0.0.1:$AUDIT_PORT/$ID/<subgraph>.
@@ -30,18 +31,15 @@ until curl -sf "http://127.0.0.1:$AUDIT_PORT/$ID/supergraph" -o "$SG"; do
 done
 echo "[gateway.sh] supergraph $SG fetched after $i retries" >&2
 
-# KEYGRAPH__TOKENS__{JWKS,REVOCATIONS}_URL=null is rejected by keygraph
-# ("setting `tokens.jwks_url`: `null` is not an http(s) URL"), so the nulls go in a
-# YAML override file instead (YAML null is accepted there).
-CONF="$HERE/keygraph-audit.yaml"
-[ -f "$CONF" ] || printf 'tokens:\n  jwks_url: null\n  revocations_url: null\n' > "$CONF"
-
+# No auth service here: tokens are neither fetched keys nor revocations.
+export KEYGRAPH__TOKENS__JWKS_URL=null
+export KEYGRAPH__TOKENS__REVOCATIONS_URL=null
 export KEYGRAPH__ROUTER__SUPERGRAPH_FILE="$SG"
 export KEYGRAPH__ROUTER__LISTEN="127.0.0.1:$GATEWAY_PORT"
 export KEYGRAPH__ROUTER__POLL_INTERVAL_SECS=0
 export KEYGRAPH__ROUTER__RATE_LIMIT__MAX=1000000
 export KEYGRAPH__HTTP__SHUTDOWN_GRACE_SECS=1
-export KEYGRAPH__DATA_DIR=/tmp/audit-data
+export KEYGRAPH__DATA_DIR="$AUDIT_DIR/data"
 export NO_COLOR=1
 
-exec "$KEYGRAPH_BIN" --config "$CONF" router
+exec "$KEYGRAPH_BIN" router
