@@ -200,24 +200,15 @@ impl Identity {
             return Ok(());
         }
         let inserted = async {
-            user::ActiveModel {
-                id: Set(user_id),
-                email: Set(email.display.clone()),
-                email_key: Set(email.key.clone()),
-                display_name: Set(display_name.clone()),
-                email_verified: Set(false),
-                status: Set(STATUS_ACTIVE.into()),
-                created_at: Set(now),
-                updated_at: Set(now),
-            }
-            .insert(&txn)
-            .await?;
-            credential::ActiveModel {
-                user_id: Set(user_id),
-                password_hash: Set(hash),
-                updated_at: Set(now),
-            }
-            .insert(&txn)
+            insert_account(
+                &txn,
+                user_id,
+                &email,
+                display_name.clone(),
+                false,
+                hash,
+                now,
+            )
             .await?;
             insert_email_token(
                 &txn,
@@ -543,25 +534,7 @@ impl Identity {
         let user_id = Uuid::now_v7();
         let txn = self.db.begin().await?;
         let inserted = async {
-            user::ActiveModel {
-                id: Set(user_id),
-                email: Set(email.display.clone()),
-                email_key: Set(email.key.clone()),
-                display_name: Set(display_name),
-                email_verified: Set(true),
-                status: Set(STATUS_ACTIVE.into()),
-                created_at: Set(now),
-                updated_at: Set(now),
-            }
-            .insert(&txn)
-            .await?;
-            credential::ActiveModel {
-                user_id: Set(user_id),
-                password_hash: Set(hash),
-                updated_at: Set(now),
-            }
-            .insert(&txn)
-            .await?;
+            insert_account(&txn, user_id, &email, display_name, true, hash, now).await?;
             AuditEvent::new("identity.user.first_admin_created", "user", user_id)
                 .metadata(json!({ "email": email.display }))
                 .record(&txn, &RequestMeta::default())
@@ -863,6 +836,38 @@ fn escape_like(text: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// A new active account and its password hash (registration, the first administrator).
+async fn insert_account<C: ConnectionTrait>(
+    db: &C,
+    user_id: Uuid,
+    email: &EmailAddress,
+    display_name: String,
+    email_verified: bool,
+    password_hash: String,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    user::ActiveModel {
+        id: Set(user_id),
+        email: Set(email.display.clone()),
+        email_key: Set(email.key.clone()),
+        display_name: Set(display_name),
+        email_verified: Set(email_verified),
+        status: Set(STATUS_ACTIVE.into()),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(db)
+    .await?;
+    credential::ActiveModel {
+        user_id: Set(user_id),
+        password_hash: Set(password_hash),
+        updated_at: Set(now),
+    }
+    .insert(db)
+    .await?;
+    Ok(())
 }
 
 async fn insert_email_token<C: ConnectionTrait>(
