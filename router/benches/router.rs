@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use keygraph_kernel::config::{Config, SubgraphEndpoint};
 use keygraph_kernel::http::Shutdown;
-use keygraph_router::server::{RouterState, keep_supergraph_current, readiness, routes};
 use serde_json::json;
 
 const CLIENTS: usize = 50;
@@ -54,20 +53,8 @@ async fn serve_router(listen: String) -> anyhow::Result<()> {
             )
         })
         .collect();
-    let state = RouterState::new(config.router.clone(), None).map_err(anyhow::Error::msg)?;
     let (_trigger, shutdown) = Shutdown::new();
-    tokio::spawn(keep_supergraph_current(state.clone(), shutdown.clone()));
-    let listener = keygraph_kernel::http::bind("router", config.router.listen).await?;
-    keygraph_kernel::http::serve(
-        "router",
-        listener,
-        routes(state.clone()),
-        &config.http,
-        readiness(state),
-        shutdown,
-    )
-    .await?;
-    Ok(())
+    keygraph_router::server::serve(&config, None, shutdown).await
 }
 
 struct ChildRouter(std::process::Child);

@@ -472,7 +472,8 @@ impl<'r> Execution<'r> {
         if let Some(traceparent) = &forwarded.traceparent {
             request = request.header("traceparent", traceparent);
         }
-        let response = request.send().await.map_err(|e| {
+        // A transport failure: a timeout says so with the limit, anything else as `otherwise`.
+        let transport = |e: reqwest::Error, otherwise: &str| {
             tracing::warn!(service, error = %e, "subgraph request failed");
             if e.is_timeout() {
                 unavailable(format!(
@@ -480,21 +481,18 @@ impl<'r> Execution<'r> {
                     endpoint.timeout.as_secs()
                 ))
             } else {
-                unavailable(format!("subgraph `{service}` is unreachable"))
+                unavailable(format!("subgraph `{service}` {otherwise}"))
             }
-        })?;
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport(e, "is unreachable"))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| {
-            tracing::warn!(service, error = %e, "reading a subgraph response failed");
-            if e.is_timeout() {
-                unavailable(format!(
-                    "subgraph `{service}` did not answer within {}s",
-                    endpoint.timeout.as_secs()
-                ))
-            } else {
-                unavailable(format!("subgraph `{service}` broke off its answer"))
-            }
-        })?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| transport(e, "broke off its answer"))?;
         match serde_json::from_slice::<SubgraphResponse>(&body) {
             Ok(parsed) if parsed.data.is_some() || !parsed.errors.is_empty() => {
                 self.run.client.metrics.record_subgraph(service, true);

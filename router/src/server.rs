@@ -827,8 +827,17 @@ async fn graphiql_asset(axum::extract::Path(asset): axum::extract::Path<String>)
 pub async fn run(config: &Config, internal_token: &str, shutdown: Shutdown) -> anyhow::Result<()> {
     let verifier = TokenVerifier::for_service(&config.tokens, internal_token)
         .map_err(|e| anyhow::anyhow!("router: token keys: {e}"))?;
-    let state =
-        RouterState::new(config.router.clone(), Some(verifier)).map_err(anyhow::Error::msg)?;
+    serve(config, Some(verifier), shutdown).await
+}
+
+/// Serves the router with `verifier` (none: tokens are forwarded unchecked, as in the
+/// benchmark) until `shutdown`.
+pub async fn serve(
+    config: &Config,
+    verifier: Option<TokenVerifier>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let state = RouterState::new(config.router.clone(), verifier).map_err(anyhow::Error::msg)?;
     let listener = keygraph_kernel::http::bind("router", config.router.listen).await?;
     tokio::spawn(keep_supergraph_current(state.clone(), shutdown.clone()));
     keygraph_kernel::http::serve(
