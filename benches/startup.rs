@@ -5,63 +5,28 @@
 //! starts on fresh data (migrations, key generation, the first administrator) and five
 //! restarts on the same data, printed side by side. Target: under 3 s.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const RUNS: usize = 5;
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 async fn start_once(data: &std::path::Path) -> anyhow::Result<Duration> {
-    let ports = [free_port()?, free_port()?, free_port()?, free_port()?];
-    let [router, identity, auth, authz] = ports;
-    let base = |port: u16| format!("http://127.0.0.1:{port}");
-    let env = [
-        ("KEYGRAPH__DATA_DIR", data.display().to_string()),
-        ("KEYGRAPH__LOG__FILTER", "error".into()),
-        (
-            "KEYGRAPH__IDENTITY__FIRST_ADMIN__PASSWORD",
-            "a first admin passphrase 1".into(),
-        ),
-        ("KEYGRAPH__ROUTER__LISTEN", format!("127.0.0.1:{router}")),
-        (
-            "KEYGRAPH__IDENTITY__LISTEN",
-            format!("127.0.0.1:{identity}"),
-        ),
-        ("KEYGRAPH__AUTH__LISTEN", format!("127.0.0.1:{auth}")),
-        ("KEYGRAPH__AUTHZ__LISTEN", format!("127.0.0.1:{authz}")),
-        (
-            "KEYGRAPH__TOKENS__JWKS_URL",
-            format!("{}/.well-known/jwks.json", base(auth)),
-        ),
-        (
-            "KEYGRAPH__TOKENS__REVOCATIONS_URL",
-            format!("{}/internal/revocations", base(auth)),
-        ),
-        ("KEYGRAPH__IDENTITY__AUTH_URL", base(auth)),
-        ("KEYGRAPH__IDENTITY__AUTHZ_URL", base(authz)),
-        ("KEYGRAPH__AUTHZ__IDENTITY_URL", base(identity)),
-        ("KEYGRAPH__AUTH__IDENTITY_URL", base(identity)),
-        ("KEYGRAPH__AUTH__AUTHZ_URL", base(authz)),
-        (
-            "KEYGRAPH__ROUTER__SUBGRAPHS__IDENTITY__URL",
-            format!("{}/graphql", base(identity)),
-        ),
-        (
-            "KEYGRAPH__ROUTER__SUBGRAPHS__AUTH__URL",
-            format!("{}/graphql", base(auth)),
-        ),
-        (
-            "KEYGRAPH__ROUTER__SUBGRAPHS__AUTHZ__URL",
-            format!("{}/graphql", base(authz)),
-        ),
-    ];
+    let (mut env, router) = common::loopback_env(data)?;
+    env.extend(
+        [
+            ("KEYGRAPH__LOG__FILTER", "error"),
+            (
+                "KEYGRAPH__IDENTITY__FIRST_ADMIN__PASSWORD",
+                "a first admin passphrase 1",
+            ),
+        ]
+        .map(|(key, value)| (key.to_owned(), value.to_owned())),
+    );
     let http = reqwest::Client::new();
-    let ready = format!("{}/ready", base(router));
+    let ready = format!("{router}/ready");
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_keygraph"))
         .envs(env)

@@ -2,6 +2,8 @@
 //! one process), spoken to only through the router's one endpoint. On SQLite files, and on
 //! Postgres (one schema per service) when `TEST_DATABASE_URL` is set.
 
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,10 +25,7 @@ fn claims(token: &str) -> Value {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    common::free_port().expect("a free port")
 }
 
 /// A running `keygraph` process, killed when dropped.
@@ -101,66 +100,19 @@ fn spawn(subcommand: Option<&str>, env: &[(String, String)]) -> Child {
 impl Stack {
     async fn start(backend: Backend, topology: Topology) -> Option<Self> {
         let data = tempfile::tempdir().expect("tempdir");
-        let [router, identity, auth, authz] = [free_port(), free_port(), free_port(), free_port()];
-        let base = |port: u16| format!("http://127.0.0.1:{port}");
-        let mut env: Vec<(String, String)> = vec![
-            (
-                "KEYGRAPH__DATA_DIR".into(),
-                data.path().display().to_string(),
-            ),
-            ("KEYGRAPH__LOG__FILTER".into(), "warn".into()),
-            (
-                "KEYGRAPH__ROUTER__LISTEN".into(),
-                format!("127.0.0.1:{router}"),
-            ),
-            ("KEYGRAPH__ROUTER__POLL_INTERVAL_SECS".into(), "0".into()),
-            (
-                "KEYGRAPH__IDENTITY__FIRST_ADMIN__PASSWORD".into(),
-                ADMIN_PASSWORD.into(),
-            ),
-            (
-                "KEYGRAPH__ROUTER__SUBGRAPHS__AUTHZ__TIMEOUT_SECS".into(),
-                "2".into(),
-            ),
-            (
-                "KEYGRAPH__INTERNAL__TOKEN".into(),
-                "e2e-internal-token-0123456789abcdef0123456789".into(),
-            ),
-            (
-                "KEYGRAPH__IDENTITY__LISTEN".into(),
-                format!("127.0.0.1:{identity}"),
-            ),
-            ("KEYGRAPH__AUTH__LISTEN".into(), format!("127.0.0.1:{auth}")),
-            (
-                "KEYGRAPH__AUTHZ__LISTEN".into(),
-                format!("127.0.0.1:{authz}"),
-            ),
-            (
-                "KEYGRAPH__TOKENS__JWKS_URL".into(),
-                format!("{}/.well-known/jwks.json", base(auth)),
-            ),
-            (
-                "KEYGRAPH__TOKENS__REVOCATIONS_URL".into(),
-                format!("{}/internal/revocations", base(auth)),
-            ),
-            ("KEYGRAPH__IDENTITY__AUTH_URL".into(), base(auth)),
-            ("KEYGRAPH__IDENTITY__AUTHZ_URL".into(), base(authz)),
-            ("KEYGRAPH__AUTHZ__IDENTITY_URL".into(), base(identity)),
-            ("KEYGRAPH__AUTH__IDENTITY_URL".into(), base(identity)),
-            ("KEYGRAPH__AUTH__AUTHZ_URL".into(), base(authz)),
-            (
-                "KEYGRAPH__ROUTER__SUBGRAPHS__IDENTITY__URL".into(),
-                format!("{}/graphql", base(identity)),
-            ),
-            (
-                "KEYGRAPH__ROUTER__SUBGRAPHS__AUTH__URL".into(),
-                format!("{}/graphql", base(auth)),
-            ),
-            (
-                "KEYGRAPH__ROUTER__SUBGRAPHS__AUTHZ__URL".into(),
-                format!("{}/graphql", base(authz)),
-            ),
-        ];
+        let (mut env, router) = common::loopback_env(data.path()).expect("free ports");
+        env.extend(
+            [
+                ("KEYGRAPH__LOG__FILTER", "warn"),
+                ("KEYGRAPH__IDENTITY__FIRST_ADMIN__PASSWORD", ADMIN_PASSWORD),
+                ("KEYGRAPH__ROUTER__SUBGRAPHS__AUTHZ__TIMEOUT_SECS", "2"),
+                (
+                    "KEYGRAPH__INTERNAL__TOKEN",
+                    "e2e-internal-token-0123456789abcdef0123456789",
+                ),
+            ]
+            .map(|(key, value)| (key.to_owned(), value.to_owned())),
+        );
         let mut databases = Vec::new();
         let mut roles = Vec::new();
         if backend == Backend::Postgres {
@@ -198,13 +150,13 @@ impl Stack {
         let stack = Self {
             children,
             env,
-            graphql: format!("{}/graphql", base(router)),
+            graphql: format!("{router}/graphql"),
             http: reqwest::Client::new(),
             data,
             _databases: databases,
             roles,
         };
-        let ready = format!("{}/ready", base(router));
+        let ready = format!("{router}/ready");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let up = stack
