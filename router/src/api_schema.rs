@@ -53,6 +53,24 @@ pub struct ValidationLimits {
     pub max_depth: usize,
 }
 
+/// `out` with `field`'s description, deprecation and arguments: for `Field` and
+/// `InterfaceField` alike, which share these builder methods but no trait.
+macro_rules! field_details {
+    ($out:expr, $field:expr) => {{
+        let mut out = $out;
+        if let Some(description) = &$field.description {
+            out = out.description(description);
+        }
+        if let Some(reason) = deprecation(&$field.directives) {
+            out = out.deprecation(Some(&reason));
+        }
+        for argument in &$field.arguments {
+            out = out.argument(input_value(argument));
+        }
+        out
+    }};
+}
+
 /// Builds the executable API schema from the consumer schema.
 pub fn build(
     document: &Document<'static, String>,
@@ -117,7 +135,7 @@ pub fn build(
                         &interface_fields,
                     );
                     let shape = Arc::new(shape_of(&field_type, &kinds));
-                    let mut out_field = if is_root {
+                    let out_field = if is_root {
                         Field::new(&field.name, type_ref(&field_type), move |ctx| {
                             resolve_root(ctx, shape.clone())
                         })
@@ -126,16 +144,7 @@ pub fn build(
                             resolve_field(ctx, &shape)
                         })
                     };
-                    if let Some(description) = &field.description {
-                        out_field = out_field.description(description);
-                    }
-                    if let Some(reason) = deprecation(&field.directives) {
-                        out_field = out_field.deprecation(Some(&reason));
-                    }
-                    for argument in &field.arguments {
-                        out_field = out_field.argument(input_value(argument));
-                    }
-                    out = out.field(out_field);
+                    out = out.field(field_details!(out_field, field));
                 }
                 builder = builder.register(out);
             }
@@ -154,17 +163,8 @@ pub fn build(
                         &interface.implements_interfaces,
                         &interface_fields,
                     );
-                    let mut out_field = InterfaceField::new(&field.name, type_ref(&field_type));
-                    if let Some(description) = &field.description {
-                        out_field = out_field.description(description);
-                    }
-                    if let Some(reason) = deprecation(&field.directives) {
-                        out_field = out_field.deprecation(Some(&reason));
-                    }
-                    for argument in &field.arguments {
-                        out_field = out_field.argument(input_value(argument));
-                    }
-                    out = out.field(out_field);
+                    let out_field = InterfaceField::new(&field.name, type_ref(&field_type));
+                    out = out.field(field_details!(out_field, field));
                 }
                 builder = builder.register(out);
             }
