@@ -104,7 +104,7 @@ pub fn lift_union_conditions(registry: &Registry, document: &mut ExecutableDocum
 fn field_type<'r>(registry: &'r Registry, parent: &str, field: &str) -> Option<&'r str> {
     let meta = registry.types.get(parent)?;
     let ty = &meta.field_by_name(field)?.ty;
-    Some(ty.trim_matches(|c| c == '[' || c == ']' || c == '!'))
+    Some(crate::nulls::named(ty))
 }
 
 fn rewrite(

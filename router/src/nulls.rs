@@ -120,7 +120,8 @@ fn collect_field<'d>(
     }
 }
 
-fn named(ty: &str) -> &str {
+/// `[User!]!` -> `User`.
+pub(crate) fn named(ty: &str) -> &str {
     ty.trim_matches(|c| c == '[' || c == ']' || c == '!')
 }
 

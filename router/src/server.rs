@@ -565,7 +565,7 @@ fn query_value_json(value: &graphql_tools::parser::query::Value<'static, String>
 
 async fn execute(
     state: &RouterState,
-    request: GraphqlRequest,
+    mut request: GraphqlRequest,
     over_get: bool,
     headers: &HeaderMap,
     meta: &RequestMeta,
@@ -590,7 +590,6 @@ async fn execute(
         )
         .into_response();
     };
-    let mut request = request;
     let is_mutation = match check_document(state, &mut request) {
         Ok(is_mutation) => is_mutation,
         Err(refusal) => return refusal.into_response(),
@@ -699,7 +698,8 @@ fn respond(
         .map(reword_null_error)
         .collect();
     let request_error = response.data == async_graphql::Value::Null
-        && outcome_missing(&subgraph_errors, fatal)
+        && subgraph_errors.is_empty()
+        && !fatal
         && !projection_errors.is_empty();
     let mut errors = subgraph_errors;
     errors.extend(projection_errors);
@@ -758,10 +758,6 @@ fn reword_null_error(mut error: Json) -> Json {
         ));
     }
     error
-}
-
-fn outcome_missing(subgraph_errors: &[Json], fatal: bool) -> bool {
-    subgraph_errors.is_empty() && !fatal
 }
 
 #[derive(serde::Serialize)]
