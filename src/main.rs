@@ -36,6 +36,17 @@ enum Command {
         #[arg(long, default_value = "schema/supergraph.graphql")]
         out: PathBuf,
     },
+    /// Print the query plan the router makes for an operation (JSON), without running it.
+    Plan {
+        /// The operation, or `@FILE` to read it from a file.
+        query: String,
+        /// The supergraph to plan against.
+        #[arg(long, default_value = "schema/supergraph.graphql")]
+        supergraph: PathBuf,
+        /// Which operation of the document, when it holds several.
+        #[arg(long)]
+        operation_name: Option<String>,
+    },
     /// Exit 0 when URL answers 2xx within 3 s (a container health check; images have no curl).
     Probe {
         /// e.g. http://127.0.0.1:4001/health/ready
@@ -94,6 +105,31 @@ async fn run() -> anyhow::Result<()> {
                     .with_context(|| format!("cannot write {}", out.display()))?;
                 eprintln!("wrote {}", out.display());
             }
+            Ok(())
+        }
+        Some(Command::Plan {
+            query,
+            supergraph,
+            operation_name,
+        }) => {
+            let query = match query.strip_prefix('@') {
+                Some(file) => std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read the operation from {file}"))?,
+                None => query,
+            };
+            let sdl = std::fs::read_to_string(&supergraph)
+                .with_context(|| format!("cannot read {}", supergraph.display()))?;
+            let options = keygraph_router::plan::GraphOptions {
+                subgraphs: config.router.subgraphs.clone(),
+                plan_cache_size: 1,
+                max_depth: config.router.limits.max_depth,
+            };
+            let graph = keygraph_router::plan::Graph::new(sdl, &options)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", supergraph.display()))?;
+            let plan = graph
+                .plan_json(&query, operation_name.as_deref())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{plan:#}");
             Ok(())
         }
         Some(Command::Router) => {

@@ -45,6 +45,9 @@ struct Possible {
     /// Used when a subgraph's object has no usable `__typename` (none selected, or an
     /// `@interfaceObject` naming the interface): any member serves the interface's fields.
     fallback: Option<String>,
+    /// Every type name of the API schema: a `__typename` outside it names a type hidden
+    /// from clients (`@inaccessible`), and such a value is `null` to them.
+    api_types: Arc<HashSet<String>>,
 }
 
 /// Limits applied by validation.
@@ -250,14 +253,27 @@ fn type_kinds(document: &Document<'static, String>) -> HashMap<String, Kind> {
             _ => {}
         }
     }
+    let api_types: Arc<HashSet<String>> = Arc::new(
+        document
+            .definitions
+            .iter()
+            .filter_map(|d| match d {
+                Definition::TypeDefinition(t) => Some(type_definition_name(t).to_owned()),
+                _ => None,
+            })
+            .collect(),
+    );
     for definition in &document.definitions {
         if let Definition::TypeDefinition(definition) = definition {
+            let abstract_kind = |name: &str, members: &mut HashMap<String, Vec<String>>| {
+                abstract_kind(members, name, api_types.clone())
+            };
             let (name, kind) = match definition {
                 TypeDefinition::Scalar(t) => (&t.name, Kind::Scalar),
                 TypeDefinition::Enum(t) => (&t.name, Kind::Enum),
                 TypeDefinition::Object(t) => (&t.name, Kind::Object),
-                TypeDefinition::Interface(t) => (&t.name, abstract_kind(&mut members, &t.name)),
-                TypeDefinition::Union(t) => (&t.name, abstract_kind(&mut members, &t.name)),
+                TypeDefinition::Interface(t) => (&t.name, abstract_kind(&t.name, &mut members)),
+                TypeDefinition::Union(t) => (&t.name, abstract_kind(&t.name, &mut members)),
                 TypeDefinition::InputObject(t) => (&t.name, Kind::Scalar),
             };
             kinds.insert(name.clone(), kind);
@@ -266,12 +282,28 @@ fn type_kinds(document: &Document<'static, String>) -> HashMap<String, Kind> {
     kinds
 }
 
-fn abstract_kind(members: &mut HashMap<String, Vec<String>>, name: &str) -> Kind {
+fn abstract_kind(
+    members: &mut HashMap<String, Vec<String>>,
+    name: &str,
+    api_types: Arc<HashSet<String>>,
+) -> Kind {
     let list = members.remove(name).unwrap_or_default();
     Kind::Abstract(Arc::new(Possible {
         fallback: list.first().cloned(),
         types: list.into_iter().collect(),
+        api_types,
     }))
+}
+
+fn type_definition_name<'d>(definition: &'d TypeDefinition<'static, String>) -> &'d str {
+    match definition {
+        TypeDefinition::Scalar(t) => &t.name,
+        TypeDefinition::Enum(t) => &t.name,
+        TypeDefinition::Object(t) => &t.name,
+        TypeDefinition::Interface(t) => &t.name,
+        TypeDefinition::Union(t) => &t.name,
+        TypeDefinition::InputObject(t) => &t.name,
+    }
 }
 
 /// Every interface's field types, by interface and field name.
@@ -475,10 +507,11 @@ fn to_field_value<'a>(
         },
         Shape::Object => FieldValue::borrowed_any(value),
         Shape::Abstract(possible) => {
-            let named = value
-                .get("__typename")
-                .and_then(Json::as_str)
-                .filter(|t| possible.types.contains(*t));
+            let typename = value.get("__typename").and_then(Json::as_str);
+            if typename.is_some_and(|t| !possible.api_types.contains(t)) {
+                return Ok(None);
+            }
+            let named = typename.filter(|t| possible.types.contains(*t));
             let Some(type_name) = named.or(possible.fallback.as_deref()) else {
                 return Err(async_graphql::Error::new(
                     "a subgraph answered an object of an abstract type that has no object types",

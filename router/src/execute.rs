@@ -639,18 +639,22 @@ fn project_into(
 ) -> Option<()> {
     for item in &selections.items {
         match item {
+            // In `requires`, the planner writes `alias: name` the other way round from an
+            // operation: `name` is the key in the data (its `_internal_qp_alias_N` when a
+            // required `comments(limit: 3)` sits beside the client's `comments(limit: 1)`),
+            // `alias` the field name the subgraph expects in the representation.
             SelectionItem::Field(field) => {
-                let key = field.alias.as_deref().unwrap_or(&field.name);
-                let child = value.get(key).or_else(|| value.get(&field.name))?;
+                let child = value.get(&field.name)?;
                 let projected = if field.selections.items.is_empty() {
                     child.clone()
                 } else {
                     project(child, &field.selections, graph)?
                 };
-                match (out.get_mut(&field.name), projected) {
+                let key = field.alias.as_deref().unwrap_or(&field.name);
+                match (out.get_mut(key), projected) {
                     (Some(existing), projected) => deep_merge(existing, projected, graph),
                     (None, projected) => {
-                        out.insert(field.name.clone(), projected);
+                        out.insert(key.to_owned(), projected);
                     }
                 }
             }

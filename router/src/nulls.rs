@@ -245,33 +245,42 @@ fn navigate<'v>(mut value: &'v mut Value, steps: &[Step]) -> Option<&'v mut Valu
 
 /// async-graphql answers null for an object whose selection resolved no field (say, only a
 /// fragment on another type); the spec answers `{}`. Where the merged subgraph data has an
-/// object and no error lies at or below the position, the null becomes `{}`.
+/// object and no error lies at or below the position, the null becomes `{}`. An object
+/// whose `__typename` the API schema does not have (an `@inaccessible` type) stays null.
 pub fn restore_empty_objects(
+    registry: &Registry,
     projected: &mut Value,
     source: &serde_json::Value,
     errored: &[Vec<PathSegment>],
 ) {
     let mut path = Vec::new();
-    restore(projected, source, errored, &mut path);
+    restore(registry, projected, source, errored, &mut path);
 }
 
 fn restore(
+    registry: &Registry,
     projected: &mut Value,
     source: &serde_json::Value,
     errored: &[Vec<PathSegment>],
     path: &mut Vec<PathSegment>,
 ) {
     match (projected, source) {
-        (projected @ Value::Null, serde_json::Value::Object(_))
+        (projected @ Value::Null, serde_json::Value::Object(object))
             if !errored.iter().any(|e| e.starts_with(path)) =>
         {
-            *projected = Value::Object(Default::default());
+            let hidden = object
+                .get("__typename")
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|t| !registry.types.contains_key(t));
+            if !hidden {
+                *projected = Value::Object(Default::default());
+            }
         }
         (Value::Object(map), serde_json::Value::Object(fields)) => {
             for (key, value) in map.iter_mut() {
                 if let Some(child) = fields.get(key.as_str()) {
                     path.push(PathSegment::Field(key.to_string()));
-                    restore(value, child, errored, path);
+                    restore(registry, value, child, errored, path);
                     path.pop();
                 }
             }
@@ -279,7 +288,7 @@ fn restore(
         (Value::List(items), serde_json::Value::Array(children)) => {
             for (index, (item, child)) in items.iter_mut().zip(children).enumerate() {
                 path.push(PathSegment::Index(index));
-                restore(item, child, errored, path);
+                restore(registry, item, child, errored, path);
                 path.pop();
             }
         }

@@ -665,7 +665,12 @@ async fn execute(
             .map(|e| e.path.clone())
             .collect();
         if let Some(outcome) = run.finished().filter(|o| !o.fatal) {
-            crate::nulls::restore_empty_objects(&mut response.data, &outcome.data, &errored);
+            crate::nulls::restore_empty_objects(
+                graph.api.registry(),
+                &mut response.data,
+                &outcome.data,
+                &errored,
+            );
         }
         crate::nulls::propagate(
             graph.api.registry(),
