@@ -422,6 +422,11 @@ impl<'r> Execution<'r> {
                 // Key fields missing (e.g. null): this entity cannot be fetched.
                 continue;
             };
+            // No type condition of `requires` matched: the fetch is not for this entity's
+            // type (`... on Admin` over a list of accounts).
+            if representation.as_object().is_some_and(Map::is_empty) {
+                continue;
+            }
             for rewrite in job.input_rewrites.into_iter().flatten() {
                 apply_rewrite(&mut representation, rewrite, graph);
             }
@@ -457,6 +462,8 @@ impl<'r> Execution<'r> {
             )));
         };
         let forwarded = &self.run.forwarded;
+        // Variables hold representations and client input: debug level only.
+        tracing::debug!(service, document, variables = %Json::Object(variables.clone()), "subgraph request");
         let mut request = self
             .run
             .client

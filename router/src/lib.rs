@@ -7,6 +7,7 @@
 //! - [`server`]: the HTTP edge and the task that keeps the supergraph current.
 
 pub mod api_schema;
+pub mod cache;
 pub mod execute;
 pub mod fragments;
 pub mod metrics;

@@ -1,9 +1,9 @@
 //! One composed supergraph, ready to serve: the planner, the API schema, subgraph endpoints and
 //! the plan cache. A recomposition builds a new [`Graph`]; requests in flight keep the old one.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use graphql_tools::parser::schema::{Definition, Document, TypeDefinition};
@@ -19,9 +19,9 @@ use hive_router_query_planner::utils::cancellation::CancellationToken;
 use keygraph_kernel::config::SubgraphEndpoint;
 use keygraph_kernel::token::Principal;
 use serde_json::{Map, Value as Json, json};
-use sha2::{Digest, Sha256};
 
 use crate::api_schema::{self, ValidationLimits};
+use crate::cache::{BoundedCache, operation_key};
 use crate::execute::Endpoint;
 
 /// Timeout for a subgraph named in the supergraph but not in config.
@@ -107,46 +107,6 @@ impl PreparedPlan {
     }
 }
 
-type PlanKey = [u8; 32];
-
-/// Cached plans and their insertion order.
-type PlanEntries = (HashMap<PlanKey, Arc<PreparedPlan>>, VecDeque<PlanKey>);
-
-/// A bounded plan cache; the oldest entry goes first when full.
-struct PlanCache {
-    capacity: usize,
-    entries: Mutex<PlanEntries>,
-}
-
-impl PlanCache {
-    fn get(&self, key: &[u8; 32]) -> Option<Arc<PreparedPlan>> {
-        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries.0.get(key).cloned()
-    }
-
-    fn insert(&self, key: [u8; 32], plan: Arc<PreparedPlan>) {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let (map, order) = &mut *entries;
-        if map.insert(key, plan).is_none() {
-            order.push_back(key);
-            while map.len() > self.capacity {
-                let Some(oldest) = order.pop_front() else {
-                    break;
-                };
-                map.remove(&oldest);
-            }
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .0
-            .len()
-    }
-}
-
 /// A supergraph ready to serve.
 pub struct Graph {
     pub sdl: String,
@@ -154,7 +114,7 @@ pub struct Graph {
     pub api: async_graphql::dynamic::Schema,
     endpoints: HashMap<String, Endpoint>,
     possible_types: HashMap<String, HashSet<String>>,
-    plans: PlanCache,
+    plans: BoundedCache<PreparedPlan>,
 }
 
 impl std::fmt::Debug for Graph {
@@ -216,10 +176,7 @@ impl Graph {
             planner,
             api,
             endpoints,
-            plans: PlanCache {
-                capacity: options.plan_cache_size,
-                entries: Mutex::new((HashMap::new(), VecDeque::new())),
-            },
+            plans: BoundedCache::new(options.plan_cache_size),
         })
     }
 
@@ -252,11 +209,7 @@ impl Graph {
         query: &str,
         operation_name: Option<&str>,
     ) -> Result<Arc<PreparedPlan>, PlanError> {
-        let mut hasher = Sha256::new();
-        hasher.update(operation_name.unwrap_or_default().as_bytes());
-        hasher.update([0]);
-        hasher.update(query.as_bytes());
-        let key: [u8; 32] = hasher.finalize().into();
+        let key = operation_key(query, operation_name);
         if let Some(plan) = self.plans.get(&key) {
             return Ok(plan);
         }
@@ -491,36 +444,5 @@ fn walk_requirements(
             }
             SelectionItem::FragmentSpread(_) => {}
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn plan() -> Arc<PreparedPlan> {
-        Arc::new(PreparedPlan {
-            plan: QueryPlan {
-                kind: "QueryPlan",
-                node: None,
-            },
-            requirements: vec![],
-            variable_defaults: vec![],
-        })
-    }
-
-    #[test]
-    fn the_plan_cache_stays_within_its_size_and_drops_the_oldest() {
-        let cache = PlanCache {
-            capacity: 3,
-            entries: Mutex::new((HashMap::new(), VecDeque::new())),
-        };
-        for i in 0..10u8 {
-            cache.insert([i; 32], plan());
-            assert!(cache.len() <= 3);
-        }
-        assert!(cache.get(&[0; 32]).is_none());
-        assert!(cache.get(&[9; 32]).is_some());
-        assert!(cache.get(&[7; 32]).is_some());
     }
 }

@@ -20,6 +20,7 @@ use keygraph_kernel::token::TokenVerifier;
 use serde_json::{Map, Value as Json, json};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::cache::{BoundedCache, operation_key};
 use crate::execute::{Forwarded, PlanRun};
 use crate::plan::{Graph, GraphOptions};
 use crate::supergraph::{self, SubgraphSdl};
@@ -34,6 +35,16 @@ pub struct RouterState {
     limiter: SlidingWindowLimiter,
     config: RouterConfig,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Documents that passed the edge's limits, by operation: a repeated operation (the
+    /// usual case: apps send the same few) is not parsed again here.
+    checked: BoundedCache<CheckedDocument>,
+}
+
+/// What the edge learnt from a document that passed its limits.
+struct CheckedDocument {
+    is_mutation: bool,
+    /// The selected operation's variable defaults.
+    defaults: Vec<(String, Json)>,
 }
 
 impl RouterState {
@@ -52,6 +63,7 @@ impl RouterState {
                 config.rate_limit.max,
                 Duration::from_secs(config.rate_limit.window_secs),
             ),
+            checked: BoundedCache::new(config.plan_cache_size),
             config,
             metrics: Arc::default(),
         }))
@@ -491,11 +503,36 @@ fn document_aliases(document: &graphql_tools::parser::query::Document<'static, S
         .sum()
 }
 
-/// Checks the edge's limits; answers whether the selected operation is a mutation.
 /// Checks the edge's limits and fills in the operation's variable defaults the client left
 /// out (so `@skip(if: $v)` with `$v: Boolean = true` sees `true` everywhere); answers
 /// whether the selected operation is a mutation.
 fn check_document(state: &RouterState, request: &mut GraphqlRequest) -> Result<bool, Refusal> {
+    let key = operation_key(&request.query, request.operation_name.as_deref());
+    let checked = match state.checked.get(&key) {
+        Some(checked) => checked,
+        None => {
+            let Some(checked) = check_limits(state, request)? else {
+                // Syntax errors are reported by validation, with their location.
+                return Ok(false);
+            };
+            let checked = Arc::new(checked);
+            state.checked.insert(key, checked.clone());
+            checked
+        }
+    };
+    for (name, default) in &checked.defaults {
+        if !request.variables.contains_key(name) {
+            request.variables.insert(name.clone(), default.clone());
+        }
+    }
+    Ok(checked.is_mutation)
+}
+
+/// Parses the document under the edge's limits; `None` when it does not parse.
+fn check_limits(
+    state: &RouterState,
+    request: &GraphqlRequest,
+) -> Result<Option<CheckedDocument>, Refusal> {
     let limits = state.config.limits;
     let document = match graphql_tools::parser::parse_query_with_token_limit::<String>(
         &request.query,
@@ -515,8 +552,7 @@ fn check_document(state: &RouterState, request: &mut GraphqlRequest) -> Result<b
                     "the operation nests braces, brackets or parentheses more than 50 levels deep",
                 ));
             }
-            // Syntax errors are reported by validation, with their location.
-            return Ok(false);
+            return Ok(None);
         }
     };
     let aliases = document_aliases(&document);
@@ -533,16 +569,14 @@ fn check_document(state: &RouterState, request: &mut GraphqlRequest) -> Result<b
         Some(OperationDefinition::Subscription(s)) => s.variable_definitions.as_slice(),
         Some(OperationDefinition::SelectionSet(_)) | None => &[],
     };
-    for definition in definitions {
-        if let Some(default) = &definition.default_value
-            && !request.variables.contains_key(&definition.name)
-        {
-            request
-                .variables
-                .insert(definition.name.clone(), query_value_json(default));
-        }
-    }
-    Ok(matches!(operation, Some(OperationDefinition::Mutation(_))))
+    let defaults = definitions
+        .iter()
+        .filter_map(|d| Some((d.name.clone(), query_value_json(d.default_value.as_ref()?))))
+        .collect();
+    Ok(Some(CheckedDocument {
+        is_mutation: matches!(operation, Some(OperationDefinition::Mutation(_))),
+        defaults,
+    }))
 }
 
 fn query_value_json(value: &graphql_tools::parser::query::Value<'static, String>) -> Json {
