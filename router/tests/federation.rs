@@ -103,6 +103,46 @@ async fn unions_and_interfaces_resolve_by_typename() {
 }
 
 #[tokio::test]
+async fn an_entity_fetch_under_a_type_condition_asks_only_for_that_type() {
+    let fed = Federation::start().await;
+    // `rating` lives in reviews, for movies only: the books in the list get no call.
+    let response = fed
+        .query(
+            "{ media { ... on Movie { title rating } ... on Book { title } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        response,
+        json!({ "data": { "media": [{ "title": "Dune" }, { "title": "Alien", "rating": 5 }] } })
+    );
+    let representations = fed.subgraphs["reviews"].last_variables()["representations"].clone();
+    assert_eq!(
+        representations,
+        json!([{ "__typename": "Movie", "id": "m1" }])
+    );
+}
+
+#[tokio::test]
+async fn requires_of_a_field_with_arguments_gets_its_own_value_beside_the_clients() {
+    let fed = Federation::start().await;
+    // inventory requires `priceIn(currency: "EUR")`; the client asks for the USD price.
+    let response = fed
+        .query(
+            r#"{ topProducts(first: 2) { upc priceIn(currency: "USD") shippingEstimateEur } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        response,
+        json!({ "data": { "topProducts": [
+            { "upc": "1", "priceIn": 899, "shippingEstimateEur": 17 },
+            { "upc": "2", "priceIn": 1299, "shippingEstimateEur": 25 }
+        ] } })
+    );
+}
+
+#[tokio::test]
 async fn subgraph_errors_keep_client_paths_and_nulls_propagate() {
     let fed = Federation::start().await;
     // Root fetch: accounts fails `nickname` (String!) for user 2; the nullable list item goes null.

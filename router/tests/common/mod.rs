@@ -75,6 +75,7 @@ impl AccountsQuery {
 // ---------- products ----------
 
 #[derive(SimpleObject, Clone)]
+#[graphql(complex)]
 pub struct Product {
     pub upc: String,
     pub name: String,
@@ -83,6 +84,19 @@ pub struct Product {
     /// Needs a scope at the router.
     #[graphql(requires_scopes = "billing.read")]
     pub cost: i32,
+}
+
+#[ComplexObject]
+impl Product {
+    /// The price in a currency: a field with an argument, which inventory requires with
+    /// another argument than clients use.
+    async fn price_in(&self, currency: String) -> async_graphql::Result<i32> {
+        match currency.as_str() {
+            "USD" => Ok(self.price),
+            "EUR" => Ok(self.price * 2),
+            other => Err(format!("unknown currency {other}").into()),
+        }
+    }
 }
 
 fn products() -> Vec<Product> {
@@ -119,6 +133,7 @@ pub struct Book {
 
 #[derive(SimpleObject, Clone)]
 pub struct Movie {
+    pub id: async_graphql::ID,
     pub title: String,
     pub minutes: i32,
 }
@@ -150,6 +165,7 @@ impl ProductsQuery {
                 pages: 412,
             }),
             Media::Movie(Movie {
+                id: "m1".into(),
                 title: "Alien".into(),
                 minutes: 117,
             }),
@@ -158,6 +174,7 @@ impl ProductsQuery {
     async fn titled(&self) -> Vec<Titled> {
         vec![
             Titled::Movie(Movie {
+                id: "m2".into(),
                 title: "Heat".into(),
                 minutes: 170,
             }),
@@ -170,6 +187,17 @@ impl ProductsQuery {
     #[graphql(entity)]
     async fn find_product(&self, upc: String) -> Option<Product> {
         products().into_iter().find(|p| p.upc == upc)
+    }
+    #[graphql(entity)]
+    async fn find_movie(&self, id: async_graphql::ID) -> Option<Movie> {
+        let movie = |id: &str, title: &str, minutes| Movie {
+            id: id.into(),
+            title: title.into(),
+            minutes,
+        };
+        [movie("m1", "Alien", 117), movie("m2", "Heat", 170)]
+            .into_iter()
+            .find(|m| m.id == id)
     }
 }
 
@@ -229,10 +257,24 @@ pub struct InventoryProduct {
     #[graphql(external)]
     pub weight: Option<i32>,
     pub in_stock: Option<bool>,
+    /// `priceIn(currency: "EUR")`, from the representation.
+    #[graphql(skip)]
+    pub price_in_eur: Option<i32>,
 }
 
 #[ComplexObject]
 impl InventoryProduct {
+    #[graphql(external)]
+    async fn price_in(&self, currency: String) -> Option<i32> {
+        (currency == "EUR").then_some(self.price_in_eur).flatten()
+    }
+    /// Needs the EUR price while clients may ask for the USD one: the planner aliases the
+    /// required field apart from the client's.
+    // async-graphql prints this string into the SDL unescaped: escape the quotes here.
+    #[graphql(requires = "priceIn(currency: \\\"EUR\\\")")]
+    async fn shipping_estimate_eur(&self) -> Option<i32> {
+        Some(self.price_in_eur? / 100)
+    }
     #[graphql(requires = "price weight")]
     async fn shipping_estimate(&self) -> Option<i32> {
         let (price, weight) = (self.price?, self.weight?);
@@ -250,12 +292,14 @@ impl InventoryQuery {
         #[graphql(key)] upc: String,
         price: Option<i32>,
         weight: Option<i32>,
+        price_in: Option<i32>,
     ) -> InventoryProduct {
         InventoryProduct {
             in_stock: Some(upc != "2"),
             upc,
             price,
             weight,
+            price_in_eur: price_in,
         }
     }
 }
@@ -305,6 +349,14 @@ impl ReviewProduct {
     }
 }
 
+/// Movies are entities of products; reviews adds their rating.
+#[derive(SimpleObject, Clone)]
+#[graphql(name = "Movie")]
+pub struct ReviewMovie {
+    pub id: async_graphql::ID,
+    pub rating: i32,
+}
+
 fn review(id: &str, body: &str, user: (&str, &str), upc: &str) -> Review {
     Review {
         id: id.into(),
@@ -344,6 +396,11 @@ impl ReviewsQuery {
     async fn find_product(&self, upc: String) -> ReviewProduct {
         ReviewProduct { upc }
     }
+    #[graphql(entity)]
+    async fn find_movie(&self, id: async_graphql::ID) -> ReviewMovie {
+        let rating = if id == "m1" { 5 } else { 4 };
+        ReviewMovie { id, rating }
+    }
 }
 
 // ---------- serving ----------
@@ -378,6 +435,7 @@ struct Served {
     mode: Arc<AtomicU8>,
     requests: Arc<std::sync::atomic::AtomicUsize>,
     last_headers: Arc<std::sync::Mutex<axum::http::HeaderMap>>,
+    last_variables: Arc<std::sync::Mutex<Value>>,
 }
 
 async fn handle(
@@ -391,6 +449,11 @@ async fn handle(
         .last_headers
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = headers;
+    *served
+        .last_variables
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+        serde_json::to_value(&request.variables).unwrap_or_default();
     match served.mode.load(Ordering::SeqCst) {
         FAILING => return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down").into_response(),
         HANGING => tokio::time::sleep(Duration::from_secs(30)).await,
@@ -412,6 +475,7 @@ pub struct Subgraph {
     pub requests: Arc<std::sync::atomic::AtomicUsize>,
     /// The headers of the last request this subgraph received.
     pub last_headers: Arc<std::sync::Mutex<axum::http::HeaderMap>>,
+    last_variables: Arc<std::sync::Mutex<Value>>,
 }
 
 async fn serve<Q>(query: Q) -> Subgraph
@@ -423,6 +487,7 @@ where
         mode: Arc::new(AtomicU8::new(UP)),
         requests: Arc::default(),
         last_headers: Arc::default(),
+        last_variables: Arc::default(),
     };
     let listener = TestServer::listener().await;
     let url = format!("{}/graphql", TestServer::base_of(&listener));
@@ -432,6 +497,7 @@ where
         mode: served.mode.clone(),
         requests: served.requests.clone(),
         last_headers: served.last_headers.clone(),
+        last_variables: served.last_variables.clone(),
     };
     let app = axum::Router::new()
         .route("/graphql", post(handle))
@@ -441,6 +507,14 @@ where
 }
 
 impl Subgraph {
+    /// The variables of the last request this subgraph received.
+    pub fn last_variables(&self) -> Value {
+        self.last_variables
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Serves another schema from now on (a deploy of the subgraph).
     pub fn replace<Q>(&self, query: Q)
     where
