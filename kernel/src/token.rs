@@ -3,14 +3,17 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, RwLock as SyncRwLock, Weak},
+    sync::{
+        Arc, RwLock as SyncRwLock, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Mutex, RwLock};
+use tokio::sync::{Mutex, RwLock, watch};
 use uuid::Uuid;
 
 use crate::config::TokenConfig;
@@ -102,7 +105,15 @@ pub enum TokenError {
     KeysUnavailable,
     #[error("the session of this access token has ended (signed out or revoked); sign in again")]
     Revoked,
+    #[error(
+        "ended sessions cannot be checked yet (the list from auth has not arrived); try again shortly"
+    )]
+    RevocationsUnavailable,
 }
+
+/// How long a token with a session waits for a verifier's first list of ended sessions
+/// before it is refused (only just after start, or while auth has never been reachable).
+const FIRST_REVOCATIONS_WAIT: Duration = Duration::from_secs(3);
 
 /// Verifies access tokens. Cheap to clone.
 #[derive(Clone)]
@@ -116,6 +127,11 @@ struct VerifierInner {
     jwks: Option<JwksSource>,
     /// Sessions that have ended, as last fetched from auth (see [`TokenVerifier::watch_revocations`]).
     revoked: SyncRwLock<HashSet<Uuid>>,
+    /// Whether ended sessions are watched; until the first list arrives
+    /// (`revocations_loaded`), a token with a session is not accepted: a restarted service
+    /// must not take a signed-out session's token it would have refused before.
+    revocations_watched: AtomicBool,
+    revocations_loaded: watch::Sender<bool>,
 }
 
 struct JwksSource {
@@ -180,6 +196,8 @@ impl TokenVerifier {
                 static_keys,
                 jwks,
                 revoked: SyncRwLock::default(),
+                revocations_watched: AtomicBool::new(false),
+                revocations_loaded: watch::Sender::new(false),
             }),
         })
     }
@@ -227,10 +245,11 @@ impl TokenVerifier {
             .map(Uuid::parse_str)
             .transpose()
             .map_err(|_| TokenError::InvalidClaims("`sid` is not a session id".into()))?;
-        if let Some(session) = session_id
-            && self.is_revoked(session)
-        {
-            return Err(TokenError::Revoked);
+        if let Some(session) = session_id {
+            self.revocations_ready().await?;
+            if self.is_revoked(session) {
+                return Err(TokenError::Revoked);
+            }
         }
         Ok(Principal {
             user_id,
@@ -241,24 +260,44 @@ impl TokenVerifier {
         })
     }
 
+    /// Waits (a bounded time) for the first list of ended sessions when they are watched.
+    async fn revocations_ready(&self) -> Result<(), TokenError> {
+        if !self.inner.revocations_watched.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut loaded = self.inner.revocations_loaded.subscribe();
+        match tokio::time::timeout(FIRST_REVOCATIONS_WAIT, loaded.wait_for(|l| *l)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(TokenError::RevocationsUnavailable),
+        }
+    }
+
     fn is_revoked(&self, session: Uuid) -> bool {
+        // A poisoned list refuses rather than lets a revoked session through.
         self.inner
             .revoked
             .read()
             .map(|revoked| revoked.contains(&session))
-            .unwrap_or(false)
+            .unwrap_or(true)
     }
 
     /// Replaces the set of ended sessions whose tokens are refused.
     pub fn set_revoked(&self, sessions: HashSet<Uuid>) {
-        if let Ok(mut revoked) = self.inner.revoked.write() {
-            *revoked = sessions;
-        }
+        let mut revoked = self
+            .inner
+            .revoked
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *revoked = sessions;
+        drop(revoked);
+        self.inner.revocations_loaded.send_replace(true);
     }
 
     /// Fetches the ended sessions from `url` (auth's `/internal/revocations`) every `every`,
     /// so their tokens are refused here within that time, without a call per request. Stops
-    /// when the verifier is dropped. If auth cannot be reached, the last list stays in force.
+    /// when the verifier is dropped. If auth cannot be reached, the last list stays in force;
+    /// until a first list has arrived, tokens with a session are refused (after a short wait)
+    /// and auth is asked again sooner, backing off from 100 ms to `every`.
     pub fn watch_revocations(
         &self,
         url: &str,
@@ -271,23 +310,45 @@ impl TokenVerifier {
         }
         let client = crate::internal::InternalClient::new(url, internal_token)
             .map_err(|e| KeyConfigError::Client(e.to_string()))?;
+        self.inner
+            .revocations_watched
+            .store(true, Ordering::Release);
         let weak: Weak<VerifierInner> = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
+            let mut first_retry = Duration::from_millis(100).min(every);
+            let mut failures = 0u32;
             loop {
                 let fetched = client.get_json::<Revocations>("").await;
                 let Some(inner) = weak.upgrade() else { return };
+                let loaded = *inner.revocations_loaded.borrow();
+                // Before the first list, failures are expected while auth starts: say so
+                // once it has taken a few seconds (and now and then after), not on every
+                // early retry.
+                let say = loaded || failures % 20 == 5;
                 match fetched {
                     Ok(Some(list)) => {
+                        failures = 0;
                         TokenVerifier { inner }.set_revoked(list.sessions.into_iter().collect())
                     }
                     Ok(None) => {
-                        tracing::warn!("the revocation list is not found; keeping the last one")
+                        failures += 1;
+                        if say {
+                            tracing::warn!("the revocation list is not found; keeping the last one")
+                        }
                     }
                     Err(err) => {
-                        tracing::warn!(error = %err, "cannot fetch revoked sessions; keeping the last list")
+                        failures += 1;
+                        if say {
+                            tracing::warn!(error = %err, "cannot fetch revoked sessions; keeping the last list")
+                        }
                     }
                 }
-                tokio::time::sleep(every).await;
+                if loaded || failures == 0 {
+                    tokio::time::sleep(every).await;
+                } else {
+                    tokio::time::sleep(first_retry).await;
+                    first_retry = (first_retry * 2).min(every);
+                }
             }
         });
         Ok(())

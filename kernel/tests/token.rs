@@ -2,7 +2,7 @@
 
 use std::sync::{
     Arc, Mutex,
-    atomic::{AtomicUsize, Ordering},
+    atomic::{AtomicBool, AtomicUsize, Ordering},
 };
 
 use axum::{Json, Router, extract::State, routing::get};
@@ -346,5 +346,62 @@ async fn an_unreachable_jwks_reports_keys_unavailable() {
             .await
             .expect_err("down"),
         TokenError::KeysUnavailable
+    );
+}
+
+/// Auth's list of ended sessions: 503 until `up`, then `revoked`.
+async fn revocations_endpoint(up: Arc<AtomicBool>, revoked: Uuid) -> String {
+    let app = Router::new().route(
+        "/internal/revocations",
+        get(move || {
+            let up = up.load(Ordering::SeqCst);
+            async move {
+                if up {
+                    Ok(Json(json!({ "sessions": [revoked] })))
+                } else {
+                    Err(axum::http::StatusCode::SERVICE_UNAVAILABLE)
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "http://{}/internal/revocations",
+        listener.local_addr().expect("addr")
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test]
+async fn session_tokens_wait_for_the_first_list_of_ended_sessions() {
+    let signer = TestSigner::default();
+    let verifier = TokenVerifier::from_config(&signer.token_config()).expect("verifier");
+    let up = Arc::new(AtomicBool::new(false));
+    let revoked = Uuid::now_v7();
+    let url = revocations_endpoint(up.clone(), revoked).await;
+    verifier
+        .watch_revocations(&url, "internal", std::time::Duration::from_secs(30))
+        .expect("watch");
+    let user = Uuid::now_v7();
+    let live = signer.token(user, &[]);
+    let mut claims = signer.claims(user, &[]);
+    claims.sid = Some(revoked.to_string());
+    let ended = signer.sign(&claims);
+
+    // A restarted service that cannot tell which sessions ended takes none of them.
+    assert_eq!(
+        verifier.verify(&live).await.expect_err("no list yet"),
+        TokenError::RevocationsUnavailable
+    );
+    // Once auth answers (asked again within seconds, not after the 30 s poll), the list
+    // decides.
+    up.store(true, Ordering::SeqCst);
+    verifier.verify(&live).await.expect("a live session");
+    assert_eq!(
+        verifier.verify(&ended).await.expect_err("ended"),
+        TokenError::Revoked
     );
 }
