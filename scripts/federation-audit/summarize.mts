@@ -5,13 +5,16 @@
 // Run with the audit's tsx:  tsx summarize.mts <logs-dir>
 import { readdirSync, readFileSync, writeFileSync, createWriteStream } from "node:fs";
 import { spawn } from "node:child_process";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 
 const logsDir = process.argv[2];
 const AUDIT_DIR = process.env.AUDIT_DIR ?? "target/federation-audit";
 const AUDIT_PORT = Number(process.env.AUDIT_PORT ?? 4200);
 const GATEWAY_PORT = Number(process.env.GATEWAY_PORT ?? 4100);
 const EXPLAIN = process.env.EXPLAIN !== "0";
+// gateway.sh sits beside this script, not in the audit's work directory.
+const GATEWAY_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), "gateway.sh");
 
 type Failure = { name: string; index: number; error: string };
 type Suite = { id: string; passed: number; failures: Failure[]; healthFailed: boolean };
@@ -78,7 +81,7 @@ async function explain() {
   const server = await serve(AUDIT_PORT);
   for (const s of failing) {
     const log = createWriteStream(join(logsDir, `${s.id}-replay-gateway.log`));
-    const gw = spawn("sh", [join(AUDIT_DIR, "gateway.sh"), s.id], { cwd: AUDIT_DIR, stdio: ["ignore", "pipe", "pipe"] });
+    const gw = spawn("sh", [GATEWAY_SCRIPT, s.id], { cwd: AUDIT_DIR, stdio: ["ignore", "pipe", "pipe"] });
     gw.stdout.pipe(log);
     gw.stderr.pipe(log);
     const exited = new Promise<void>((r) => gw.once("exit", () => r()));
