@@ -74,11 +74,17 @@ macro_rules! field_details {
     }};
 }
 
-/// Builds the executable API schema from the consumer schema.
+/// Object fields declared with their interface's type although the schema narrows it
+/// (`Book.similar: Book` for `Product.similar: Product`): type -> field -> the real type.
+pub type Narrowed = HashMap<String, HashMap<String, String>>;
+
+/// Builds the executable API schema from the consumer schema, and names the fields it had to
+/// declare with a wider type than the schema's (see [`covariant_type`]).
 pub fn build(
     document: &Document<'static, String>,
     limits: ValidationLimits,
-) -> Result<Schema, String> {
+) -> Result<(Schema, Narrowed), String> {
+    let mut narrowed = Narrowed::new();
     let kinds = type_kinds(document);
     let interface_fields = interface_fields(document);
     let (query, mutation, subscription) = root_names(document);
@@ -137,6 +143,12 @@ pub fn build(
                         &object.implements_interfaces,
                         &interface_fields,
                     );
+                    if named_type(&field_type) != named_type(&field.field_type) {
+                        narrowed
+                            .entry(object.name.clone())
+                            .or_default()
+                            .insert(field.name.clone(), named_type(&field.field_type).to_owned());
+                    }
                     let shape = Arc::new(shape_of(&field_type, &kinds));
                     let out_field = if is_root {
                         Field::new(&field.name, type_ref(&field_type), move |ctx| {
@@ -166,6 +178,12 @@ pub fn build(
                         &interface.implements_interfaces,
                         &interface_fields,
                     );
+                    if named_type(&field_type) != named_type(&field.field_type) {
+                        narrowed
+                            .entry(interface.name.clone())
+                            .or_default()
+                            .insert(field.name.clone(), named_type(&field.field_type).to_owned());
+                    }
                     let out_field = InterfaceField::new(&field.name, type_ref(&field_type));
                     out = out.field(field_details!(out_field, field));
                 }
@@ -216,7 +234,8 @@ pub fn build(
             }
         }
     }
-    builder.finish().map_err(|e| e.to_string())
+    let schema = builder.finish().map_err(|e| e.to_string())?;
+    Ok((schema, narrowed))
 }
 
 #[derive(Clone)]
@@ -344,7 +363,9 @@ fn with_named(ty: &AstType<'static, String>, name: &str) -> AstType<'static, Str
 /// GraphQL lets a field narrow the type of the interface field it implements (`Book.similar:
 /// [Book]` for `Product.similar: [Product]`); async-graphql's schema check wants the same
 /// named type. Such a field is declared with the interface's named type (and its own list and
-/// non-null wrappers); values still resolve to their concrete types by `__typename`.
+/// non-null wrappers); values still resolve to their concrete types by `__typename`, and
+/// the client's selections below it are wrapped in a fragment on the real type before
+/// validation (`fragments::rewrite_for_validation`), so fields only it has stay valid.
 fn covariant_type(
     ty: &AstType<'static, String>,
     field: &str,

@@ -1,26 +1,45 @@
-//! Fragments on union types, where the value is of that union.
+//! Two rewrites of the client's document before validation and execution, each for a gap
+//! in async-graphql's dynamic schema. Positions are kept, so errors point at the client's text.
 //!
-//! async-graphql's dynamic executor matches a fragment's type condition against the object's
-//! own name and its interfaces, never a union, so `search { ...Result }` with
-//! `fragment Result on SearchResult { ... on Book { title } }` would select nothing. Where
-//! the parent type *is* that union, the condition always holds: the fragment is rewritten as
-//! one without a condition (a spread is inlined, keeping its position), before validation and
-//! execution. Nothing else in the document changes.
+//! - **Fragments on a union, where the value is of that union.** async-graphql's dynamic
+//!   executor matches a fragment's type condition against the object's own name and its
+//!   interfaces, never a union, so `search { ...Result }` with
+//!   `fragment Result on SearchResult { ... on Book { title } }` would select nothing. Where
+//!   the parent type *is* that union, the condition always holds: the fragment is rewritten
+//!   as one without a condition (a spread is inlined).
+//! - **Narrowed fields.** A field declared wider than the schema says (`Book.similar` as
+//!   `Product` for `Book`, see `api_schema::covariant_type`) gets its selections wrapped in
+//!   `... on Book { … }`: what the schema allows below it stays valid, and every value there
+//!   is a `Book` anyway.
+//!
+//! Nothing else in the document changes.
 
 use std::collections::HashSet;
 
 use async_graphql::parser::types::{
-    DocumentOperations, ExecutableDocument, InlineFragment, Selection, SelectionSet,
+    DocumentOperations, ExecutableDocument, InlineFragment, Selection, SelectionSet, TypeCondition,
 };
 use async_graphql::registry::{MetaType, Registry};
 use async_graphql::{Name, Positioned};
+
+use crate::api_schema::Narrowed;
 
 fn is_union(registry: &Registry, name: &str) -> bool {
     matches!(registry.types.get(name), Some(MetaType::Union { .. }))
 }
 
-/// Whether the document has any fragment on a union (most do not; they are left untouched).
-pub fn has_union_conditions(registry: &Registry, document: &ExecutableDocument) -> bool {
+/// Whether the document needs a rewrite: a fragment on a union, or (when the schema has
+/// narrowed fields at all) possibly a narrowed field. Most documents do not and are left
+/// untouched.
+pub fn needs_rewrite(
+    registry: &Registry,
+    narrowed: &Narrowed,
+    document: &ExecutableDocument,
+) -> bool {
+    !narrowed.is_empty() || has_union_conditions(registry, document)
+}
+
+fn has_union_conditions(registry: &Registry, document: &ExecutableDocument) -> bool {
     fn walk(registry: &Registry, set: &SelectionSet) -> bool {
         set.items.iter().any(|item| match &item.node {
             Selection::Field(field) => walk(registry, &field.node.selection_set.node),
@@ -48,8 +67,13 @@ pub fn has_union_conditions(registry: &Registry, document: &ExecutableDocument) 
 }
 
 /// Rewrites fragments on a union `U` whose parent type is `U` into fragments without a
-/// condition; named fragments used only that way are inlined and then dropped.
-pub fn lift_union_conditions(registry: &Registry, document: &mut ExecutableDocument) {
+/// condition (named fragments used only that way are inlined and then dropped), and wraps
+/// the selections of narrowed fields in a fragment on their real type.
+pub fn rewrite_for_validation(
+    registry: &Registry,
+    narrowed: &Narrowed,
+    document: &mut ExecutableDocument,
+) {
     let fragments = document.fragments.clone();
     let mut inlined = HashSet::new();
     let roots = [
@@ -67,6 +91,7 @@ pub fn lift_union_conditions(registry: &Registry, document: &mut ExecutableDocum
         if let Some(root) = root {
             rewrite(
                 registry,
+                narrowed,
                 &fragments,
                 &root,
                 &mut op.node.selection_set.node,
@@ -87,6 +112,7 @@ pub fn lift_union_conditions(registry: &Registry, document: &mut ExecutableDocum
         let parent = fragment.node.type_condition.node.on.node.to_string();
         rewrite(
             registry,
+            narrowed,
             &fragments,
             &parent,
             &mut fragment.node.selection_set.node,
@@ -109,6 +135,7 @@ fn field_type<'r>(registry: &'r Registry, parent: &str, field: &str) -> Option<&
 
 fn rewrite(
     registry: &Registry,
+    narrowed: &Narrowed,
     fragments: &std::collections::HashMap<
         Name,
         Positioned<async_graphql::parser::types::FragmentDefinition>,
@@ -124,10 +151,34 @@ fn rewrite(
     for item in &mut set.items {
         let replacement = match &mut item.node {
             Selection::Field(field) => {
-                if let Some(ty) = field_type(registry, parent, field.node.name.node.as_str()) {
+                let name = field.node.name.node.as_str();
+                let real = narrowed.get(parent).and_then(|fields| fields.get(name));
+                let set = &mut field.node.selection_set;
+                if let Some(real) = real
+                    && !set.node.items.is_empty()
+                {
+                    let items = std::mem::take(&mut set.node.items);
+                    let inner = SelectionSet { items };
+                    let fragment = InlineFragment {
+                        type_condition: Some(Positioned::new(
+                            TypeCondition {
+                                on: Positioned::new(Name::new(real), set.pos),
+                            },
+                            set.pos,
+                        )),
+                        directives: Vec::new(),
+                        selection_set: Positioned::new(inner, set.pos),
+                    };
+                    set.node.items = vec![Positioned::new(
+                        Selection::InlineFragment(Positioned::new(fragment, set.pos)),
+                        set.pos,
+                    )];
+                }
+                if let Some(ty) = field_type(registry, parent, name) {
                     let ty = ty.to_owned();
                     rewrite(
                         registry,
+                        narrowed,
                         fragments,
                         &ty,
                         &mut field.node.selection_set.node,
@@ -149,6 +200,7 @@ fn rewrite(
                 let inner = condition.unwrap_or_else(|| parent.to_owned());
                 rewrite(
                     registry,
+                    narrowed,
                     fragments,
                     &inner,
                     &mut fragment.node.selection_set.node,
@@ -168,6 +220,7 @@ fn rewrite(
                         let mut selection_set = definition.node.selection_set.clone();
                         rewrite(
                             registry,
+                            narrowed,
                             fragments,
                             parent,
                             &mut selection_set.node,

@@ -112,6 +112,8 @@ pub struct Graph {
     pub sdl: String,
     planner: Planner,
     pub api: async_graphql::dynamic::Schema,
+    /// Fields the API schema declares wider than the supergraph does (see `api_schema`).
+    pub narrowed: api_schema::Narrowed,
     endpoints: HashMap<String, Endpoint>,
     possible_types: HashMap<String, HashSet<String>>,
     plans: BoundedCache<PreparedPlan>,
@@ -146,7 +148,7 @@ impl Graph {
             "the query planner rejected the supergraph (it has no Query type?)".to_owned()
         })?
         .map_err(|e| format!("the query planner rejected the supergraph: {e}"))?;
-        let api = api_schema::build(
+        let (api, narrowed) = api_schema::build(
             &planner.consumer_schema.document,
             ValidationLimits {
                 max_depth: options.max_depth,
@@ -175,6 +177,7 @@ impl Graph {
             sdl,
             planner,
             api,
+            narrowed,
             endpoints,
             plans: BoundedCache::new(options.plan_cache_size),
         })

@@ -680,13 +680,13 @@ async fn execute(
     if let Some(name) = request.operation_name {
         gql = gql.operation_name(name);
     }
-    // Fragments on a union, where the value is that union: see fragments.rs.
+    // Rewrites for gaps in async-graphql (fragments on unions, narrowed fields): fragments.rs.
     let registry = graph.api.registry();
     if let Ok(document) = gql.parsed_query()
-        && crate::fragments::has_union_conditions(registry, document)
+        && crate::fragments::needs_rewrite(registry, &graph.narrowed, document)
     {
         let mut document = document.clone();
-        crate::fragments::lift_union_conditions(registry, &mut document);
+        crate::fragments::rewrite_for_validation(registry, &graph.narrowed, &mut document);
         gql.set_parsed_query(document);
     }
     let run = Arc::new(run);
