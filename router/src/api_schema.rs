@@ -143,13 +143,16 @@ pub fn build(
                         &object.implements_interfaces,
                         &interface_fields,
                     );
-                    if named_type(&field_type) != named_type(&field.field_type) {
+                    let declared = named_type(&field_type);
+                    let shape = if declared == named_type(&field.field_type) {
+                        Arc::new(shape_of(&field_type, &kinds))
+                    } else {
                         narrowed
                             .entry(object.name.clone())
                             .or_default()
                             .insert(field.name.clone(), named_type(&field.field_type).to_owned());
-                    }
-                    let shape = Arc::new(shape_of(&field_type, &kinds));
+                        Arc::new(narrowed_shape(&field.field_type, declared, &kinds))
+                    };
                     let out_field = if is_root {
                         Field::new(&field.name, type_ref(&field_type), move |ctx| {
                             resolve_root(ctx, shape.clone())
@@ -415,6 +418,30 @@ fn shape_of(ty: &AstType<'static, String>, kinds: &HashMap<String, Kind>) -> Sha
             Some(Kind::Object) => Shape::Object,
             Some(Kind::Abstract(possible)) => Shape::Abstract(possible.clone()),
             Some(Kind::Scalar) | None => Shape::Scalar,
+        },
+    }
+}
+
+/// The shape of a narrowed field (declared as `declared`, an interface): its values are
+/// always of its real object type, and resolve as that type even when the subgraph's answer
+/// has no `__typename` (the planner asks for none where the supergraph type is concrete).
+fn narrowed_shape(
+    ty: &AstType<'static, String>,
+    declared: &str,
+    kinds: &HashMap<String, Kind>,
+) -> Shape {
+    match ty {
+        AstType::NonNullType(inner) => narrowed_shape(inner, declared, kinds),
+        AstType::ListType(inner) => Shape::List(Box::new(narrowed_shape(inner, declared, kinds))),
+        AstType::NamedType(real) => match (kinds.get(real), kinds.get(declared)) {
+            (Some(Kind::Object), Some(Kind::Abstract(possible))) => {
+                Shape::Abstract(Arc::new(Possible {
+                    types: HashSet::from([real.clone()]),
+                    fallback: Some(real.clone()),
+                    api_types: possible.api_types.clone(),
+                }))
+            }
+            _ => shape_of(ty, kinds),
         },
     }
 }

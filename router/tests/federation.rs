@@ -103,6 +103,25 @@ async fn unions_and_interfaces_resolve_by_typename() {
 }
 
 #[tokio::test]
+async fn fields_of_a_narrowed_interface_field_type_are_valid_below_it() {
+    let fed = Federation::start().await;
+    // `Book.sequel: Book!` narrows `Titled.sequel: Titled!`: `pages` is a Book field.
+    let response = fed
+        .query(
+            "{ titled { ... on Book { sequel { title pages } } ... on Movie { sequel { minutes } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        response,
+        json!({ "data": { "titled": [
+            { "sequel": { "minutes": 170 } },
+            { "sequel": { "title": "Emma II", "pages": 237 } }
+        ] } })
+    );
+}
+
+#[tokio::test]
 async fn an_entity_fetch_under_a_type_condition_asks_only_for_that_type() {
     let fed = Federation::start().await;
     // `rating` lives in reviews, for movies only: the books in the list get no call.

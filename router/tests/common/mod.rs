@@ -126,16 +126,40 @@ fn products() -> Vec<Product> {
 }
 
 #[derive(SimpleObject, Clone)]
+#[graphql(complex)]
 pub struct Book {
     pub title: String,
     pub pages: i32,
 }
 
+/// `sequel` narrows `Titled.sequel: Titled!` to each type's own (a covariant field).
+#[ComplexObject]
+impl Book {
+    async fn sequel(&self, _ctx: &async_graphql::Context<'_>) -> Book {
+        Book {
+            title: format!("{} II", self.title),
+            pages: self.pages / 2,
+        }
+    }
+}
+
 #[derive(SimpleObject, Clone)]
+#[graphql(complex)]
 pub struct Movie {
     pub id: async_graphql::ID,
     pub title: String,
     pub minutes: i32,
+}
+
+#[ComplexObject]
+impl Movie {
+    async fn sequel(&self, _ctx: &async_graphql::Context<'_>) -> Movie {
+        Movie {
+            id: self.id.clone(),
+            title: format!("{} 2", self.title),
+            minutes: self.minutes,
+        }
+    }
 }
 
 #[derive(Union, Clone)]
@@ -145,7 +169,10 @@ pub enum Media {
 }
 
 #[derive(Interface, Clone)]
-#[graphql(field(name = "title", ty = "&String"))]
+#[graphql(
+    field(name = "title", ty = "&String"),
+    field(name = "sequel", ty = "Titled")
+)]
 pub enum Titled {
     Book(Book),
     Movie(Movie),
