@@ -119,11 +119,7 @@ async fn run() -> anyhow::Result<()> {
             };
             let sdl = std::fs::read_to_string(&supergraph)
                 .with_context(|| format!("cannot read {}", supergraph.display()))?;
-            let options = keygraph_router::plan::GraphOptions {
-                subgraphs: config.router.subgraphs.clone(),
-                plan_cache_size: 1,
-                max_depth: config.router.limits.max_depth,
-            };
+            let options = keygraph_router::plan::GraphOptions::from(&config.router);
             let graph = keygraph_router::plan::Graph::new(sdl, &options)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", supergraph.display()))?;
             let plan = graph

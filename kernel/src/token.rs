@@ -3,10 +3,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{
-        Arc, RwLock as SyncRwLock, Weak,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, RwLock as SyncRwLock, Weak},
     time::{Duration, Instant},
 };
 
@@ -127,11 +124,10 @@ struct VerifierInner {
     jwks: Option<JwksSource>,
     /// Sessions that have ended, as last fetched from auth (see [`TokenVerifier::watch_revocations`]).
     revoked: SyncRwLock<HashSet<Uuid>>,
-    /// Whether ended sessions are watched; until the first list arrives
-    /// (`revocations_loaded`), a token with a session is not accepted: a restarted service
-    /// must not take a signed-out session's token it would have refused before.
-    revocations_watched: AtomicBool,
-    revocations_loaded: watch::Sender<bool>,
+    /// False from when ended sessions are watched until their first list arrives: meanwhile
+    /// a token with a session is not accepted, so a restarted service does not take a
+    /// signed-out session's token it would have refused before.
+    revocations_ready: watch::Sender<bool>,
 }
 
 struct JwksSource {
@@ -196,8 +192,7 @@ impl TokenVerifier {
                 static_keys,
                 jwks,
                 revoked: SyncRwLock::default(),
-                revocations_watched: AtomicBool::new(false),
-                revocations_loaded: watch::Sender::new(false),
+                revocations_ready: watch::Sender::new(true),
             }),
         })
     }
@@ -262,11 +257,11 @@ impl TokenVerifier {
 
     /// Waits (a bounded time) for the first list of ended sessions when they are watched.
     async fn revocations_ready(&self) -> Result<(), TokenError> {
-        if !self.inner.revocations_watched.load(Ordering::Acquire) {
+        if *self.inner.revocations_ready.borrow() {
             return Ok(());
         }
-        let mut loaded = self.inner.revocations_loaded.subscribe();
-        match tokio::time::timeout(FIRST_REVOCATIONS_WAIT, loaded.wait_for(|l| *l)).await {
+        let mut ready = self.inner.revocations_ready.subscribe();
+        match tokio::time::timeout(FIRST_REVOCATIONS_WAIT, ready.wait_for(|r| *r)).await {
             Ok(Ok(_)) => Ok(()),
             _ => Err(TokenError::RevocationsUnavailable),
         }
@@ -290,7 +285,7 @@ impl TokenVerifier {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *revoked = sessions;
         drop(revoked);
-        self.inner.revocations_loaded.send_replace(true);
+        self.inner.revocations_ready.send_replace(true);
     }
 
     /// Fetches the ended sessions from `url` (auth's `/internal/revocations`) every `every`,
@@ -310,9 +305,7 @@ impl TokenVerifier {
         }
         let client = crate::internal::InternalClient::new(url, internal_token)
             .map_err(|e| KeyConfigError::Client(e.to_string()))?;
-        self.inner
-            .revocations_watched
-            .store(true, Ordering::Release);
+        self.inner.revocations_ready.send_replace(false);
         let weak: Weak<VerifierInner> = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             let mut first_retry = Duration::from_millis(100).min(every);
@@ -320,7 +313,7 @@ impl TokenVerifier {
             loop {
                 let fetched = client.get_json::<Revocations>("").await;
                 let Some(inner) = weak.upgrade() else { return };
-                let loaded = *inner.revocations_loaded.borrow();
+                let loaded = *inner.revocations_ready.borrow();
                 // Before the first list, failures are expected while auth starts: say so
                 // once it has taken a few seconds (and now and then after), not on every
                 // early retry.

@@ -18,9 +18,11 @@ use async_graphql::dynamic::{
     Enum, EnumItem, Field, FieldFuture, FieldValue, InputObject, InputValue, Interface,
     InterfaceField, Object, ResolverContext, Scalar, Schema, TypeRef, Union,
 };
+use async_graphql::registry::Registry;
 use async_graphql::{Name, Value as GqlValue};
 use graphql_tools::parser::schema::{
-    Definition, Directive, Document, Type as AstType, TypeDefinition, Value as AstValue,
+    Definition, Directive, Document, Field as FieldDefinition, Type as AstType, TypeDefinition,
+    Value as AstValue,
 };
 use serde_json::Value as Json;
 
@@ -45,9 +47,6 @@ struct Possible {
     /// Used when a subgraph's object has no usable `__typename` (none selected, or an
     /// `@interfaceObject` naming the interface): any member serves the interface's fields.
     fallback: Option<String>,
-    /// Every type name of the API schema: a `__typename` outside it names a type hidden
-    /// from clients (`@inaccessible`), and such a value is `null` to them.
-    api_types: Arc<HashSet<String>>,
 }
 
 /// Limits applied by validation.
@@ -138,19 +137,16 @@ pub fn build(
                         continue;
                     }
                     let field_type = covariant_type(
-                        &field.field_type,
-                        &field.name,
+                        &object.name,
+                        field,
                         &object.implements_interfaces,
                         &interface_fields,
+                        &mut narrowed,
                     );
                     let declared = named_type(&field_type);
                     let shape = if declared == named_type(&field.field_type) {
                         Arc::new(shape_of(&field_type, &kinds))
                     } else {
-                        narrowed
-                            .entry(object.name.clone())
-                            .or_default()
-                            .insert(field.name.clone(), named_type(&field.field_type).to_owned());
                         Arc::new(narrowed_shape(&field.field_type, declared, &kinds))
                     };
                     let out_field = if is_root {
@@ -176,17 +172,12 @@ pub fn build(
                 }
                 for field in &interface.fields {
                     let field_type = covariant_type(
-                        &field.field_type,
-                        &field.name,
+                        &interface.name,
+                        field,
                         &interface.implements_interfaces,
                         &interface_fields,
+                        &mut narrowed,
                     );
-                    if named_type(&field_type) != named_type(&field.field_type) {
-                        narrowed
-                            .entry(interface.name.clone())
-                            .or_default()
-                            .insert(field.name.clone(), named_type(&field.field_type).to_owned());
-                    }
                     let out_field = InterfaceField::new(&field.name, type_ref(&field_type));
                     out = out.field(field_details!(out_field, field));
                 }
@@ -275,27 +266,14 @@ fn type_kinds(document: &Document<'static, String>) -> HashMap<String, Kind> {
             _ => {}
         }
     }
-    let api_types: Arc<HashSet<String>> = Arc::new(
-        document
-            .definitions
-            .iter()
-            .filter_map(|d| match d {
-                Definition::TypeDefinition(t) => Some(type_definition_name(t).to_owned()),
-                _ => None,
-            })
-            .collect(),
-    );
     for definition in &document.definitions {
         if let Definition::TypeDefinition(definition) = definition {
-            let abstract_kind = |name: &str, members: &mut HashMap<String, Vec<String>>| {
-                abstract_kind(members, name, api_types.clone())
-            };
             let (name, kind) = match definition {
                 TypeDefinition::Scalar(t) => (&t.name, Kind::Scalar),
                 TypeDefinition::Enum(t) => (&t.name, Kind::Enum),
                 TypeDefinition::Object(t) => (&t.name, Kind::Object),
-                TypeDefinition::Interface(t) => (&t.name, abstract_kind(&t.name, &mut members)),
-                TypeDefinition::Union(t) => (&t.name, abstract_kind(&t.name, &mut members)),
+                TypeDefinition::Interface(t) => (&t.name, abstract_kind(&mut members, &t.name)),
+                TypeDefinition::Union(t) => (&t.name, abstract_kind(&mut members, &t.name)),
                 TypeDefinition::InputObject(t) => (&t.name, Kind::Scalar),
             };
             kinds.insert(name.clone(), kind);
@@ -304,28 +282,18 @@ fn type_kinds(document: &Document<'static, String>) -> HashMap<String, Kind> {
     kinds
 }
 
-fn abstract_kind(
-    members: &mut HashMap<String, Vec<String>>,
-    name: &str,
-    api_types: Arc<HashSet<String>>,
-) -> Kind {
+fn abstract_kind(members: &mut HashMap<String, Vec<String>>, name: &str) -> Kind {
     let list = members.remove(name).unwrap_or_default();
     Kind::Abstract(Arc::new(Possible {
         fallback: list.first().cloned(),
         types: list.into_iter().collect(),
-        api_types,
     }))
 }
 
-fn type_definition_name<'d>(definition: &'d TypeDefinition<'static, String>) -> &'d str {
-    match definition {
-        TypeDefinition::Scalar(t) => &t.name,
-        TypeDefinition::Enum(t) => &t.name,
-        TypeDefinition::Object(t) => &t.name,
-        TypeDefinition::Interface(t) => &t.name,
-        TypeDefinition::Union(t) => &t.name,
-        TypeDefinition::InputObject(t) => &t.name,
-    }
+/// Whether `typename` (a subgraph's `__typename`) names a type clients cannot see: one
+/// that is not in the API schema (`@inaccessible`). Such a value is `null` to them.
+pub(crate) fn is_hidden_type(registry: &Registry, typename: &str) -> bool {
+    !registry.types.contains_key(typename)
 }
 
 /// Every interface's field types, by interface and field name.
@@ -369,16 +337,25 @@ fn with_named(ty: &AstType<'static, String>, name: &str) -> AstType<'static, Str
 /// non-null wrappers); values still resolve to their concrete types by `__typename`, and
 /// the client's selections below it are wrapped in a fragment on the real type before
 /// validation (`fragments::rewrite_for_validation`), so fields only it has stay valid.
+/// Such fields of `owner` are recorded in `narrowed`.
 fn covariant_type(
-    ty: &AstType<'static, String>,
-    field: &str,
+    owner: &str,
+    field: &FieldDefinition<'static, String>,
     implements: &[String],
     interface_fields: &HashMap<String, HashMap<String, AstType<'static, String>>>,
+    narrowed: &mut Narrowed,
 ) -> AstType<'static, String> {
+    let ty = &field.field_type;
     for interface in implements {
-        if let Some(interface_type) = interface_fields.get(interface).and_then(|f| f.get(field))
+        if let Some(interface_type) = interface_fields
+            .get(interface)
+            .and_then(|f| f.get(&field.name))
             && named_type(interface_type) != named_type(ty)
         {
+            narrowed
+                .entry(owner.to_owned())
+                .or_default()
+                .insert(field.name.clone(), named_type(ty).to_owned());
             return with_named(ty, named_type(interface_type));
         }
     }
@@ -434,13 +411,10 @@ fn narrowed_shape(
         AstType::NonNullType(inner) => narrowed_shape(inner, declared, kinds),
         AstType::ListType(inner) => Shape::List(Box::new(narrowed_shape(inner, declared, kinds))),
         AstType::NamedType(real) => match (kinds.get(real), kinds.get(declared)) {
-            (Some(Kind::Object), Some(Kind::Abstract(possible))) => {
-                Shape::Abstract(Arc::new(Possible {
-                    types: HashSet::from([real.clone()]),
-                    fallback: Some(real.clone()),
-                    api_types: possible.api_types.clone(),
-                }))
-            }
+            (Some(Kind::Object), Some(Kind::Abstract(_))) => Shape::Abstract(Arc::new(Possible {
+                types: HashSet::from([real.clone()]),
+                fallback: Some(real.clone()),
+            })),
             _ => shape_of(ty, kinds),
         },
     }
@@ -518,7 +492,7 @@ fn resolve_root(ctx: ResolverContext<'_>, shape: Arc<Shape>) -> FieldFuture<'_> 
         let outcome = run.outcome().await;
         let key = response_key(&ctx);
         let value = outcome.data.as_object().and_then(|data| data.get(key));
-        to_field_value(value, &shape)
+        to_field_value(&ctx.ctx.schema_env.registry, value, &shape)
     })
 }
 
@@ -528,13 +502,14 @@ fn resolve_field<'a>(ctx: ResolverContext<'a>, shape: &Shape) -> FieldFuture<'a>
         .parent_value
         .downcast_ref::<Json>()
         .and_then(|parent| parent.get(key));
-    match to_field_value(value, shape) {
+    match to_field_value(&ctx.ctx.schema_env.registry, value, shape) {
         Ok(value) => FieldFuture::Value(value),
         Err(err) => FieldFuture::new(async move { Err::<Option<FieldValue<'_>>, _>(err) }),
     }
 }
 
 fn to_field_value<'a>(
+    registry: &Registry,
     value: Option<&'a Json>,
     shape: &Shape,
 ) -> async_graphql::Result<Option<FieldValue<'a>>> {
@@ -556,7 +531,7 @@ fn to_field_value<'a>(
         Shape::Object => FieldValue::borrowed_any(value),
         Shape::Abstract(possible) => {
             let typename = value.get("__typename").and_then(Json::as_str);
-            if typename.is_some_and(|t| !possible.api_types.contains(t)) {
+            if typename.is_some_and(|t| is_hidden_type(registry, t)) {
                 return Ok(None);
             }
             let named = typename.filter(|t| possible.types.contains(*t));
@@ -576,7 +551,7 @@ fn to_field_value<'a>(
             };
             let mut out = Vec::with_capacity(items.len());
             for item in items {
-                out.push(to_field_value(Some(item), inner)?.unwrap_or(FieldValue::NULL));
+                out.push(to_field_value(registry, Some(item), inner)?.unwrap_or(FieldValue::NULL));
             }
             FieldValue::list(out)
         }

@@ -271,7 +271,7 @@ fn restore(
             let hidden = object
                 .get("__typename")
                 .and_then(serde_json::Value::as_str)
-                .is_some_and(|t| !registry.types.contains_key(t));
+                .is_some_and(|t| crate::api_schema::is_hidden_type(registry, t));
             if !hidden {
                 *projected = Value::Object(Default::default());
             }

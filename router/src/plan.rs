@@ -16,7 +16,7 @@ use hive_router_query_planner::planner::plan_nodes::QueryPlan;
 use hive_router_query_planner::planner::{Planner, QueryPlannerOptions};
 use hive_router_query_planner::state::supergraph_state::{SupergraphDefinition, SupergraphState};
 use hive_router_query_planner::utils::cancellation::CancellationToken;
-use keygraph_kernel::config::SubgraphEndpoint;
+use keygraph_kernel::config::{RouterConfig, SubgraphEndpoint};
 use keygraph_kernel::token::Principal;
 use serde_json::{Map, Value as Json, json};
 
@@ -133,6 +133,16 @@ pub struct GraphOptions {
     pub subgraphs: BTreeMap<String, SubgraphEndpoint>,
     pub plan_cache_size: usize,
     pub max_depth: usize,
+}
+
+impl From<&RouterConfig> for GraphOptions {
+    fn from(config: &RouterConfig) -> Self {
+        Self {
+            subgraphs: config.subgraphs.clone(),
+            plan_cache_size: config.plan_cache_size,
+            max_depth: config.limits.max_depth,
+        }
+    }
 }
 
 impl Graph {

@@ -78,11 +78,7 @@ impl RouterState {
     }
 
     fn options(&self) -> GraphOptions {
-        GraphOptions {
-            subgraphs: self.config.subgraphs.clone(),
-            plan_cache_size: self.config.plan_cache_size,
-            max_depth: self.config.limits.max_depth,
-        }
+        GraphOptions::from(&self.config)
     }
 
     /// Serves `sdl` from now on, if it builds; the graph served so far stays otherwise.

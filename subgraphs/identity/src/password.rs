@@ -124,7 +124,7 @@ pub fn verify_blocking(password: &[u8], stored: &PasswordHash<'_>) -> Result<boo
     let mut out = vec![0u8; expected.len()];
     ARGON2_MEMORY.with_borrow_mut(|memory| {
         memory.resize(params.block_count(), Block::new());
-        Argon2::new(algorithm, version, params.clone())
+        Argon2::new(algorithm, version, params)
             .hash_password_into_with_memory(password, salt, &mut out, &mut memory[..])
             .map_err(|e| fail(&e))
     })?;
