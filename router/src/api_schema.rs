@@ -1,58 +1,70 @@
-//! The API schema (what clients see) as an executable async-graphql schema.
+//! The API schema (what clients see) as an async-graphql schema, for introspection.
 //!
 //! The planner's consumer schema (the supergraph without `@inaccessible` members and federation
-//! internals) is turned into an `async_graphql::dynamic::Schema`. That schema does three jobs for
-//! the router: it parses and validates operations and coerces variables (spec-worded errors with
-//! locations), it answers introspection, and it projects the merged subgraph data onto the
-//! client's selection — aliases, fragments, `__typename`, `@skip`/`@include` and null
-//! propagation as the GraphQL spec words them.
-//!
-//! Its resolvers never fetch anything: root fields await the plan run of the request (see
-//! [`crate::execute::PlanRun`]) and every other field reads its response key from the parent's
-//! JSON.
+//! internals) is turned into an `async_graphql::dynamic::Schema`, which answers the `__schema`
+//! and `__type` root fields of an operation ([`introspect`]). Everything else an operation asks
+//! is validated by [`crate::operation`], fetched by [`crate::execute`] and projected by
+//! [`crate::project`]; this schema's own field resolvers never run.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::HashMap;
 
+use async_graphql::ValidationMode;
 use async_graphql::dynamic::{
-    Enum, EnumItem, Field, FieldFuture, FieldValue, InputObject, InputValue, Interface,
-    InterfaceField, Object, ResolverContext, Scalar, Schema, TypeRef, Union,
+    Enum, EnumItem, Field, FieldFuture, InputObject, InputValue, Interface, InterfaceField, Object,
+    Scalar, Schema, TypeRef, Union,
 };
-use async_graphql::registry::Registry;
+use async_graphql::parser::types::{DocumentOperations, Selection};
 use async_graphql::{Name, Value as GqlValue};
 use graphql_tools::parser::schema::{
     Definition, Directive, Document, Field as FieldDefinition, Type as AstType, TypeDefinition,
     Value as AstValue,
 };
-use serde_json::Value as Json;
+use serde_json::{Map, Value as Json};
 
-use crate::execute::PlanRun;
+use crate::types::named_type;
 
 const BUILT_IN_SCALARS: [&str; 5] = ["Int", "Float", "String", "Boolean", "ID"];
 
-/// How a field's JSON value becomes a resolver result.
-#[derive(Debug)]
-enum Shape {
-    Scalar,
-    Enum,
-    Object,
-    Abstract(Arc<Possible>),
-    List(Box<Shape>),
-}
-
-/// The object types an interface or union may resolve to.
-#[derive(Debug, Default)]
-struct Possible {
-    types: HashSet<String>,
-    /// Used when a subgraph's object has no usable `__typename` (none selected, or an
-    /// `@interfaceObject` naming the interface): any member serves the interface's fields.
-    fallback: Option<String>,
-}
-
-/// Limits applied by validation.
-#[derive(Debug, Clone, Copy)]
-pub struct ValidationLimits {
-    pub max_depth: usize,
+/// Answers the `__schema` and `__type` root fields of the operation `operation_name` selects
+/// in `query` (validated already), by response key, with the errors of answering them.
+pub async fn introspect(
+    schema: &Schema,
+    query: &str,
+    operation_name: Option<&str>,
+    variables: &Map<String, Json>,
+) -> (Map<String, Json>, Vec<Json>) {
+    let mut request = async_graphql::Request::new(query).variables(
+        async_graphql::Variables::from_json(Json::Object(variables.clone())),
+    );
+    if let Some(name) = operation_name {
+        request = request.operation_name(name);
+    }
+    let mut document = match request.parsed_query() {
+        Ok(document) => document.clone(),
+        Err(err) => return (Map::new(), serde_json::to_value(err).into_iter().collect()),
+    };
+    let operations: Vec<_> = match &mut document.operations {
+        DocumentOperations::Single(operation) => vec![operation],
+        DocumentOperations::Multiple(operations) => operations.values_mut().collect(),
+    };
+    for operation in operations {
+        operation.node.selection_set.node.items.retain(|item| {
+            matches!(&item.node, Selection::Field(f)
+                if f.node.name.node == "__schema" || f.node.name.node == "__type")
+        });
+    }
+    request.set_parsed_query(document);
+    let response = schema.execute(request).await;
+    let errors = response
+        .errors
+        .iter()
+        .filter_map(|e| serde_json::to_value(e).ok())
+        .collect();
+    let answers = match response.data.into_json() {
+        Ok(Json::Object(answers)) => answers,
+        _ => Map::new(),
+    };
+    (answers, errors)
 }
 
 /// `out` with `field`'s description, deprecation and arguments: for `Field` and
@@ -73,30 +85,14 @@ macro_rules! field_details {
     }};
 }
 
-/// Object fields declared with their interface's type although the schema narrows it
-/// (`Book.similar: Book` for `Product.similar: Product`): type -> field -> the real type.
-pub type Narrowed = HashMap<String, HashMap<String, String>>;
-
-/// Builds the executable API schema from the consumer schema, and names the fields it had to
-/// declare with a wider type than the schema's (see [`covariant_type`]).
-pub fn build(
-    document: &Document<'static, String>,
-    limits: ValidationLimits,
-) -> Result<(Schema, Narrowed), String> {
-    let mut narrowed = Narrowed::new();
-    let kinds = type_kinds(document);
+/// Builds the introspection schema from the consumer schema.
+pub fn build(document: &Document<'static, String>) -> Result<Schema, String> {
     let interface_fields = interface_fields(document);
     let (query, mutation, subscription) = root_names(document);
-    let roots: HashSet<&str> = [
-        Some(query.as_str()),
-        mutation.as_deref(),
-        subscription.as_deref(),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    // Operations were validated already (`crate::operation`); what reaches this schema is
+    // only their introspection fields.
     let mut builder =
-        Schema::build(&query, mutation.as_deref(), None).limit_depth(limits.max_depth);
+        Schema::build(&query, mutation.as_deref(), None).validation_mode(ValidationMode::Fast);
     for definition in &document.definitions {
         let Definition::TypeDefinition(definition) = definition else {
             continue;
@@ -124,7 +120,6 @@ pub fn build(
                     // Subscriptions are not served by this router.
                     continue;
                 }
-                let is_root = roots.contains(object.name.as_str());
                 let mut out = Object::new(&object.name);
                 if let Some(description) = &object.description {
                     out = out.description(description);
@@ -136,28 +131,11 @@ pub fn build(
                     if field.name.starts_with("__") {
                         continue;
                     }
-                    let field_type = covariant_type(
-                        &object.name,
-                        field,
-                        &object.implements_interfaces,
-                        &interface_fields,
-                        &mut narrowed,
-                    );
-                    let declared = named_type(&field_type);
-                    let shape = if declared == named_type(&field.field_type) {
-                        Arc::new(shape_of(&field_type, &kinds))
-                    } else {
-                        Arc::new(narrowed_shape(&field.field_type, declared, &kinds))
-                    };
-                    let out_field = if is_root {
-                        Field::new(&field.name, type_ref(&field_type), move |ctx| {
-                            resolve_root(ctx, shape.clone())
-                        })
-                    } else {
-                        Field::new(&field.name, type_ref(&field_type), move |ctx| {
-                            resolve_field(ctx, &shape)
-                        })
-                    };
+                    let field_type =
+                        covariant_type(field, &object.implements_interfaces, &interface_fields);
+                    let out_field = Field::new(&field.name, type_ref(&field_type), |_| {
+                        FieldFuture::Value(None)
+                    });
                     out = out.field(field_details!(out_field, field));
                 }
                 builder = builder.register(out);
@@ -171,13 +149,8 @@ pub fn build(
                     out = out.implement(parent);
                 }
                 for field in &interface.fields {
-                    let field_type = covariant_type(
-                        &interface.name,
-                        field,
-                        &interface.implements_interfaces,
-                        &interface_fields,
-                        &mut narrowed,
-                    );
+                    let field_type =
+                        covariant_type(field, &interface.implements_interfaces, &interface_fields);
                     let out_field = InterfaceField::new(&field.name, type_ref(&field_type));
                     out = out.field(field_details!(out_field, field));
                 }
@@ -228,72 +201,7 @@ pub fn build(
             }
         }
     }
-    let schema = builder.finish().map_err(|e| e.to_string())?;
-    Ok((schema, narrowed))
-}
-
-#[derive(Clone)]
-enum Kind {
-    Scalar,
-    Enum,
-    Object,
-    Abstract(Arc<Possible>),
-}
-
-fn type_kinds(document: &Document<'static, String>) -> HashMap<String, Kind> {
-    let mut kinds: HashMap<String, Kind> = BUILT_IN_SCALARS
-        .iter()
-        .map(|name| ((*name).to_owned(), Kind::Scalar))
-        .collect();
-    // Members of each interface and union, in document order.
-    let mut members: HashMap<String, Vec<String>> = HashMap::new();
-    for definition in &document.definitions {
-        match definition {
-            Definition::TypeDefinition(TypeDefinition::Object(object)) => {
-                for interface in &object.implements_interfaces {
-                    members
-                        .entry(interface.clone())
-                        .or_default()
-                        .push(object.name.clone());
-                }
-            }
-            Definition::TypeDefinition(TypeDefinition::Union(union)) => {
-                members
-                    .entry(union.name.clone())
-                    .or_default()
-                    .extend(union.types.iter().cloned());
-            }
-            _ => {}
-        }
-    }
-    for definition in &document.definitions {
-        if let Definition::TypeDefinition(definition) = definition {
-            let (name, kind) = match definition {
-                TypeDefinition::Scalar(t) => (&t.name, Kind::Scalar),
-                TypeDefinition::Enum(t) => (&t.name, Kind::Enum),
-                TypeDefinition::Object(t) => (&t.name, Kind::Object),
-                TypeDefinition::Interface(t) => (&t.name, abstract_kind(&mut members, &t.name)),
-                TypeDefinition::Union(t) => (&t.name, abstract_kind(&mut members, &t.name)),
-                TypeDefinition::InputObject(t) => (&t.name, Kind::Scalar),
-            };
-            kinds.insert(name.clone(), kind);
-        }
-    }
-    kinds
-}
-
-fn abstract_kind(members: &mut HashMap<String, Vec<String>>, name: &str) -> Kind {
-    let list = members.remove(name).unwrap_or_default();
-    Kind::Abstract(Arc::new(Possible {
-        fallback: list.first().cloned(),
-        types: list.into_iter().collect(),
-    }))
-}
-
-/// Whether `typename` (a subgraph's `__typename`) names a type clients cannot see: one
-/// that is not in the API schema (`@inaccessible`). Such a value is `null` to them.
-pub(crate) fn is_hidden_type(registry: &Registry, typename: &str) -> bool {
-    !registry.types.contains_key(typename)
+    builder.finish().map_err(|e| e.to_string())
 }
 
 /// Every interface's field types, by interface and field name.
@@ -316,13 +224,6 @@ fn interface_fields(
         .collect()
 }
 
-fn named_type<'t>(ty: &'t AstType<'static, String>) -> &'t str {
-    match ty {
-        AstType::NamedType(name) => name,
-        AstType::ListType(inner) | AstType::NonNullType(inner) => named_type(inner),
-    }
-}
-
 fn with_named(ty: &AstType<'static, String>, name: &str) -> AstType<'static, String> {
     match ty {
         AstType::NamedType(_) => AstType::NamedType(name.to_owned()),
@@ -334,16 +235,12 @@ fn with_named(ty: &AstType<'static, String>, name: &str) -> AstType<'static, Str
 /// GraphQL lets a field narrow the type of the interface field it implements (`Book.similar:
 /// [Book]` for `Product.similar: [Product]`); async-graphql's schema check wants the same
 /// named type. Such a field is declared with the interface's named type (and its own list and
-/// non-null wrappers); values still resolve to their concrete types by `__typename`, and
-/// the client's selections below it are wrapped in a fragment on the real type before
-/// validation (`fragments::rewrite_for_validation`), so fields only it has stay valid.
-/// Such fields of `owner` are recorded in `narrowed`.
+/// non-null wrappers). Only introspection sees this; validation and projection use the
+/// schema's own types.
 fn covariant_type(
-    owner: &str,
     field: &FieldDefinition<'static, String>,
     implements: &[String],
     interface_fields: &HashMap<String, HashMap<String, AstType<'static, String>>>,
-    narrowed: &mut Narrowed,
 ) -> AstType<'static, String> {
     let ty = &field.field_type;
     for interface in implements {
@@ -352,10 +249,6 @@ fn covariant_type(
             .and_then(|f| f.get(&field.name))
             && named_type(interface_type) != named_type(ty)
         {
-            narrowed
-                .entry(owner.to_owned())
-                .or_default()
-                .insert(field.name.clone(), named_type(ty).to_owned());
             return with_named(ty, named_type(interface_type));
         }
     }
@@ -383,40 +276,6 @@ fn root_names(document: &Document<'static, String>) -> (String, Option<String>, 
             defined("Mutation").then(|| "Mutation".into()),
             defined("Subscription").then(|| "Subscription".into()),
         ),
-    }
-}
-
-fn shape_of(ty: &AstType<'static, String>, kinds: &HashMap<String, Kind>) -> Shape {
-    match ty {
-        AstType::NonNullType(inner) => shape_of(inner, kinds),
-        AstType::ListType(inner) => Shape::List(Box::new(shape_of(inner, kinds))),
-        AstType::NamedType(name) => match kinds.get(name) {
-            Some(Kind::Enum) => Shape::Enum,
-            Some(Kind::Object) => Shape::Object,
-            Some(Kind::Abstract(possible)) => Shape::Abstract(possible.clone()),
-            Some(Kind::Scalar) | None => Shape::Scalar,
-        },
-    }
-}
-
-/// The shape of a narrowed field (declared as `declared`, an interface): its values are
-/// always of its real object type, and resolve as that type even when the subgraph's answer
-/// has no `__typename` (the planner asks for none where the supergraph type is concrete).
-fn narrowed_shape(
-    ty: &AstType<'static, String>,
-    declared: &str,
-    kinds: &HashMap<String, Kind>,
-) -> Shape {
-    match ty {
-        AstType::NonNullType(inner) => narrowed_shape(inner, declared, kinds),
-        AstType::ListType(inner) => Shape::List(Box::new(narrowed_shape(inner, declared, kinds))),
-        AstType::NamedType(real) => match (kinds.get(real), kinds.get(declared)) {
-            (Some(Kind::Object), Some(Kind::Abstract(_))) => Shape::Abstract(Arc::new(Possible {
-                types: HashSet::from([real.clone()]),
-                fallback: Some(real.clone()),
-            })),
-            _ => shape_of(ty, kinds),
-        },
     }
 }
 
@@ -480,91 +339,4 @@ fn deprecation(directives: &[Directive<'static, String>]) -> Option<String> {
         string_argument(directives, "deprecated", "reason")
             .unwrap_or_else(|| "No longer supported".to_owned())
     })
-}
-
-fn response_key<'a>(ctx: &ResolverContext<'a>) -> &'a str {
-    ctx.ctx.item.node.response_key().node.as_str()
-}
-
-fn resolve_root(ctx: ResolverContext<'_>, shape: Arc<Shape>) -> FieldFuture<'_> {
-    FieldFuture::new(async move {
-        let run = ctx.ctx.data::<Arc<PlanRun>>()?;
-        let outcome = run.outcome().await;
-        let key = response_key(&ctx);
-        let value = outcome.data.as_object().and_then(|data| data.get(key));
-        to_field_value(&ctx.ctx.schema_env.registry, value, &shape)
-    })
-}
-
-fn resolve_field<'a>(ctx: ResolverContext<'a>, shape: &Shape) -> FieldFuture<'a> {
-    let key = response_key(&ctx);
-    let value = ctx
-        .parent_value
-        .downcast_ref::<Json>()
-        .and_then(|parent| parent.get(key));
-    match to_field_value(&ctx.ctx.schema_env.registry, value, shape) {
-        Ok(value) => FieldFuture::Value(value),
-        Err(err) => FieldFuture::new(async move { Err::<Option<FieldValue<'_>>, _>(err) }),
-    }
-}
-
-fn to_field_value<'a>(
-    registry: &Registry,
-    value: Option<&'a Json>,
-    shape: &Shape,
-) -> async_graphql::Result<Option<FieldValue<'a>>> {
-    let Some(value) = value.filter(|v| !v.is_null()) else {
-        return Ok(None);
-    };
-    Ok(Some(match shape {
-        Shape::Scalar => {
-            FieldValue::value(GqlValue::from_json(value.clone()).unwrap_or(GqlValue::Null))
-        }
-        Shape::Enum => match value {
-            Json::String(name) => FieldValue::value(GqlValue::Enum(Name::new(name))),
-            other => {
-                return Err(async_graphql::Error::new(format!(
-                    "a subgraph answered {other} where an enum value belongs"
-                )));
-            }
-        },
-        Shape::Object => FieldValue::borrowed_any(value),
-        Shape::Abstract(possible) => {
-            let typename = value.get("__typename").and_then(Json::as_str);
-            if typename.is_some_and(|t| is_hidden_type(registry, t)) {
-                return Ok(None);
-            }
-            let named = typename.filter(|t| possible.types.contains(*t));
-            let Some(type_name) = named.or(possible.fallback.as_deref()) else {
-                return Err(async_graphql::Error::new(
-                    "a subgraph answered an object of an abstract type that has no object types",
-                ));
-            };
-            FieldValue::borrowed_any(value).with_type(type_name.to_owned())
-        }
-        Shape::List(inner) => {
-            let Json::Array(items) = value else {
-                return Err(async_graphql::Error::new(format!(
-                    "a subgraph answered {} where a list belongs",
-                    kind_of(value)
-                )));
-            };
-            let mut out = Vec::with_capacity(items.len());
-            for item in items {
-                out.push(to_field_value(registry, Some(item), inner)?.unwrap_or(FieldValue::NULL));
-            }
-            FieldValue::list(out)
-        }
-    }))
-}
-
-fn kind_of(value: &Json) -> &'static str {
-    match value {
-        Json::Null => "null",
-        Json::Bool(_) => "a boolean",
-        Json::Number(_) => "a number",
-        Json::String(_) => "a string",
-        Json::Array(_) => "a list",
-        Json::Object(_) => "an object",
-    }
 }

@@ -1,8 +1,7 @@
 //! Query plan execution: fetches to subgraphs, entity representations, response merge.
 //!
-//! A request's plan runs once, when the first root field of the API schema asks for it
-//! ([`PlanRun::outcome`]). The merged JSON it produces is keyed by the client's response keys;
-//! the API schema then projects it onto the client's selection.
+//! The merged JSON a plan run produces is keyed by the client's response keys;
+//! [`crate::project`] then projects it onto the client's operation.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,13 +12,11 @@ use hive_router_query_planner::ast::selection_item::SelectionItem;
 use hive_router_query_planner::ast::selection_set::SelectionSet;
 use hive_router_query_planner::planner::plan_nodes::{
     FetchNode, FetchNodePathSegment, FetchRewrite, FlattenNodePath, FlattenNodePathSegment,
-    PlanNode,
+    PlanNode, QueryPlan,
 };
-use keygraph_kernel::token::Principal;
 use serde_json::{Map, Value as Json, json};
-use tokio::sync::OnceCell;
 
-use crate::plan::{Graph, PlanError};
+use crate::plan::Graph;
 
 /// Headers passed on to every subgraph request.
 #[derive(Debug, Clone, Default)]
@@ -43,85 +40,33 @@ pub struct SubgraphClient {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-/// The plan run of one request: planned and executed at most once, by the first root field.
+/// What a request's plan run needs besides the plan: the graph, the subgraph client, and the
+/// headers to pass on.
 pub struct PlanRun {
-    graph: Arc<Graph>,
-    client: SubgraphClient,
-    query: String,
-    operation_name: Option<String>,
-    variables: Map<String, Json>,
-    forwarded: Forwarded,
-    principal: Option<Principal>,
-    outcome: OnceCell<Outcome>,
+    pub graph: Arc<Graph>,
+    pub client: SubgraphClient,
+    pub forwarded: Forwarded,
 }
 
-/// What the plan run produced: the merged data and the errors to report beside it.
+/// What the plan run produced: the merged data and the subgraphs' errors.
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub data: Json,
     pub errors: Vec<Json>,
-    /// The operation could not run at all (planning failed, access refused): `data` is null.
-    pub fatal: bool,
 }
 
 impl PlanRun {
-    pub fn new(
-        graph: Arc<Graph>,
-        client: SubgraphClient,
-        query: String,
-        operation_name: Option<String>,
-        variables: Map<String, Json>,
-        forwarded: Forwarded,
-        principal: Option<Principal>,
-    ) -> Self {
-        Self {
-            graph,
-            client,
-            query,
-            operation_name,
-            variables,
-            forwarded,
-            principal,
-            outcome: OnceCell::new(),
-        }
-    }
-
-    /// Plans and executes the operation on first call; later calls get the same outcome.
-    pub async fn outcome(&self) -> &Outcome {
-        self.outcome.get_or_init(|| self.run()).await
-    }
-
-    /// The outcome, if the plan ran (introspection-only operations never run one).
-    pub fn finished(&self) -> Option<&Outcome> {
-        self.outcome.get()
-    }
-
-    async fn run(&self) -> Outcome {
-        let prepared = match self
-            .graph
-            .prepare(&self.query, self.operation_name.as_deref())
-        {
-            Ok(prepared) => prepared,
-            Err(err) => return fatal(err),
-        };
-        if let Err(err) = prepared.check_access(self.principal.as_ref()) {
-            return fatal(err);
-        }
-        let mut variables = self.variables.clone();
-        for (name, default) in &prepared.variable_defaults {
-            variables
-                .entry(name.clone())
-                .or_insert_with(|| default.clone());
-        }
-        let Some(node) = prepared.plan.node.as_ref() else {
+    /// Executes `plan` with the request's coerced variables.
+    pub async fn execute(&self, plan: &QueryPlan, variables: &Map<String, Json>) -> Outcome {
+        let Some(node) = plan.node.as_ref() else {
             return Outcome {
                 data: Json::Object(Map::new()),
-                ..Outcome::default()
+                errors: Vec::new(),
             };
         };
         let exec = Execution {
             run: self,
-            variables: &variables,
+            variables,
             data: Mutex::new(Json::Object(Map::new())),
             errors: Mutex::new(Vec::new()),
         };
@@ -135,16 +80,7 @@ impl PlanRun {
                 .errors
                 .into_inner()
                 .unwrap_or_else(PoisonError::into_inner),
-            fatal: false,
         }
-    }
-}
-
-fn fatal(err: PlanError) -> Outcome {
-    Outcome {
-        data: Json::Null,
-        errors: vec![err.to_json()],
-        fatal: true,
     }
 }
 

@@ -2,18 +2,22 @@
 //!
 //! - [`supergraph`]: composition of subgraph SDLs and the fix-ups the planner needs.
 //! - [`plan`]: a served supergraph — planner, API schema, endpoints, plan cache.
-//! - [`api_schema`]: validation, introspection and response projection via async-graphql.
+//! - [`operation`]: parsing, validation and variable coercion of a client's operation.
 //! - [`execute`]: our plan executor (fetch, flatten, sequence, parallel, condition).
+//! - [`project`]: the merged data projected onto the client's operation, with null propagation.
+//! - [`types`]: the API schema's types as the executor reads them.
+//! - [`api_schema`]: introspection of the API schema, via async-graphql.
 //! - [`server`]: the HTTP edge and the task that keeps the supergraph current.
 
 pub mod api_schema;
 pub mod cache;
 pub mod execute;
-pub mod fragments;
 pub mod metrics;
-pub mod nulls;
+pub mod operation;
 pub mod plan;
+pub mod project;
 pub mod server;
 pub mod supergraph;
+pub mod types;
 
 pub use server::{RouterState, run};

@@ -6,7 +6,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
 
-use graphql_tools::parser::schema::{Definition, Document, TypeDefinition};
+use graphql_tools::validation::validate::ValidationPlan;
 use hive_router_query_planner::ast::operation::OperationDefinition;
 use hive_router_query_planner::ast::selection_item::SelectionItem;
 use hive_router_query_planner::ast::selection_set::SelectionSet;
@@ -18,11 +18,13 @@ use hive_router_query_planner::state::supergraph_state::{SupergraphDefinition, S
 use hive_router_query_planner::utils::cancellation::CancellationToken;
 use keygraph_kernel::config::{RouterConfig, SubgraphEndpoint};
 use keygraph_kernel::token::Principal;
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 
-use crate::api_schema::{self, ValidationLimits};
+use crate::api_schema;
 use crate::cache::{BoundedCache, operation_key};
 use crate::execute::Endpoint;
+use crate::operation::Operation;
+use crate::types::Types;
 
 /// Timeout for a subgraph named in the supergraph but not in config.
 const DEFAULT_SUBGRAPH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,8 +32,9 @@ const DEFAULT_SUBGRAPH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why an operation did not run.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PlanError {
-    #[error("{0}")]
-    Invalid(String),
+    /// The document does not parse or validate: GraphQL errors with locations.
+    #[error("{}", messages(.0))]
+    Invalid(Vec<Json>),
     #[error("the operation could not be planned: {0}")]
     Planning(String),
     #[error("{0}")]
@@ -50,9 +53,23 @@ impl PlanError {
         }
     }
 
-    pub fn to_json(&self) -> Json {
-        json!({ "message": self.to_string(), "extensions": { "code": self.code() } })
+    /// The GraphQL errors to answer with.
+    pub fn to_errors(&self) -> Vec<Json> {
+        match self {
+            PlanError::Invalid(errors) => errors.clone(),
+            _ => {
+                vec![json!({ "message": self.to_string(), "extensions": { "code": self.code() } })]
+            }
+        }
     }
+}
+
+fn messages(errors: &[Json]) -> String {
+    let messages: Vec<&str> = errors
+        .iter()
+        .filter_map(|e| e.get("message").and_then(Json::as_str))
+        .collect();
+    messages.join("; ")
 }
 
 /// What a field or type demands of the caller (`@authenticated`, `@requiresScopes`).
@@ -68,12 +85,12 @@ enum Requirement {
     },
 }
 
-/// A planned operation, cached by document and operation name.
+/// A validated and planned operation, cached by document and operation name.
 #[derive(Debug)]
 pub struct PreparedPlan {
+    pub operation: Operation,
     pub plan: QueryPlan,
     requirements: Vec<Requirement>,
-    pub variable_defaults: Vec<(String, Json)>,
 }
 
 impl PreparedPlan {
@@ -111,9 +128,12 @@ impl PreparedPlan {
 pub struct Graph {
     pub sdl: String,
     planner: Planner,
+    /// The API schema's types, as projection and variable coercion read them.
+    pub types: Types,
+    /// The API schema as async-graphql serves introspection of it.
     pub api: async_graphql::dynamic::Schema,
-    /// Fields the API schema declares wider than the supergraph does (see `api_schema`).
-    pub narrowed: api_schema::Narrowed,
+    validation: ValidationPlan,
+    max_depth: usize,
     endpoints: HashMap<String, Endpoint>,
     possible_types: HashMap<String, HashSet<String>>,
     plans: BoundedCache<PreparedPlan>,
@@ -158,13 +178,8 @@ impl Graph {
             "the query planner rejected the supergraph (it has no Query type?)".to_owned()
         })?
         .map_err(|e| format!("the query planner rejected the supergraph: {e}"))?;
-        let (api, narrowed) = api_schema::build(
-            &planner.consumer_schema.document,
-            ValidationLimits {
-                max_depth: options.max_depth,
-            },
-        )
-        .map_err(|e| format!("the API schema is invalid: {e}"))?;
+        let api = api_schema::build(&planner.consumer_schema.document)
+            .map_err(|e| format!("the API schema is invalid: {e}"))?;
         let mut endpoints = HashMap::new();
         for (name, url) in &planner.supergraph.subgraph_endpoint_map {
             let configured = options.subgraphs.get(name);
@@ -183,11 +198,13 @@ impl Graph {
             );
         }
         Ok(Self {
-            possible_types: possible_types(&document),
+            possible_types: crate::types::possible_types(&document),
             sdl,
+            types: Types::new(&planner.consumer_schema.document),
             planner,
             api,
-            narrowed,
+            validation: crate::operation::validation_plan(),
+            max_depth: options.max_depth,
             endpoints,
             plans: BoundedCache::new(options.plan_cache_size),
         })
@@ -238,9 +255,16 @@ impl Graph {
     }
 
     fn plan(&self, query: &str, operation_name: Option<&str>) -> Result<PreparedPlan, PlanError> {
-        let document = graphql_tools::parser::parse_query::<String>(query)
-            .map_err(|e| PlanError::Invalid(e.to_string()))?
-            .into_static();
+        let document = crate::operation::parse(query).map_err(PlanError::Invalid)?;
+        let operation = Operation::prepare(
+            &self.types,
+            &self.planner.consumer_schema.document,
+            &self.validation,
+            &document,
+            operation_name,
+            self.max_depth,
+        )
+        .map_err(PlanError::Invalid)?;
         let supergraph = &self.planner.supergraph;
         let planned = catch_unwind(AssertUnwindSafe(|| {
             let normalized = hive_router_query_planner::ast::normalization::normalize_operation(
@@ -248,32 +272,34 @@ impl Graph {
                 &document,
                 operation_name,
             )
-            .map_err(|e| PlanError::Invalid(e.to_string()))?;
-            let mut operation = normalized.executable_operation().clone();
-            strip_introspection(&mut operation.selection_set);
-            let requirements = requirements(supergraph, &operation);
+            .map_err(|e| PlanError::Planning(e.to_string()))?;
+            let mut normalized_operation = normalized.executable_operation().clone();
+            strip_introspection(&mut normalized_operation.selection_set);
+            let requirements = requirements(supergraph, &normalized_operation);
+            if !asks_subgraphs(&normalized_operation.selection_set) {
+                // Only introspection and `__typename`: the router answers it all.
+                let plan = QueryPlan {
+                    kind: "QueryPlan",
+                    node: None,
+                };
+                return Ok((plan, requirements));
+            }
             let plan = self
                 .planner
                 .plan_from_normalized_operation(
-                    &operation,
+                    &normalized_operation,
                     PlannerOverrideContext::default(),
                     &CancellationToken::new(),
                 )
                 .map_err(|e| PlanError::Planning(e.to_string()))?;
-            let variable_defaults = operation
-                .variable_definitions
-                .iter()
-                .flatten()
-                .filter_map(|v| Some((v.name.clone(), plan_value_json(v.default_value.as_ref()?))))
-                .collect();
-            Ok(PreparedPlan {
-                plan,
-                requirements,
-                variable_defaults,
-            })
+            Ok((plan, requirements))
         }));
         match planned {
-            Ok(result) => result,
+            Ok(result) => result.map(|(plan, requirements)| PreparedPlan {
+                operation,
+                plan,
+                requirements,
+            }),
             Err(_) => {
                 tracing::error!(query, "the query planner panicked");
                 Err(PlanError::Planning(
@@ -282,35 +308,6 @@ impl Graph {
             }
         }
     }
-}
-
-fn possible_types(document: &Document<'static, String>) -> HashMap<String, HashSet<String>> {
-    let mut out: HashMap<String, HashSet<String>> = HashMap::new();
-    for definition in &document.definitions {
-        match definition {
-            Definition::TypeDefinition(TypeDefinition::Object(object)) => {
-                for interface in &object.implements_interfaces {
-                    out.entry(interface.clone())
-                        .or_default()
-                        .insert(object.name.clone());
-                }
-            }
-            Definition::TypeDefinition(TypeDefinition::Interface(interface)) => {
-                for parent in &interface.implements_interfaces {
-                    out.entry(parent.clone())
-                        .or_default()
-                        .insert(interface.name.clone());
-                }
-            }
-            Definition::TypeDefinition(TypeDefinition::Union(union)) => {
-                out.entry(union.name.clone())
-                    .or_default()
-                    .extend(union.types.iter().cloned());
-            }
-            _ => {}
-        }
-    }
-    out
 }
 
 /// The router answers `__schema` and `__type` itself; subgraphs never see them.
@@ -325,21 +322,13 @@ fn strip_introspection(selections: &mut SelectionSet) {
     });
 }
 
-fn plan_value_json(value: &PlanValue) -> Json {
-    match value {
-        PlanValue::Variable(_) | PlanValue::Null => Json::Null,
-        PlanValue::Int(n) => json!(n),
-        PlanValue::Float(f) => json!(f),
-        PlanValue::String(s) | PlanValue::Enum(s) => Json::String(s.clone()),
-        PlanValue::Boolean(b) => Json::Bool(*b),
-        PlanValue::List(items) => Json::Array(items.iter().map(plan_value_json).collect()),
-        PlanValue::Object(fields) => Json::Object(
-            fields
-                .iter()
-                .map(|(k, v)| (k.clone(), plan_value_json(v)))
-                .collect::<Map<_, _>>(),
-        ),
-    }
+/// Whether a (normalized, introspection-free) selection asks anything of a subgraph.
+fn asks_subgraphs(selections: &SelectionSet) -> bool {
+    selections.items.iter().any(|item| match item {
+        SelectionItem::Field(field) => field.name != "__typename",
+        SelectionItem::InlineFragment(fragment) => asks_subgraphs(&fragment.selections),
+        SelectionItem::FragmentSpread(_) => true,
+    })
 }
 
 fn type_requirements(definition: &SupergraphDefinition, out: &mut Vec<Requirement>) {

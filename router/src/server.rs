@@ -22,7 +22,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::cache::{BoundedCache, operation_key};
 use crate::execute::{Forwarded, PlanRun};
-use crate::plan::{Graph, GraphOptions};
+use crate::plan::{Graph, GraphOptions, PlanError};
 use crate::supergraph::{self, SubgraphSdl};
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
@@ -37,14 +37,8 @@ pub struct RouterState {
     metrics: Arc<crate::metrics::Metrics>,
     /// Documents that passed the edge's limits, by operation: a repeated operation (the
     /// usual case: apps send the same few) is not parsed again here.
-    checked: BoundedCache<CheckedDocument>,
-}
-
-/// What the edge learnt from a document that passed its limits.
-struct CheckedDocument {
-    is_mutation: bool,
-    /// The selected operation's variable defaults.
-    defaults: Vec<(String, Json)>,
+    /// The value says whether the operation is a mutation.
+    checked: BoundedCache<bool>,
 }
 
 impl RouterState {
@@ -441,32 +435,6 @@ fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The operation the request names (or its only one).
-fn selected_operation<'d>(
-    document: &'d graphql_tools::parser::query::Document<'static, String>,
-    name: Option<&str>,
-) -> Option<&'d OperationDefinition<'static, String>> {
-    let mut operations = document.definitions.iter().filter_map(|d| match d {
-        Definition::Operation(op) => Some(op),
-        Definition::Fragment(_) => None,
-    });
-    match name {
-        None => {
-            let first = operations.next()?;
-            operations.next().is_none().then_some(first)
-        }
-        Some(name) => operations.find(|op| {
-            let op_name = match op {
-                OperationDefinition::Query(q) => q.name.as_deref(),
-                OperationDefinition::Mutation(m) => m.name.as_deref(),
-                OperationDefinition::Subscription(s) => s.name.as_deref(),
-                OperationDefinition::SelectionSet(_) => None,
-            };
-            op_name == Some(name)
-        }),
-    }
-}
-
 fn count_aliases(selections: &SelectionSet<'static, String>) -> usize {
     selections
         .items
@@ -499,36 +467,23 @@ fn document_aliases(document: &graphql_tools::parser::query::Document<'static, S
         .sum()
 }
 
-/// Checks the edge's limits and fills in the operation's variable defaults the client left
-/// out (so `@skip(if: $v)` with `$v: Boolean = true` sees `true` everywhere); answers
-/// whether the selected operation is a mutation.
-fn check_document(state: &RouterState, request: &mut GraphqlRequest) -> Result<bool, Refusal> {
+/// Checks the edge's limits (tokens, nesting, aliases) once per operation; answers whether
+/// the operation is a mutation.
+fn check_document(state: &RouterState, request: &GraphqlRequest) -> Result<bool, Refusal> {
     let key = operation_key(&request.query, request.operation_name.as_deref());
-    let checked = match state.checked.get(&key) {
-        Some(checked) => checked,
-        None => {
-            let Some(checked) = check_limits(state, request)? else {
-                // Syntax errors are reported by validation, with their location.
-                return Ok(false);
-            };
-            let checked = Arc::new(checked);
-            state.checked.insert(key, checked.clone());
-            checked
-        }
-    };
-    for (name, default) in &checked.defaults {
-        if !request.variables.contains_key(name) {
-            request.variables.insert(name.clone(), default.clone());
-        }
+    if let Some(is_mutation) = state.checked.get(&key) {
+        return Ok(*is_mutation);
     }
-    Ok(checked.is_mutation)
+    let Some(is_mutation) = check_limits(state, request)? else {
+        return Ok(false);
+    };
+    state.checked.insert(key, Arc::new(is_mutation));
+    Ok(is_mutation)
 }
 
-/// Parses the document under the edge's limits; `None` when it does not parse.
-fn check_limits(
-    state: &RouterState,
-    request: &GraphqlRequest,
-) -> Result<Option<CheckedDocument>, Refusal> {
+/// Parses the document under the edge's limits; answers whether it selects a mutation, or
+/// `None` when it does not parse (validation reports that, with its location).
+fn check_limits(state: &RouterState, request: &GraphqlRequest) -> Result<Option<bool>, Refusal> {
     let limits = state.config.limits;
     let document = match graphql_tools::parser::parse_query_with_token_limit::<String>(
         &request.query,
@@ -558,44 +513,29 @@ fn check_limits(
             limits.max_aliases
         )));
     }
-    let operation = selected_operation(&document, request.operation_name.as_deref());
-    let definitions = match operation {
-        Some(OperationDefinition::Query(q)) => q.variable_definitions.as_slice(),
-        Some(OperationDefinition::Mutation(m)) => m.variable_definitions.as_slice(),
-        Some(OperationDefinition::Subscription(s)) => s.variable_definitions.as_slice(),
-        Some(OperationDefinition::SelectionSet(_)) | None => &[],
-    };
-    let defaults = definitions
-        .iter()
-        .filter_map(|d| Some((d.name.clone(), query_value_json(d.default_value.as_ref()?))))
-        .collect();
-    Ok(Some(CheckedDocument {
-        is_mutation: matches!(operation, Some(OperationDefinition::Mutation(_))),
-        defaults,
-    }))
+    Ok(Some(selects_mutation(
+        &document,
+        request.operation_name.as_deref(),
+    )))
 }
 
-fn query_value_json(value: &graphql_tools::parser::query::Value<'static, String>) -> Json {
-    use graphql_tools::parser::query::Value as V;
-    match value {
-        V::Variable(_) | V::Null => Json::Null,
-        V::Int(n) => n.as_i64().map_or(Json::Null, Json::from),
-        V::Float(f) => json!(f),
-        V::String(s) | V::Enum(s) => Json::String(s.clone()),
-        V::Boolean(b) => Json::Bool(*b),
-        V::List(items) => Json::Array(items.iter().map(query_value_json).collect()),
-        V::Object(fields) => Json::Object(
-            fields
-                .iter()
-                .map(|(k, v)| (k.clone(), query_value_json(v)))
-                .collect(),
-        ),
-    }
+/// Whether the operation the request selects is a mutation (checked before validation, so a
+/// mutation over GET is refused as such).
+fn selects_mutation(
+    document: &graphql_tools::parser::query::Document<'static, String>,
+    operation_name: Option<&str>,
+) -> bool {
+    document.definitions.iter().any(|d| match d {
+        Definition::Operation(OperationDefinition::Mutation(m)) => {
+            operation_name.is_none() || m.name.as_deref() == operation_name
+        }
+        _ => false,
+    })
 }
 
 async fn execute(
     state: &RouterState,
-    mut request: GraphqlRequest,
+    request: GraphqlRequest,
     over_get: bool,
     headers: &HeaderMap,
     meta: &RequestMeta,
@@ -620,7 +560,7 @@ async fn execute(
         )
         .into_response();
     };
-    let is_mutation = match check_document(state, &mut request) {
+    let is_mutation = match check_document(state, &request) {
         Ok(is_mutation) => is_mutation,
         Err(refusal) => return refusal.into_response(),
     };
@@ -636,6 +576,13 @@ async fn execute(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
+    let prepared = match graph.prepare(&request.query, request.operation_name.as_deref()) {
+        Ok(prepared) => prepared,
+        Err(PlanError::Invalid(errors)) => {
+            return respond(headers, Answer::RequestError(errors), &state.metrics);
+        }
+        Err(err) => return respond(headers, Answer::NoData(err.to_errors()), &state.metrics),
+    };
     let principal = match &state.verifier {
         None => None,
         Some(verifier) => match keygraph_kernel::graphql::authenticate(verifier, headers).await {
@@ -651,117 +598,111 @@ async fn execute(
             }
         },
     };
-    let forwarded = Forwarded {
-        authorization: header_string(headers, "authorization"),
-        request_id: meta.request_id.clone(),
-        traceparent: header_string(headers, "traceparent"),
+    let variables = match prepared
+        .operation
+        .coerce_variables(&graph.types, request.variables)
+    {
+        Ok(variables) => variables,
+        Err(errors) => return respond(headers, Answer::RequestError(errors), &state.metrics),
     };
-    let run = PlanRun::new(
-        graph.clone(),
-        crate::execute::SubgraphClient {
+    if let Err(err) = prepared.check_access(principal.as_ref()) {
+        return respond(headers, Answer::NoData(err.to_errors()), &state.metrics);
+    }
+    let run = PlanRun {
+        graph: graph.clone(),
+        client: crate::execute::SubgraphClient {
             http: state.http.clone(),
             metrics: state.metrics.clone(),
         },
-        request.query.clone(),
-        request.operation_name.clone(),
-        request.variables.clone(),
-        forwarded,
-        principal,
-    );
-    let query = request.query.clone();
-    let operation_name = request.operation_name.clone();
-    let mut gql = async_graphql::Request::new(request.query).variables(
-        async_graphql::Variables::from_json(Json::Object(request.variables)),
-    );
-    if let Some(name) = request.operation_name {
-        gql = gql.operation_name(name);
-    }
-    // Rewrites for gaps in async-graphql (fragments on unions, narrowed fields): fragments.rs.
-    let registry = graph.api.registry();
-    if let Ok(document) = gql.parsed_query()
-        && crate::fragments::needs_rewrite(registry, &graph.narrowed, document)
-    {
-        let mut document = document.clone();
-        crate::fragments::rewrite_for_validation(registry, &graph.narrowed, &mut document);
-        gql.set_parsed_query(document);
-    }
-    let run = Arc::new(run);
-    let mut response = graph.api.execute(gql.data(run.clone())).await;
-    if response.data != async_graphql::Value::Null {
-        let errored: Vec<_> = response
-            .errors
-            .iter()
-            .filter(|e| !e.path.is_empty())
-            .map(|e| e.path.clone())
-            .collect();
-        if let Some(outcome) = run.finished().filter(|o| !o.fatal) {
-            crate::nulls::restore_empty_objects(
-                graph.api.registry(),
-                &mut response.data,
-                &outcome.data,
-                &errored,
-            );
+        forwarded: Forwarded {
+            authorization: header_string(headers, "authorization"),
+            request_id: meta.request_id.clone(),
+            traceparent: header_string(headers, "traceparent"),
+        },
+    };
+    let introspection = async {
+        if prepared.operation.introspection {
+            Some(
+                crate::api_schema::introspect(
+                    &graph.api,
+                    &request.query,
+                    request.operation_name.as_deref(),
+                    &variables,
+                )
+                .await,
+            )
+        } else {
+            None
         }
-        crate::nulls::propagate(
-            graph.api.registry(),
-            &query,
-            operation_name.as_deref(),
-            &mut response.data,
-            &errored,
-        );
+    };
+    let (outcome, introspection) =
+        tokio::join!(run.execute(&prepared.plan, &variables), introspection);
+    let projected = crate::project::project(&crate::project::Input {
+        types: &graph.types,
+        operation: &prepared.operation,
+        variables: &variables,
+        data: &outcome.data,
+        reported: &outcome.errors,
+        introspection: introspection.as_ref().map(|(answers, _)| answers),
+    });
+    let mut errors = outcome.errors;
+    if let Some((_, introspection_errors)) = introspection {
+        errors.extend(introspection_errors);
     }
-    let outcome = run.finished().map(|o| (o.errors.clone(), o.fatal));
-    respond(headers, response, outcome, &state.metrics)
+    errors.extend(projected.errors);
+    respond(
+        headers,
+        Answer::Data(projected.data, errors),
+        &state.metrics,
+    )
 }
 
-fn respond(
-    headers: &HeaderMap,
-    response: async_graphql::Response,
-    outcome: Option<(Vec<Json>, bool)>,
-    metrics: &crate::metrics::Metrics,
-) -> Response {
+/// What a request gets back.
+enum Answer {
+    /// The operation did not run (it does not parse or validate, or its variables are wrong):
+    /// errors only, and 400 for clients that speak `application/graphql-response+json`.
+    RequestError(Vec<Json>),
+    /// The operation was accepted but could not run (planning failed, access refused).
+    NoData(Vec<Json>),
+    /// It ran: data, with the errors of the positions that failed.
+    Data(Json, Vec<Json>),
+}
+
+fn respond(headers: &HeaderMap, answer: Answer, metrics: &crate::metrics::Metrics) -> Response {
     let wants_graphql_response = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| accept.contains(GRAPHQL_RESPONSE));
-    let (subgraph_errors, fatal) = outcome.unwrap_or_default();
-    let projection_errors: Vec<Json> = response
-        .errors
-        .iter()
-        .filter_map(|e| serde_json::to_value(e).ok())
-        .filter(|e| !fatal && !covered_by(e, &subgraph_errors))
-        .map(reword_null_error)
-        .collect();
-    let request_error = response.data == async_graphql::Value::Null
-        && subgraph_errors.is_empty()
-        && !fatal
-        && !projection_errors.is_empty();
-    let mut errors = subgraph_errors;
-    errors.extend(projection_errors);
-    metrics.record_graphql_errors(errors.len());
-    let data = if fatal {
-        &async_graphql::Value::Null
-    } else {
-        &response.data
-    };
-    let body = if request_error {
-        serde_json::to_vec(&json!({ "errors": errors }))
-    } else if errors.is_empty() {
-        serde_json::to_vec(&ResponseBody { data, errors: None })
-    } else {
-        serde_json::to_vec(&ResponseBody {
-            data,
-            errors: Some(&errors),
-        })
+    let (status, body) = match &answer {
+        Answer::RequestError(errors) => {
+            metrics.record_graphql_errors(errors.len());
+            let status = if wants_graphql_response {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::OK
+            };
+            (status, serde_json::to_vec(&json!({ "errors": errors })))
+        }
+        Answer::NoData(errors) => {
+            metrics.record_graphql_errors(errors.len());
+            let body = ResponseBody {
+                data: &Json::Null,
+                errors: Some(errors),
+            };
+            (StatusCode::OK, serde_json::to_vec(&body))
+        }
+        Answer::Data(data, errors) => {
+            metrics.record_graphql_errors(errors.len());
+            let body = ResponseBody {
+                data,
+                errors: (!errors.is_empty()).then_some(errors),
+            };
+            (StatusCode::OK, serde_json::to_vec(&body))
+        }
     };
     let body = body.unwrap_or_else(|_| {
         br#"{"errors":[{"message":"the response could not be serialized"}]}"#.to_vec()
     });
-    let status = if request_error && wants_graphql_response {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
     let content_type = if wants_graphql_response {
         GRAPHQL_RESPONSE
     } else {
@@ -770,48 +711,11 @@ fn respond(
     (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
-/// async-graphql words a null in a non-null position as an internal error; say what happened.
-fn reword_null_error(mut error: Json) -> Json {
-    let is_null_error = error
-        .get("message")
-        .and_then(Json::as_str)
-        .is_some_and(|m| m.starts_with("internal: non-null types require a return value"));
-    if is_null_error {
-        let path: Vec<String> = error
-            .get("path")
-            .and_then(Json::as_array)
-            .into_iter()
-            .flatten()
-            .map(|p| match p {
-                Json::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect();
-        error["message"] = Json::String(format!(
-            "Cannot return null for non-nullable field at `{}`",
-            path.join(".")
-        ));
-    }
-    error
-}
-
 #[derive(serde::Serialize)]
 struct ResponseBody<'a> {
-    data: &'a async_graphql::Value,
+    data: &'a Json,
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<&'a Vec<Json>>,
-}
-
-/// A projection error at or below a path a subgraph already reported is the same failure.
-fn covered_by(error: &Json, subgraph_errors: &[Json]) -> bool {
-    let Some(path) = error.get("path").and_then(Json::as_array) else {
-        return false;
-    };
-    subgraph_errors.iter().any(|s| {
-        s.get("path")
-            .and_then(Json::as_array)
-            .is_some_and(|prefix| path.len() >= prefix.len() && path[..prefix.len()] == prefix[..])
-    })
 }
 
 const GRAPHIQL_HTML: &str = include_str!("../assets/graphiql.html");

@@ -1,0 +1,620 @@
+//! A client's operation as the router runs it: parsed, selected and validated against the API
+//! schema once (cached with its plan), its variables coerced on every request (spec §6.1).
+
+use std::collections::HashMap;
+
+use graphql_tools::parser::query::{
+    Definition, FragmentDefinition, OperationDefinition, Selection, SelectionSet,
+    VariableDefinition,
+};
+use graphql_tools::validation::rules::default_rules_validation_plan;
+use graphql_tools::validation::validate::{ValidationPlan, validate};
+use serde_json::{Map, Value as Json, json};
+
+use crate::types::{AstType, Kind, Types};
+
+pub type QueryDocument = graphql_tools::parser::query::Document<'static, String>;
+pub type QueryValue = graphql_tools::parser::query::Value<'static, String>;
+type Schema = graphql_tools::parser::schema::Document<'static, String>;
+
+/// The kind of operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperationKind {
+    Query,
+    Mutation,
+    Subscription,
+}
+
+/// A parsed and validated operation of a document.
+#[derive(Debug)]
+pub struct Operation {
+    selection_set: SelectionSet<'static, String>,
+    variable_definitions: Vec<VariableDefinition<'static, String>>,
+    fragments: HashMap<String, FragmentDefinition<'static, String>>,
+    pub kind: OperationKind,
+    /// The operation asks for `__schema` or `__type` at its root.
+    pub introspection: bool,
+}
+
+/// The rules every operation is validated with (graphql-tools: the spec's rules).
+pub fn validation_plan() -> ValidationPlan {
+    default_rules_validation_plan()
+}
+
+fn request_error(message: impl Into<String>, code: &str) -> Json {
+    json!({ "message": message.into(), "extensions": { "code": code } })
+}
+
+/// Parses an operation document; a syntax error says where.
+pub fn parse(query: &str) -> Result<QueryDocument, Vec<Json>> {
+    match graphql_tools::parser::parse_query::<String>(query) {
+        Ok(document) => Ok(document.into_static()),
+        Err(err) => {
+            let position = err.0.position;
+            let message = err.to_string();
+            let detail: Vec<&str> = message.lines().skip(1).collect();
+            Err(vec![json!({
+                "message": format!("Syntax Error: {}", detail.join("; ")),
+                "locations": [{ "line": position.line, "column": position.column }],
+                "extensions": { "code": "GRAPHQL_PARSE_FAILED" },
+            })])
+        }
+    }
+}
+
+impl Operation {
+    /// Selects the operation `operation_name` names and validates the whole document against
+    /// the API schema. Errors are GraphQL errors, with locations.
+    pub fn prepare(
+        types: &Types,
+        schema: &Schema,
+        plan: &ValidationPlan,
+        document: &QueryDocument,
+        operation_name: Option<&str>,
+        max_depth: usize,
+    ) -> Result<Self, Vec<Json>> {
+        let operations: Vec<&OperationDefinition<'static, String>> = document
+            .definitions
+            .iter()
+            .filter_map(|d| match d {
+                Definition::Operation(op) => Some(op),
+                Definition::Fragment(_) => None,
+            })
+            .collect();
+        let selected = match operation_name {
+            Some(name) => operations
+                .iter()
+                .find(|op| operation_name_of(op) == Some(name))
+                .copied()
+                .ok_or_else(|| {
+                    vec![request_error(
+                        format!("Unknown operation named \"{name}\"."),
+                        "OPERATION_RESOLUTION_FAILURE",
+                    )]
+                })?,
+            None => match operations.as_slice() {
+                [op] => *op,
+                [] => {
+                    return Err(vec![request_error(
+                        "The document has no operation to run.",
+                        "OPERATION_RESOLUTION_FAILURE",
+                    )]);
+                }
+                _ => {
+                    return Err(vec![request_error(
+                        "The document has several operations: say which to run with `operationName`.",
+                        "OPERATION_RESOLUTION_FAILURE",
+                    )]);
+                }
+            },
+        };
+        let errors = validate(schema, document, plan);
+        if !errors.is_empty() {
+            return Err(errors
+                .into_iter()
+                .map(|e| {
+                    let mut error = json!({
+                        "message": e.message,
+                        "extensions": { "code": "GRAPHQL_VALIDATION_FAILED" },
+                    });
+                    if !e.locations.is_empty() {
+                        error["locations"] = e
+                            .locations
+                            .iter()
+                            .map(|p| json!({ "line": p.line, "column": p.column }))
+                            .collect();
+                    }
+                    error
+                })
+                .collect());
+        }
+        let (kind, selection_set, variable_definitions) = match selected {
+            OperationDefinition::SelectionSet(s) => (OperationKind::Query, s, &[][..]),
+            OperationDefinition::Query(q) => (
+                OperationKind::Query,
+                &q.selection_set,
+                &q.variable_definitions[..],
+            ),
+            OperationDefinition::Mutation(m) => (
+                OperationKind::Mutation,
+                &m.selection_set,
+                &m.variable_definitions[..],
+            ),
+            OperationDefinition::Subscription(s) => (
+                OperationKind::Subscription,
+                &s.selection_set,
+                &s.variable_definitions[..],
+            ),
+        };
+        let root_missing = match kind {
+            OperationKind::Query => None,
+            OperationKind::Mutation => types.mutation.is_none().then_some("mutations"),
+            OperationKind::Subscription => Some("subscriptions"),
+        };
+        if let Some(what) = root_missing {
+            return Err(vec![request_error(
+                format!("This router does not serve {what}."),
+                "GRAPHQL_VALIDATION_FAILED",
+            )]);
+        }
+        let introspection = selection_set.items.iter().any(
+            |item| matches!(item, Selection::Field(f) if f.name == "__schema" || f.name == "__type"),
+        );
+        let operation = Self {
+            selection_set: selection_set.clone(),
+            variable_definitions: variable_definitions.to_vec(),
+            fragments: document
+                .definitions
+                .iter()
+                .filter_map(|d| match d {
+                    Definition::Fragment(f) => Some((f.name.clone(), f.clone())),
+                    Definition::Operation(_) => None,
+                })
+                .collect(),
+            kind,
+            introspection,
+        };
+        let depth = operation.depth(operation.selection_set(), &mut HashMap::new());
+        if depth > max_depth {
+            return Err(vec![request_error(
+                format!(
+                    "The operation nests fields {depth} levels deep; at most {max_depth} are accepted."
+                ),
+                "GRAPHQL_VALIDATION_FAILED",
+            )]);
+        }
+        Ok(operation)
+    }
+
+    pub fn selection_set(&self) -> &SelectionSet<'static, String> {
+        &self.selection_set
+    }
+
+    pub fn variable_definitions(&self) -> &[VariableDefinition<'static, String>] {
+        &self.variable_definitions
+    }
+
+    pub fn fragment(&self, name: &str) -> Option<&FragmentDefinition<'static, String>> {
+        self.fragments.get(name)
+    }
+
+    /// The root type the operation selects on.
+    pub fn root_type<'t>(&self, types: &'t Types) -> &'t str {
+        match self.kind {
+            OperationKind::Mutation => types.mutation.as_deref().unwrap_or("Mutation"),
+            OperationKind::Subscription => types.subscription.as_deref().unwrap_or("Subscription"),
+            OperationKind::Query => &types.query,
+        }
+    }
+
+    /// How deeply fields nest (a root field is level 1); each fragment is measured once.
+    fn depth<'d>(
+        &'d self,
+        selections: &'d SelectionSet<'static, String>,
+        fragments: &mut HashMap<&'d str, usize>,
+    ) -> usize {
+        selections
+            .items
+            .iter()
+            .map(|item| match item {
+                Selection::Field(field) => {
+                    1 + if field.selection_set.items.is_empty() {
+                        0
+                    } else {
+                        self.depth(&field.selection_set, fragments)
+                    }
+                }
+                Selection::InlineFragment(fragment) => {
+                    self.depth(&fragment.selection_set, fragments)
+                }
+                Selection::FragmentSpread(spread) => {
+                    let name = spread.fragment_name.as_str();
+                    if let Some(depth) = fragments.get(name) {
+                        return *depth;
+                    }
+                    // Validation rejected cycles; the 0 guards against one regardless.
+                    fragments.insert(name, 0);
+                    let depth = self
+                        .fragment(name)
+                        .map_or(0, |f| self.depth(&f.selection_set, fragments));
+                    fragments.insert(name, depth);
+                    depth
+                }
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Coerces the request's variables to the operation's variable types (spec
+    /// CoerceVariableValues): defaults fill in what is missing, and every value that does not
+    /// fit its type is an error naming the variable and what was wrong.
+    pub fn coerce_variables(
+        &self,
+        types: &Types,
+        mut provided: Map<String, Json>,
+    ) -> Result<Map<String, Json>, Vec<Json>> {
+        let mut out = Map::new();
+        let mut errors = Vec::new();
+        for definition in self.variable_definitions() {
+            let name = &definition.name;
+            let ty = &definition.var_type;
+            let fail = |message: String| {
+                request_error(format!("Variable \"${name}\" {message}"), "BAD_USER_INPUT")
+            };
+            match provided.remove(name) {
+                None => match &definition.default_value {
+                    Some(default) => {
+                        out.insert(name.clone(), query_value_json(default));
+                    }
+                    None if matches!(ty, AstType::NonNullType(_)) => {
+                        errors.push(fail(format!("of required type \"{ty}\" was not provided.")));
+                    }
+                    None => {}
+                },
+                Some(Json::Null) if matches!(ty, AstType::NonNullType(_)) => {
+                    errors.push(fail(format!("of non-null type \"{ty}\" must not be null.")));
+                }
+                Some(value) => match coerce_input(types, ty, value, &mut vec![]) {
+                    Ok(value) => {
+                        out.insert(name.clone(), value);
+                    }
+                    Err(problem) => errors.push(fail(format!("got an invalid value: {problem}"))),
+                },
+            }
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+fn operation_name_of<'o>(operation: &'o OperationDefinition<'static, String>) -> Option<&'o str> {
+    match operation {
+        OperationDefinition::SelectionSet(_) => None,
+        OperationDefinition::Query(q) => q.name.as_deref(),
+        OperationDefinition::Mutation(m) => m.name.as_deref(),
+        OperationDefinition::Subscription(s) => s.name.as_deref(),
+    }
+}
+
+/// Where in a variable's value a problem is (`.input.tags[2]`).
+fn at(path: &[String]) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!(" at `{}`", path.concat())
+    }
+}
+
+/// Input coercion (spec §3.5, §3.9, §3.10, §3.12) of a JSON value to `ty`.
+fn coerce_input(
+    types: &Types,
+    ty: &AstType,
+    value: Json,
+    path: &mut Vec<String>,
+) -> Result<Json, String> {
+    match ty {
+        AstType::NonNullType(inner) => {
+            if value.is_null() {
+                return Err(format!("null{} where \"{ty}\" must not be null", at(path)));
+            }
+            coerce_input(types, inner, value, path)
+        }
+        _ if value.is_null() => Ok(Json::Null),
+        AstType::ListType(inner) => match value {
+            Json::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.into_iter().enumerate() {
+                    path.push(format!("[{i}]"));
+                    out.push(coerce_input(types, inner, item, path)?);
+                    path.pop();
+                }
+                Ok(Json::Array(out))
+            }
+            // A single value where a list belongs is a list of one.
+            other => Ok(Json::Array(vec![coerce_input(types, inner, other, path)?])),
+        },
+        AstType::NamedType(name) => coerce_named(types, name, value, path),
+    }
+}
+
+fn coerce_named(
+    types: &Types,
+    name: &str,
+    value: Json,
+    path: &mut Vec<String>,
+) -> Result<Json, String> {
+    let wrong = |value: &Json, what: &str| {
+        Err(format!(
+            "{}{} where {what} belongs",
+            json_kind(value),
+            at(path)
+        ))
+    };
+    match name {
+        "Int" => match value.as_i64() {
+            Some(n) if i32::try_from(n).is_ok() => Ok(value),
+            Some(_) => Err(format!(
+                "{value}{} is outside the 32-bit range of Int",
+                at(path)
+            )),
+            None => wrong(&value, "an Int"),
+        },
+        "Float" => match value {
+            Json::Number(_) => Ok(value),
+            _ => wrong(&value, "a Float"),
+        },
+        "String" => match value {
+            Json::String(_) => Ok(value),
+            _ => wrong(&value, "a String"),
+        },
+        "Boolean" => match value {
+            Json::Bool(_) => Ok(value),
+            _ => wrong(&value, "a Boolean"),
+        },
+        "ID" => match value {
+            Json::String(_) => Ok(value),
+            Json::Number(n) if n.is_i64() || n.is_u64() => Ok(Json::String(n.to_string())),
+            _ => wrong(&value, "an ID"),
+        },
+        _ => match types.get(name).map(|t| &t.kind) {
+            Some(Kind::Enum(values)) => match &value {
+                Json::String(v) if values.contains(v) => Ok(value),
+                Json::String(v) => Err(format!(
+                    "\"{v}\"{} is not a value of the enum {name}",
+                    at(path)
+                )),
+                _ => wrong(&value, &format!("a value of the enum {name}")),
+            },
+            Some(Kind::InputObject(fields)) => {
+                let Json::Object(mut given) = value else {
+                    return wrong(&value, &format!("an object of the input type {name}"));
+                };
+                let mut out = Map::new();
+                for field in fields {
+                    path.push(format!(".{}", field.name));
+                    match given.remove(&field.name) {
+                        Some(v) => {
+                            out.insert(
+                                field.name.clone(),
+                                coerce_input(types, &field.ty, v, path)?,
+                            );
+                        }
+                        None => match &field.default {
+                            Some(default) => {
+                                out.insert(field.name.clone(), query_value_json(default));
+                            }
+                            None if matches!(field.ty, AstType::NonNullType(_)) => {
+                                return Err(format!(
+                                    "the required field{} of type \"{}\" is missing",
+                                    at(path),
+                                    field.ty
+                                ));
+                            }
+                            None => {}
+                        },
+                    }
+                    path.pop();
+                }
+                if let Some(unknown) = given.keys().next() {
+                    return Err(format!(
+                        "the input type {name} has no field `{unknown}`{}",
+                        at(path)
+                    ));
+                }
+                Ok(Json::Object(out))
+            }
+            // Custom scalars: the subgraph that owns them judges their values.
+            Some(Kind::Scalar) => Ok(value),
+            _ => Err(format!("the type {name} is not an input type")),
+        },
+    }
+}
+
+fn json_kind(value: &Json) -> String {
+    match value {
+        Json::Null => "null".into(),
+        Json::Bool(b) => format!("the boolean {b}"),
+        Json::Number(n) => format!("the number {n}"),
+        Json::String(s) => format!("the string \"{s}\""),
+        Json::Array(_) => "a list".into(),
+        Json::Object(_) => "an object".into(),
+    }
+}
+
+/// A default value (a constant: validation refused variables in it).
+pub fn query_value_json(value: &QueryValue) -> Json {
+    match value {
+        QueryValue::Variable(_) | QueryValue::Null => Json::Null,
+        QueryValue::Int(n) => n.as_i64().map_or(Json::Null, Json::from),
+        QueryValue::Float(f) => json!(f),
+        QueryValue::String(s) | QueryValue::Enum(s) => Json::String(s.clone()),
+        QueryValue::Boolean(b) => Json::Bool(*b),
+        QueryValue::List(items) => Json::Array(items.iter().map(query_value_json).collect()),
+        QueryValue::Object(fields) => Json::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), query_value_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// Whether `@skip` / `@include` leave a selection in, given the coerced variables.
+pub fn included(
+    directives: &[graphql_tools::parser::query::Directive<'static, String>],
+    variables: &Map<String, Json>,
+) -> bool {
+    let condition = |name: &str| {
+        directives
+            .iter()
+            .find(|d| d.name == name)
+            .and_then(|d| d.arguments.iter().find(|(arg, _)| arg == "if"))
+            .map(|(_, value)| match value {
+                QueryValue::Boolean(b) => *b,
+                QueryValue::Variable(v) => variables.get(v) == Some(&Json::Bool(true)),
+                _ => false,
+            })
+    };
+    condition("skip") != Some(true) && condition("include") != Some(false)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub const SDL: &str = r#"
+        scalar ID scalar Int scalar Float scalar String scalar Boolean
+        type Query {
+          me: User
+          users: [User!]
+          strict: User!
+          node: Node
+          hidden: Node
+          color: Color
+          search(filter: Filter!, first: Int): [User]
+        }
+        interface Node { id: ID! }
+        type User implements Node { id: ID! name: String! friends: [User] }
+        enum Color { RED GREEN }
+        input Filter { name: String!, limit: Int = 10, tags: [String!] }
+    "#;
+
+    /// The types of [`SDL`] and `query` prepared against them.
+    pub fn prepare(query: &str) -> (Types, Result<Operation, Vec<Json>>) {
+        let schema = graphql_tools::parser::parse_schema::<String>(SDL)
+            .expect("test schema parses")
+            .into_static();
+        let types = Types::new(&schema);
+        let operation = parse(query).and_then(|document| {
+            Operation::prepare(&types, &schema, &validation_plan(), &document, None, 10)
+        });
+        (types, operation)
+    }
+
+    fn coerce(query: &str, variables: Json) -> Result<Map<String, Json>, Vec<Json>> {
+        let (types, operation) = prepare(query);
+        let Json::Object(variables) = variables else {
+            panic!("variables are an object")
+        };
+        operation
+            .expect("the operation is valid")
+            .coerce_variables(&types, variables)
+    }
+
+    fn messages(errors: &[Json]) -> Vec<&str> {
+        errors
+            .iter()
+            .filter_map(|e| e["message"].as_str())
+            .collect()
+    }
+
+    const SEARCH: &str = "query($f: Filter!, $n: Int = 3) { search(filter: $f, first: $n) { id } }";
+
+    #[test]
+    fn variables_get_defaults_and_single_values_become_lists() {
+        let variables = coerce(SEARCH, json!({ "f": { "name": "ada", "tags": "x" } }));
+        assert_eq!(
+            variables,
+            Ok(
+                json!({ "f": { "name": "ada", "limit": 10, "tags": ["x"] }, "n": 3 })
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default()
+            )
+        );
+    }
+
+    #[test]
+    fn wrong_variables_say_which_and_where() {
+        let cases = [
+            (
+                json!({}),
+                "Variable \"$f\" of required type \"Filter!\" was not provided.",
+            ),
+            (
+                json!({ "f": null }),
+                "Variable \"$f\" of non-null type \"Filter!\" must not be null.",
+            ),
+            (
+                json!({ "f": { "name": 1 } }),
+                "Variable \"$f\" got an invalid value: the number 1 at `.name` where a String belongs",
+            ),
+            (
+                json!({ "f": { "name": "a", "tags": ["x", null] } }),
+                "Variable \"$f\" got an invalid value: null at `.tags[1]` where \"String!\" must not be null",
+            ),
+            (
+                json!({ "f": {} }),
+                "Variable \"$f\" got an invalid value: the required field at `.name` of type \"String!\" is missing",
+            ),
+            (
+                json!({ "f": { "name": "a", "nope": 1 } }),
+                "Variable \"$f\" got an invalid value: the input type Filter has no field `nope`",
+            ),
+            (
+                json!({ "f": { "name": "a" }, "n": 4_000_000_000_i64 }),
+                "Variable \"$n\" got an invalid value: 4000000000 is outside the 32-bit range of Int",
+            ),
+        ];
+        for (variables, expected) in cases {
+            let errors = coerce(SEARCH, variables.clone()).expect_err("refused");
+            assert_eq!(messages(&errors), [expected], "{variables}");
+            assert_eq!(errors[0]["extensions"]["code"], "BAD_USER_INPUT");
+        }
+    }
+
+    #[test]
+    fn invalid_documents_get_errors_with_locations() {
+        let (_, result) = prepare("{ me { nope } }");
+        let errors = result.expect_err("invalid");
+        assert_eq!(
+            messages(&errors),
+            ["Cannot query field \"nope\" on type \"User\"."]
+        );
+        assert_eq!(errors[0]["locations"], json!([{ "line": 1, "column": 8 }]));
+
+        let (_, result) = prepare("{ me { id }");
+        let errors = result.expect_err("syntax");
+        assert_eq!(errors[0]["extensions"]["code"], "GRAPHQL_PARSE_FAILED");
+        assert!(errors[0]["locations"].is_array(), "{errors:?}");
+
+        let (_, result) = prepare("query A { me { id } } query B { me { id } }");
+        let errors = result.expect_err("ambiguous");
+        assert!(messages(&errors)[0].contains("operationName"), "{errors:?}");
+
+        let deep = format!(
+            "{{ me {{ {} id {} }} }}",
+            "friends { ".repeat(10),
+            "} ".repeat(10)
+        );
+        let (_, result) = prepare(&deep);
+        let errors = result.expect_err("too deep");
+        assert_eq!(
+            messages(&errors),
+            ["The operation nests fields 12 levels deep; at most 10 are accepted."]
+        );
+    }
+}
