@@ -113,18 +113,21 @@ impl Operation {
             return Err(errors
                 .into_iter()
                 .map(|e| {
-                    let mut error = json!({
-                        "message": e.message,
-                        "extensions": { "code": "GRAPHQL_VALIDATION_FAILED" },
-                    });
+                    let mut error = Map::new();
+                    error.insert("message".into(), Json::String(e.message));
                     if !e.locations.is_empty() {
-                        error["locations"] = e
+                        let locations = e
                             .locations
                             .iter()
                             .map(|p| json!({ "line": p.line, "column": p.column }))
                             .collect();
+                        error.insert("locations".into(), Json::Array(locations));
                     }
-                    error
+                    error.insert(
+                        "extensions".into(),
+                        json!({ "code": "GRAPHQL_VALIDATION_FAILED" }),
+                    );
+                    Json::Object(error)
                 })
                 .collect());
         }

@@ -723,3 +723,73 @@ async fn metrics_count_requests_and_subgraph_calls() {
         "{text}"
     );
 }
+
+/// The router's error shapes are part of its contract: a change shows up as snapshot drift.
+#[tokio::test]
+async fn error_shapes_are_stable() {
+    let fed = Federation::start().await;
+    let cases = [
+        ("syntax_error", "{ me { id }", json!({})),
+        ("unknown_field", "{ me { nope } }", json!({})),
+        (
+            "wrong_variable_type",
+            "query($n: Int) { topProducts(first: $n) { name } }",
+            json!({ "n": "two" }),
+        ),
+        (
+            "missing_variable",
+            "query($n: Int!) { topProducts(first: $n) { name } }",
+            json!({}),
+        ),
+        (
+            "several_operations",
+            "query A { me { id } } query B { me { id } }",
+            json!({}),
+        ),
+        (
+            "unauthenticated",
+            "{ topProducts(first: 1) { name cost } }",
+            json!({}),
+        ),
+        (
+            "subgraph_error_in_a_list",
+            "{ users { name nickname } }",
+            json!({}),
+        ),
+    ];
+    let mut answers = serde_json::Map::new();
+    for (name, query, variables) in cases {
+        answers.insert(name.to_owned(), fed.query(query, variables).await);
+    }
+    let deep = format!(
+        "{{ titled {{ {} title {} }} }}",
+        "sequel { ".repeat(20),
+        "} ".repeat(20)
+    );
+    answers.insert("too_deep".to_owned(), fed.query(&deep, json!({})).await);
+    insta::assert_json_snapshot!("error_shapes", answers);
+}
+
+/// GraphiQL's schema query: graphql-js' full introspection query, fragments and all.
+#[tokio::test]
+async fn graphiqls_introspection_query_is_answered() {
+    let fed = Federation::start().await;
+    let response = fed
+        .query(include_str!("introspection.graphql"), json!({}))
+        .await;
+    assert!(response.get("errors").is_none(), "{response}");
+    let schema = &response["data"]["__schema"];
+    assert_eq!(schema["queryType"]["name"], "Query");
+    let product = schema["types"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["name"] == "Product")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(product["kind"], "OBJECT", "{response}");
+    assert!(
+        product["fields"].as_array().is_some_and(|f| !f.is_empty()),
+        "{product}"
+    );
+}
