@@ -13,7 +13,6 @@ use async_graphql::dynamic::{
     Enum, EnumItem, Field, FieldFuture, InputObject, InputValue, Interface, InterfaceField, Object,
     Scalar, Schema, TypeRef, Union,
 };
-use async_graphql::parser::types::{DocumentOperations, Selection};
 use async_graphql::{Name, Value as GqlValue};
 use graphql_tools::parser::schema::{
     Definition, Directive, Document, Field as FieldDefinition, Type as AstType, TypeDefinition,
@@ -25,35 +24,17 @@ use crate::types::named_type;
 
 const BUILT_IN_SCALARS: [&str; 5] = ["Int", "Float", "String", "Boolean", "ID"];
 
-/// Answers the `__schema` and `__type` root fields of the operation `operation_name` selects
-/// in `query` (validated already), by response key, with the errors of answering them.
+/// Answers an operation's introspection fields, `document` (see
+/// [`crate::operation::Operation::introspection`]), by response key, with the errors of
+/// answering them.
 pub async fn introspect(
     schema: &Schema,
-    query: &str,
-    operation_name: Option<&str>,
+    document: &str,
     variables: &Map<String, Json>,
 ) -> (Map<String, Json>, Vec<Json>) {
-    let mut request = async_graphql::Request::new(query).variables(
+    let request = async_graphql::Request::new(document).variables(
         async_graphql::Variables::from_json(Json::Object(variables.clone())),
     );
-    if let Some(name) = operation_name {
-        request = request.operation_name(name);
-    }
-    let mut document = match request.parsed_query() {
-        Ok(document) => document.clone(),
-        Err(err) => return (Map::new(), serde_json::to_value(err).into_iter().collect()),
-    };
-    let operations: Vec<_> = match &mut document.operations {
-        DocumentOperations::Single(operation) => vec![operation],
-        DocumentOperations::Multiple(operations) => operations.values_mut().collect(),
-    };
-    for operation in operations {
-        operation.node.selection_set.node.items.retain(|item| {
-            matches!(&item.node, Selection::Field(f)
-                if f.node.name.node == "__schema" || f.node.name.node == "__type")
-        });
-    }
-    request.set_parsed_query(document);
     let response = schema.execute(request).await;
     let errors = response
         .errors

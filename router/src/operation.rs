@@ -32,8 +32,9 @@ pub struct Operation {
     variable_definitions: Vec<VariableDefinition<'static, String>>,
     fragments: HashMap<String, FragmentDefinition<'static, String>>,
     pub kind: OperationKind,
-    /// The operation asks for `__schema` or `__type` at its root.
-    pub introspection: bool,
+    /// The operation's `__schema` / `__type` root fields as a document of their own, for the
+    /// introspection schema to answer; `None` when it asks for neither.
+    pub introspection: Option<String>,
 }
 
 /// The rules every operation is validated with (graphql-tools: the spec's rules).
@@ -160,10 +161,7 @@ impl Operation {
                 "GRAPHQL_VALIDATION_FAILED",
             )]);
         }
-        let introspection = selection_set.items.iter().any(
-            |item| matches!(item, Selection::Field(f) if f.name == "__schema" || f.name == "__type"),
-        );
-        let operation = Self {
+        let mut operation = Self {
             selection_set: selection_set.clone(),
             variable_definitions: variable_definitions.to_vec(),
             fragments: document
@@ -175,8 +173,9 @@ impl Operation {
                 })
                 .collect(),
             kind,
-            introspection,
+            introspection: None,
         };
+        operation.introspection = operation.introspection_document();
         let depth = operation.depth(operation.selection_set(), &mut HashMap::new());
         if depth > max_depth {
             return Err(vec![request_error(
@@ -199,6 +198,62 @@ impl Operation {
 
     pub fn fragment(&self, name: &str) -> Option<&FragmentDefinition<'static, String>> {
         self.fragments.get(name)
+    }
+
+    /// A query of the operation's `__schema` / `__type` root fields (also those inside
+    /// fragments on the root type), with its variables and fragments.
+    fn introspection_document(&self) -> Option<String> {
+        fn collect<'o>(
+            operation: &'o Operation,
+            selections: &'o SelectionSet<'static, String>,
+            visited: &mut Vec<&'o str>,
+            out: &mut Vec<Selection<'static, String>>,
+        ) {
+            for item in &selections.items {
+                match item {
+                    Selection::Field(field)
+                        if field.name == "__schema" || field.name == "__type" =>
+                    {
+                        out.push(item.clone());
+                    }
+                    Selection::Field(_) => {}
+                    Selection::InlineFragment(fragment) => {
+                        collect(operation, &fragment.selection_set, visited, out);
+                    }
+                    Selection::FragmentSpread(spread) => {
+                        let name = spread.fragment_name.as_str();
+                        if visited.contains(&name) {
+                            continue;
+                        }
+                        visited.push(name);
+                        if let Some(fragment) = operation.fragment(name) {
+                            collect(operation, &fragment.selection_set, visited, out);
+                        }
+                    }
+                }
+            }
+        }
+        let mut fields = Vec::new();
+        collect(self, &self.selection_set, &mut Vec::new(), &mut fields);
+        if fields.is_empty() {
+            return None;
+        }
+        let position = self.selection_set.span.0;
+        let query = graphql_tools::parser::query::Query {
+            position,
+            name: None,
+            variable_definitions: self.variable_definitions.clone(),
+            directives: Vec::new(),
+            selection_set: SelectionSet {
+                span: self.selection_set.span,
+                items: fields,
+            },
+        };
+        let mut document = query.to_string();
+        for fragment in self.fragments.values() {
+            document.push_str(&fragment.to_string());
+        }
+        Some(document)
     }
 
     /// The root type the operation selects on.

@@ -621,18 +621,11 @@ async fn execute(
         },
     };
     let introspection = async {
-        if prepared.operation.introspection {
-            Some(
-                crate::api_schema::introspect(
-                    &graph.api,
-                    &request.query,
-                    request.operation_name.as_deref(),
-                    &variables,
-                )
-                .await,
-            )
-        } else {
-            None
+        match &prepared.operation.introspection {
+            Some(document) => {
+                Some(crate::api_schema::introspect(&graph.api, document, &variables).await)
+            }
+            None => None,
         }
     };
     let (outcome, introspection) =

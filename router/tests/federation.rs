@@ -318,6 +318,19 @@ async fn introspection_shows_the_api_schema_only() {
         .map(|s| s.requests.load(Ordering::SeqCst))
         .sum();
     assert_eq!(before, after);
+
+    // Introspection beside data, and inside a fragment on the root type.
+    let response = fed
+        .query(
+            "query($t: String!) { me { name } ...Intro } \
+             fragment Intro on Query { kind: __type(name: $t) { name } }",
+            json!({ "t": "Review" }),
+        )
+        .await;
+    assert_eq!(
+        response,
+        json!({ "data": { "me": { "name": "Ada" }, "kind": { "name": "Review" } } })
+    );
 }
 
 #[tokio::test]
