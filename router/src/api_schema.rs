@@ -20,9 +20,7 @@ use graphql_tools::parser::schema::{
 };
 use serde_json::{Map, Value as Json};
 
-use crate::types::named_type;
-
-const BUILT_IN_SCALARS: [&str; 5] = ["Int", "Float", "String", "Boolean", "ID"];
+use crate::types::{BUILT_IN_SCALARS, named_type};
 
 /// Answers an operation's introspection fields, `document` (see
 /// [`crate::operation::Operation::introspection`]), by response key, with the errors of

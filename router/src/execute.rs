@@ -389,7 +389,7 @@ impl<'r> Execution<'r> {
             self.run.client.metrics.record_subgraph(service, false);
             json!({
                 "message": message,
-                "extensions": { "code": "SUBGRAPH_UNAVAILABLE", "serviceName": service }
+                "extensions": { "code": crate::project::FETCH_FAILED, "serviceName": service }
             })
         };
         let Some(endpoint) = self.run.graph.endpoint(service) else {

@@ -322,7 +322,14 @@ impl Operation {
             match provided.remove(name) {
                 None => match &definition.default_value {
                     Some(default) => {
-                        out.insert(name.clone(), query_value_json(default));
+                        match coerce_input(types, ty, query_value_json(default), &mut vec![]) {
+                            Ok(value) => {
+                                out.insert(name.clone(), value);
+                            }
+                            Err(problem) => {
+                                errors.push(fail(format!("has an invalid default: {problem}")));
+                            }
+                        }
                     }
                     None if matches!(ty, AstType::NonNullType(_)) => {
                         errors.push(fail(format!("of required type \"{ty}\" was not provided.")));
@@ -462,7 +469,11 @@ fn coerce_named(
                         }
                         None => match &field.default {
                             Some(default) => {
-                                out.insert(field.name.clone(), query_value_json(default));
+                                let default = query_value_json(default);
+                                out.insert(
+                                    field.name.clone(),
+                                    coerce_input(types, &field.ty, default, path)?,
+                                );
                             }
                             None if matches!(field.ty, AstType::NonNullType(_)) => {
                                 return Err(format!(
@@ -553,7 +564,12 @@ pub(crate) mod tests {
           hidden: Node
           color: Color
           search(filter: Filter!, first: Int): [User]
+          grid(cells: [[Int]], filter: Filter): Int
+          found: Found
+          count: Int
+          label: String
         }
+        union Found = User
         interface Node { id: ID! }
         type User implements Node { id: ID! name: String! friends: [User] }
         enum Color { RED GREEN }
@@ -602,6 +618,21 @@ pub(crate) mod tests {
                     .cloned()
                     .unwrap_or_default()
             )
+        );
+    }
+
+    #[test]
+    fn defaults_are_coerced_like_values() {
+        let variables = coerce(
+            "query($m: [[Int]] = 1, $f: Filter = { name: \"a\" }) { grid(cells: $m, filter: $f) }",
+            json!({}),
+        );
+        assert_eq!(
+            variables,
+            Ok(json!({ "m": [[1]], "f": { "name": "a", "limit": 10 } })
+                .as_object()
+                .cloned()
+                .unwrap_or_default())
         );
     }
 

@@ -248,6 +248,28 @@ impl Graph {
         Ok(prepared)
     }
 
+    /// [`Graph::prepare`] for a request: a cached plan at once; validation and planning (CPU
+    /// work that grows with the document, up to the edge's token limit) on a blocking thread,
+    /// so they never hold up the async workers serving other requests.
+    pub async fn prepare_off_thread(
+        self: &Arc<Self>,
+        query: &str,
+        operation_name: Option<&str>,
+    ) -> Result<Arc<PreparedPlan>, PlanError> {
+        if let Some(plan) = self.plans.get(&operation_key(query, operation_name)) {
+            return Ok(plan);
+        }
+        let graph = self.clone();
+        let (query, operation_name) = (query.to_owned(), operation_name.map(str::to_owned));
+        tokio::task::spawn_blocking(move || graph.prepare(&query, operation_name.as_deref()))
+            .await
+            .unwrap_or_else(|_| {
+                Err(PlanError::Planning(
+                    "the operation could not be prepared".into(),
+                ))
+            })
+    }
+
     /// The plan text for an operation (for tests and diagnostics).
     pub fn plan_json(&self, query: &str, operation_name: Option<&str>) -> Result<Json, PlanError> {
         let prepared = self.prepare(query, operation_name)?;

@@ -19,6 +19,9 @@ pub struct Projected {
 }
 
 type FieldNode = Field<'static, String>;
+
+/// The code of the error a fetch that failed as a whole is reported with ([`crate::execute`]).
+pub const FETCH_FAILED: &str = "SUBGRAPH_UNAVAILABLE";
 /// Fields by response key, in the order the selection names them.
 type Grouped<'a> = Vec<(&'a str, Vec<&'a FieldNode>)>;
 
@@ -63,14 +66,23 @@ pub struct Input<'a> {
 
 /// Projects the merged data onto the operation.
 pub fn project(input: &Input<'_>) -> Projected {
-    let reported = input
-        .reported
-        .iter()
-        .filter_map(|e| e.get("path").and_then(Json::as_array))
-        .collect();
+    let mut failed_fetch = false;
+    let mut reported = Vec::new();
+    for error in input.reported {
+        match error.get("path").and_then(Json::as_array) {
+            Some(path) if !path.is_empty() => reported.push(path),
+            // A fetch that failed as a whole (unavailable, timed out, no GraphQL answer) names
+            // no position: the nulls it leaves are all its doing.
+            _ if error.pointer("/extensions/code") == Some(&json!(FETCH_FAILED)) => {
+                failed_fetch = true;
+            }
+            _ => {}
+        }
+    }
     let mut projector = Projector {
         input,
         reported,
+        failed_fetch,
         path: Vec::new(),
         errors: Vec::new(),
     };
@@ -97,6 +109,8 @@ pub fn project(input: &Input<'_>) -> Projected {
 struct Projector<'a> {
     input: &'a Input<'a>,
     reported: Vec<&'a Vec<Json>>,
+    /// A subgraph error without a path (a whole fetch failed) explains every null.
+    failed_fetch: bool,
     path: Vec<Segment<'a>>,
     errors: Vec<Json>,
 }
@@ -257,27 +271,37 @@ impl<'a> Projector<'a> {
                 return Ok(value.clone());
             }
             (Some(Kind::Enum(_)), _) => {
-                return Err(self.fail(format!("Enum \"{name}\" cannot represent value: {value}")));
+                return Err(
+                    self.bad_value(format!("Enum \"{name}\" cannot represent value: {value}"))
+                );
             }
             (Some(Kind::Object | Kind::Interface | Kind::Union), Json::Object(object)) => object,
             (Some(Kind::Object | Kind::Interface | Kind::Union), _) => {
-                return Err(self.fail(format!(
+                return Err(self.bad_value(format!(
                     "A subgraph answered {} where an object of type {name} belongs.",
                     kind_of(value)
                 )));
             }
-            (Some(Kind::Scalar | Kind::InputObject(_)) | None, _) => return Ok(value.clone()),
+            (Some(Kind::Scalar), _) => {
+                return built_in_scalar(name, value).map_err(|message| self.bad_value(message));
+            }
+            (Some(Kind::InputObject(_)) | None, _) => return Ok(value.clone()),
         };
-        let concrete = if matches!(kind, Some(Kind::Object)) {
-            name
-        } else {
-            match object.get("__typename").and_then(Json::as_str) {
-                // A type clients cannot see (`@inaccessible`) is null to them.
-                Some(typename) if !types.contains(typename) => return Ok(Json::Null),
-                Some(typename) if types.is_possible(name, typename) => typename,
-                // No object type to go by (an `@interfaceObject` answer, or no `__typename`):
-                // the abstract type's own fields and fragments on it apply.
-                _ => name,
+        let typename = object.get("__typename").and_then(Json::as_str);
+        let concrete = match (kind, typename) {
+            (Some(Kind::Object), _) => name,
+            // A type clients cannot see (`@inaccessible`) is null to them.
+            (_, Some(typename)) if !types.contains(typename) => return Ok(Json::Null),
+            (_, Some(typename)) if types.is_possible(name, typename) => typename,
+            // An interface with no object type to go by (an `@interfaceObject` answer naming
+            // the interface, or no `__typename`): its own fields and fragments on it apply.
+            (Some(Kind::Interface), None) => name,
+            (Some(Kind::Interface), Some(typename)) if typename == name => name,
+            (_, typename) => {
+                return Err(self.bad_value(format!(
+                    "A subgraph answered an object of type {} where {name} belongs.",
+                    typename.map_or("(no __typename)".to_owned(), |t| format!("\"{t}\""))
+                )));
             }
         };
         let mut fields = Grouped::new();
@@ -291,13 +315,24 @@ impl<'a> Projector<'a> {
     /// Records an error at the current path unless a reported error already explains this
     /// position (one at it, above it or below it).
     fn fail(&mut self, message: String) -> Nulled {
+        self.record(message, self.failed_fetch)
+    }
+
+    /// Records an error about a value a subgraph answered (wrong type, unknown enum value):
+    /// that is news even where a fetch failed elsewhere.
+    fn bad_value(&mut self, message: String) -> Nulled {
+        self.record(message, false)
+    }
+
+    fn record(&mut self, message: String, explained_anyway: bool) -> Nulled {
         let path = &self.path;
-        let explained = self.reported.iter().any(|reported| {
-            reported
-                .iter()
-                .zip(path.iter())
-                .all(|(json, segment)| segment.is(json))
-        });
+        let explained = explained_anyway
+            || self.reported.iter().any(|reported| {
+                reported
+                    .iter()
+                    .zip(path.iter())
+                    .all(|(json, segment)| segment.is(json))
+            });
         if !explained {
             self.errors.push(json!({
                 "message": message,
@@ -306,6 +341,31 @@ impl<'a> Projector<'a> {
         }
         Nulled
     }
+}
+
+/// CoerceResult of a built-in scalar, as graphql-js serializes them; other scalars are the
+/// owning subgraph's to judge.
+fn built_in_scalar(name: &str, value: &Json) -> Result<Json, String> {
+    let fits = match (name, value) {
+        ("Int", Json::Number(n)) => match n.as_i64() {
+            Some(i) => i32::try_from(i).is_ok().then(|| value.clone()),
+            None => n
+                .as_f64()
+                .filter(|f| {
+                    f.fract() == 0.0 && *f >= f64::from(i32::MIN) && *f <= f64::from(i32::MAX)
+                })
+                .map(|f| json!(f as i64)),
+        },
+        ("Float", Json::Number(_)) | ("String", Json::String(_)) | ("Boolean", Json::Bool(_)) => {
+            Some(value.clone())
+        }
+        ("String", Json::Bool(_) | Json::Number(_)) => Some(Json::String(value.to_string())),
+        ("ID", Json::String(_)) => Some(value.clone()),
+        ("ID", Json::Number(n)) if n.is_i64() || n.is_u64() => Some(Json::String(n.to_string())),
+        ("Int" | "Float" | "String" | "Boolean" | "ID", _) => None,
+        _ => Some(value.clone()),
+    };
+    fits.ok_or_else(|| format!("{name} cannot represent value: {value}"))
 }
 
 fn kind_of(value: &Json) -> &'static str {
@@ -396,6 +456,69 @@ mod tests {
             projected.data,
             json!({ "node": { "__typename": "Node", "id": "n1" } })
         );
+    }
+
+    #[test]
+    fn a_union_value_needs_a_typename_of_its_members() {
+        for (data, shown) in [
+            (json!({}), "(no __typename)"),
+            (json!({ "__typename": "Found" }), "\"Found\""),
+            (json!({ "__typename": "Color" }), "\"Color\""),
+        ] {
+            let projected = run(
+                "{ found { __typename } }",
+                json!({ "found": data }),
+                json!([]),
+            );
+            assert_eq!(projected.data, json!({ "found": null }));
+            assert_eq!(
+                projected.errors[0]["message"],
+                format!("A subgraph answered an object of type {shown} where Found belongs."),
+            );
+        }
+    }
+
+    #[test]
+    fn built_in_scalars_are_checked_as_graphql_js_serializes_them() {
+        let query = "{ count label me { id } }";
+        let data = json!({ "count": 2.0, "label": 7, "me": { "id": 12 } });
+        let projected = run(query, data, json!([]));
+        assert_eq!(
+            projected.data,
+            json!({ "count": 2, "label": "7", "me": { "id": "12" } })
+        );
+        assert!(projected.errors.is_empty());
+
+        let data = json!({ "count": 3_000_000_000_i64, "label": { "a": 1 }, "me": { "id": true } });
+        let projected = run(query, data, json!([]));
+        assert_eq!(
+            projected.data,
+            json!({ "count": null, "label": null, "me": null })
+        );
+        let messages: Vec<&str> = projected
+            .errors
+            .iter()
+            .filter_map(|e| e["message"].as_str())
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "Int cannot represent value: 3000000000",
+                "String cannot represent value: {\"a\":1}",
+                "ID cannot represent value: true",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_fetch_that_failed_as_a_whole_explains_its_nulls() {
+        let reported = json!([{
+            "message": "subgraph `accounts` is unavailable",
+            "extensions": { "code": FETCH_FAILED },
+        }]);
+        let projected = run("{ users { name } }", json!({ "users": [{}, {}] }), reported);
+        assert_eq!(projected.data, json!({ "users": null }));
+        assert!(projected.errors.is_empty(), "{:?}", projected.errors);
     }
 
     #[test]

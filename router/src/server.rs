@@ -576,7 +576,10 @@ async fn execute(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let prepared = match graph.prepare(&request.query, request.operation_name.as_deref()) {
+    let prepared = match graph
+        .prepare_off_thread(&request.query, request.operation_name.as_deref())
+        .await
+    {
         Ok(prepared) => prepared,
         Err(PlanError::Invalid(errors)) => {
             return respond(headers, Answer::RequestError(errors), &state.metrics);

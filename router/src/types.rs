@@ -46,7 +46,7 @@ pub struct Types {
     pub subscription: Option<String>,
 }
 
-const BUILT_IN_SCALARS: [&str; 5] = ["Int", "Float", "String", "Boolean", "ID"];
+pub const BUILT_IN_SCALARS: [&str; 5] = ["Int", "Float", "String", "Boolean", "ID"];
 
 impl Types {
     pub fn new(document: &Document<'static, String>) -> Self {

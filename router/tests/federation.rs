@@ -185,9 +185,8 @@ async fn subgraph_errors_keep_client_paths_and_nulls_propagate() {
         "accounts"
     );
 
-    // Entity fetch: the `_entities` path is rewritten to where the author sits in the response;
-    // `author` is non-null, so the null reaches the nullable... review list item? No: the list
-    // items are non-null too, so `latestReviews` (non-null) nulls all of data.
+    // Entity fetch: the `_entities` path is rewritten to where the author sits in the response.
+    // `author`, the list items and `latestReviews` are all non-null, so the null reaches `data`.
     let response = fed
         .query("{ latestReviews { body author { nickname } } }", json!({}))
         .await;
