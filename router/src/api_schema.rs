@@ -20,7 +20,7 @@ use graphql_tools::parser::schema::{
 };
 use serde_json::{Map, Value as Json};
 
-use crate::types::{BUILT_IN_SCALARS, named_type};
+use crate::types::{BUILT_IN_SCALARS, Types, named_type};
 
 /// Answers an operation's introspection fields, `document` (see
 /// [`crate::operation::Operation::introspection`]), by response key, with the errors of
@@ -64,14 +64,14 @@ macro_rules! field_details {
     }};
 }
 
-/// Builds the introspection schema from the consumer schema.
-pub fn build(document: &Document<'static, String>) -> Result<Schema, String> {
+/// Builds the introspection schema from the consumer schema and its type index.
+pub fn build(document: &Document<'static, String>, types: &Types) -> Result<Schema, String> {
     let interface_fields = interface_fields(document);
-    let (query, mutation, subscription) = root_names(document);
+    let (query, mutation, subscription) = (&types.query, &types.mutation, &types.subscription);
     // Operations were validated already (`crate::operation`); what reaches this schema is
     // only their introspection fields.
     let mut builder =
-        Schema::build(&query, mutation.as_deref(), None).validation_mode(ValidationMode::Fast);
+        Schema::build(query, mutation.as_deref(), None).validation_mode(ValidationMode::Fast);
     for definition in &document.definitions {
         let Definition::TypeDefinition(definition) = definition else {
             continue;
@@ -232,30 +232,6 @@ fn covariant_type(
         }
     }
     ty.clone()
-}
-
-fn root_names(document: &Document<'static, String>) -> (String, Option<String>, Option<String>) {
-    let defined = |name: &str| {
-        document.definitions.iter().any(|d| {
-            matches!(d, Definition::TypeDefinition(TypeDefinition::Object(o)) if o.name == name)
-        })
-    };
-    let schema = document.definitions.iter().find_map(|d| match d {
-        Definition::SchemaDefinition(s) => Some(s),
-        _ => None,
-    });
-    match schema {
-        Some(s) => (
-            s.query.clone().unwrap_or_else(|| "Query".into()),
-            s.mutation.clone(),
-            s.subscription.clone(),
-        ),
-        None => (
-            "Query".into(),
-            defined("Mutation").then(|| "Mutation".into()),
-            defined("Subscription").then(|| "Subscription".into()),
-        ),
-    }
 }
 
 fn type_ref(ty: &AstType<'static, String>) -> TypeRef {

@@ -21,7 +21,7 @@ use keygraph_kernel::token::Principal;
 use serde_json::{Value as Json, json};
 
 use crate::api_schema;
-use crate::cache::{BoundedCache, operation_key};
+use crate::cache::{BoundedCache, OperationKey, operation_key};
 use crate::execute::Endpoint;
 use crate::operation::Operation;
 use crate::types::Types;
@@ -178,7 +178,8 @@ impl Graph {
             "the query planner rejected the supergraph (it has no Query type?)".to_owned()
         })?
         .map_err(|e| format!("the query planner rejected the supergraph: {e}"))?;
-        let api = api_schema::build(&planner.consumer_schema.document)
+        let types = Types::new(&planner.consumer_schema.document);
+        let api = api_schema::build(&planner.consumer_schema.document, &types)
             .map_err(|e| format!("the API schema is invalid: {e}"))?;
         let mut endpoints = HashMap::new();
         for (name, url) in &planner.supergraph.subgraph_endpoint_map {
@@ -200,7 +201,7 @@ impl Graph {
         Ok(Self {
             possible_types: crate::types::possible_types(&document),
             sdl,
-            types: Types::new(&planner.consumer_schema.document),
+            types,
             planner,
             api,
             validation: crate::operation::validation_plan(),
@@ -239,7 +240,15 @@ impl Graph {
         query: &str,
         operation_name: Option<&str>,
     ) -> Result<Arc<PreparedPlan>, PlanError> {
-        let key = operation_key(query, operation_name);
+        self.prepare_keyed(operation_key(query, operation_name), query, operation_name)
+    }
+
+    fn prepare_keyed(
+        &self,
+        key: OperationKey,
+        query: &str,
+        operation_name: Option<&str>,
+    ) -> Result<Arc<PreparedPlan>, PlanError> {
         if let Some(plan) = self.plans.get(&key) {
             return Ok(plan);
         }
@@ -250,24 +259,28 @@ impl Graph {
 
     /// [`Graph::prepare`] for a request: a cached plan at once; validation and planning (CPU
     /// work that grows with the document, up to the edge's token limit) on a blocking thread,
-    /// so they never hold up the async workers serving other requests.
+    /// so they never hold up the async workers serving other requests. `key` is the request's
+    /// [`operation_key`].
     pub async fn prepare_off_thread(
         self: &Arc<Self>,
+        key: OperationKey,
         query: &str,
         operation_name: Option<&str>,
     ) -> Result<Arc<PreparedPlan>, PlanError> {
-        if let Some(plan) = self.plans.get(&operation_key(query, operation_name)) {
+        if let Some(plan) = self.plans.get(&key) {
             return Ok(plan);
         }
         let graph = self.clone();
         let (query, operation_name) = (query.to_owned(), operation_name.map(str::to_owned));
-        tokio::task::spawn_blocking(move || graph.prepare(&query, operation_name.as_deref()))
-            .await
-            .unwrap_or_else(|_| {
-                Err(PlanError::Planning(
-                    "the operation could not be prepared".into(),
-                ))
-            })
+        tokio::task::spawn_blocking(move || {
+            graph.prepare_keyed(key, &query, operation_name.as_deref())
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(PlanError::Planning(
+                "the operation could not be prepared".into(),
+            ))
+        })
     }
 
     /// The plan text for an operation (for tests and diagnostics).

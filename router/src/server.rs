@@ -20,7 +20,7 @@ use keygraph_kernel::token::TokenVerifier;
 use serde_json::{Map, Value as Json, json};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::cache::{BoundedCache, operation_key};
+use crate::cache::{BoundedCache, OperationKey, operation_key};
 use crate::execute::{Forwarded, PlanRun};
 use crate::plan::{Graph, GraphOptions, PlanError};
 use crate::supergraph::{self, SubgraphSdl};
@@ -467,10 +467,13 @@ fn document_aliases(document: &graphql_tools::parser::query::Document<'static, S
         .sum()
 }
 
-/// Checks the edge's limits (tokens, nesting, aliases) once per operation; answers whether
-/// the operation is a mutation.
-fn check_document(state: &RouterState, request: &GraphqlRequest) -> Result<bool, Refusal> {
-    let key = operation_key(&request.query, request.operation_name.as_deref());
+/// Checks the edge's limits (tokens, nesting, aliases) once per operation (`key`, its
+/// [`operation_key`]); answers whether the operation is a mutation.
+fn check_document(
+    state: &RouterState,
+    key: OperationKey,
+    request: &GraphqlRequest,
+) -> Result<bool, Refusal> {
     if let Some(is_mutation) = state.checked.get(&key) {
         return Ok(*is_mutation);
     }
@@ -560,7 +563,8 @@ async fn execute(
         )
         .into_response();
     };
-    let is_mutation = match check_document(state, &request) {
+    let key = operation_key(&request.query, request.operation_name.as_deref());
+    let is_mutation = match check_document(state, key, &request) {
         Ok(is_mutation) => is_mutation,
         Err(refusal) => return refusal.into_response(),
     };
@@ -577,7 +581,7 @@ async fn execute(
         return response;
     }
     let prepared = match graph
-        .prepare_off_thread(&request.query, request.operation_name.as_deref())
+        .prepare_off_thread(key, &request.query, request.operation_name.as_deref())
         .await
     {
         Ok(prepared) => prepared,

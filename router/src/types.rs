@@ -60,7 +60,7 @@ impl Types {
                 ((*name).to_owned(), info)
             })
             .collect();
-        let fields_of = |fields: &[graphql_tools::parser::schema::Field<'static, String>]| {
+        let fields_of = |fields: &[graphql_tools::parser::schema::Field<'static, String>]| -> HashMap<String, AstType> {
             fields
                 .iter()
                 .map(|f| (f.name.clone(), f.field_type.clone()))
@@ -68,7 +68,7 @@ impl Types {
         };
         let mut schema_roots = None;
         for definition in &document.definitions {
-            let (name, info) = match definition {
+            let (name, kind, fields) = match definition {
                 Definition::SchemaDefinition(schema) => {
                     schema_roots = Some((
                         schema.query.clone(),
@@ -77,32 +77,23 @@ impl Types {
                     ));
                     continue;
                 }
-                Definition::TypeDefinition(TypeDefinition::Scalar(t)) => (&t.name, Kind::Scalar),
+                Definition::TypeDefinition(TypeDefinition::Scalar(t)) => {
+                    (&t.name, Kind::Scalar, HashMap::new())
+                }
                 Definition::TypeDefinition(TypeDefinition::Enum(t)) => (
                     &t.name,
                     Kind::Enum(t.values.iter().map(|v| v.name.clone()).collect()),
+                    HashMap::new(),
                 ),
                 Definition::TypeDefinition(TypeDefinition::Object(t)) => {
-                    types.insert(
-                        t.name.clone(),
-                        TypeInfo {
-                            kind: Kind::Object,
-                            fields: fields_of(&t.fields),
-                        },
-                    );
-                    continue;
+                    (&t.name, Kind::Object, fields_of(&t.fields))
                 }
                 Definition::TypeDefinition(TypeDefinition::Interface(t)) => {
-                    types.insert(
-                        t.name.clone(),
-                        TypeInfo {
-                            kind: Kind::Interface,
-                            fields: fields_of(&t.fields),
-                        },
-                    );
-                    continue;
+                    (&t.name, Kind::Interface, fields_of(&t.fields))
                 }
-                Definition::TypeDefinition(TypeDefinition::Union(t)) => (&t.name, Kind::Union),
+                Definition::TypeDefinition(TypeDefinition::Union(t)) => {
+                    (&t.name, Kind::Union, HashMap::new())
+                }
                 Definition::TypeDefinition(TypeDefinition::InputObject(t)) => (
                     &t.name,
                     Kind::InputObject(
@@ -115,16 +106,11 @@ impl Types {
                             })
                             .collect(),
                     ),
+                    HashMap::new(),
                 ),
                 Definition::TypeExtension(_) | Definition::DirectiveDefinition(_) => continue,
             };
-            types.insert(
-                name.clone(),
-                TypeInfo {
-                    kind: info,
-                    fields: HashMap::new(),
-                },
-            );
+            types.insert(name.clone(), TypeInfo { kind, fields });
         }
         let defined = |name: &str| types.contains_key(name).then(|| name.to_owned());
         let (query, mutation, subscription) = match schema_roots {
