@@ -137,6 +137,9 @@ async fn connect(target: &DatabaseTarget<'_>) -> Result<DatabaseConnection, DbEr
     Ok(db)
 }
 
+/// A pooled connection idle at least this long is pinged before it is handed out.
+const IDLE_BEFORE_PING_SECS: u64 = 30;
+
 fn connect_options(url: &str, target: &DatabaseTarget<'_>) -> ConnectOptions {
     let pool = target.pool;
     let mut options = ConnectOptions::new(url.to_owned());
@@ -147,6 +150,11 @@ fn connect_options(url: &str, target: &DatabaseTarget<'_>) -> ConnectOptions {
         .connect_timeout(Duration::from_secs(pool.acquire_timeout_secs))
         .idle_timeout(Duration::from_secs(pool.idle_timeout_secs))
         .max_lifetime(Duration::from_secs(pool.max_lifetime_secs))
+        // sqlx pings a pooled connection on every checkout by default: one more round trip
+        // (on SQLite, two thread wake-ups) per statement outside a transaction. Only a
+        // connection that sat idle can have been dropped by the server or a proxy, so only
+        // those are checked.
+        .test_before_acquire_if_idle_for(Duration::from_secs(IDLE_BEFORE_PING_SECS))
         .sqlx_logging(false)
         .set_application_name(format!("keygraph-{}", target.service))
         .set_schema_search_path(target.schema.to_owned())
