@@ -664,19 +664,18 @@ impl Identity {
         email: &str,
         password: String,
     ) -> IdentityResult<CredentialCheck> {
+        // The account and its password in one statement: sign-ins are the hot path.
         let found = match parse_email(email) {
-            Ok(email) => self.find_by_email(&email).await?,
-            Err(_) => None,
-        };
-        let stored = match &found {
-            Some(user) => {
-                credential::Entity::find_by_id(user.id)
+            Ok(email) => {
+                user::Entity::find()
+                    .filter(user::Column::EmailKey.eq(&email.key))
+                    .find_also_related(credential::Entity)
                     .one(&self.db)
                     .await?
             }
-            None => None,
+            Err(_) => None,
         };
-        let (Some(user), Some(stored)) = (found, stored) else {
+        let Some((user, Some(stored))) = found else {
             self.hasher.verify_decoy(password).await?;
             return Ok(CredentialCheck::Invalid);
         };

@@ -18,7 +18,16 @@ pub struct Model {
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(has_one = "super::credential::Entity")]
+    Credential,
+}
+
+impl Related<super::credential::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Credential.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}
 
