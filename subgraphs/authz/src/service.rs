@@ -238,16 +238,8 @@ impl Authz {
         if users.is_empty() {
             return Ok(by_user);
         }
-        // A grant covers a code when equal, or when it ends in `*` and the code starts with
-        // everything before the `*` (`*` alone covers all). substr/length work on both backends.
         let sql = format!(
-            "SELECT DISTINCT ur.user_id AS user_id, p.code AS code \
-             FROM user_roles ur \
-             JOIN role_permissions rp ON rp.role_id = ur.role_id \
-             JOIN permissions p ON p.code = rp.permission_code \
-               OR (rp.permission_code LIKE '%*' \
-                   AND substr(p.code, 1, length(rp.permission_code) - 1) \
-                     = substr(rp.permission_code, 1, length(rp.permission_code) - 1)) \
+            "SELECT DISTINCT ur.user_id AS user_id, p.code AS code {EFFECTIVE_PERMISSIONS} \
              WHERE ur.user_id IN ({}) \
              ORDER BY ur.user_id, p.code",
             placeholders(self.db.get_database_backend(), users.len())
@@ -271,7 +263,7 @@ impl Authz {
             "SELECT DISTINCT rp.permission_code AS code \
              FROM user_roles ur JOIN role_permissions rp ON rp.role_id = ur.role_id \
              WHERE ur.user_id = {} ORDER BY rp.permission_code",
-            placeholders(self.db.get_database_backend(), 1)
+            placeholder(self.db.get_database_backend(), 1)
         );
         let statement =
             Statement::from_sql_and_values(self.db.get_database_backend(), sql, [user.into()]);
@@ -301,17 +293,35 @@ impl Authz {
             .collect())
     }
 
-    /// Role names and effective codes of a user, for token claims.
+    /// Role names and effective codes of a user, for token claims: one statement, as every
+    /// sign-in and refresh asks for them.
     pub async fn user_grants(&self, user: Uuid) -> AuthzResult<UserGrants> {
-        let roles = self.roles_of_users(&[user]).await?;
-        let permissions = self.effective_permissions_of_users(&[user]).await?;
-        Ok(UserGrants {
-            roles: roles
-                .get(&user)
-                .map(|r| r.iter().map(|r| r.name.clone()).collect())
-                .unwrap_or_default(),
-            permissions: permissions.get(&user).cloned().unwrap_or_default(),
-        })
+        let backend = self.db.get_database_backend();
+        let sql = format!(
+            "SELECT 'role' AS kind, r.name AS value \
+             FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
+             WHERE ur.user_id = {} \
+             UNION ALL \
+             SELECT DISTINCT 'permission' AS kind, p.code AS value {EFFECTIVE_PERMISSIONS} \
+             WHERE ur.user_id = {} \
+             ORDER BY kind, value",
+            placeholder(backend, 1),
+            placeholder(backend, 2),
+        );
+        let statement = Statement::from_sql_and_values(backend, sql, [user.into(), user.into()]);
+        let mut grants = UserGrants {
+            roles: Vec::new(),
+            permissions: Vec::new(),
+        };
+        for row in self.db.query_all_raw(statement).await? {
+            let kind: String = row.try_get("", "kind")?;
+            let value: String = row.try_get("", "value")?;
+            match kind.as_str() {
+                "role" => grants.roles.push(value),
+                _ => grants.permissions.push(value),
+            }
+        }
+        Ok(grants)
     }
 
     // ----- changing -----
@@ -720,12 +730,27 @@ impl Authz {
     }
 }
 
+/// `FROM … JOIN …` from a user's role grants (`ur`) to every permission (`p`) they cover. A
+/// grant covers a code when equal, or when it ends in `*` and the code starts with everything
+/// before the `*` (`*` alone covers all). substr/length work on both backends.
+const EFFECTIVE_PERMISSIONS: &str = "FROM user_roles ur \
+     JOIN role_permissions rp ON rp.role_id = ur.role_id \
+     JOIN permissions p ON p.code = rp.permission_code \
+       OR (rp.permission_code LIKE '%*' \
+           AND substr(p.code, 1, length(rp.permission_code) - 1) \
+             = substr(rp.permission_code, 1, length(rp.permission_code) - 1))";
+
+/// The `index`th bind parameter (from 1) in the backend's syntax.
+fn placeholder(backend: DbBackend, index: usize) -> String {
+    match backend {
+        DbBackend::Postgres => format!("${index}"),
+        _ => "?".to_owned(),
+    }
+}
+
 fn placeholders(backend: DbBackend, count: usize) -> String {
     (1..=count)
-        .map(|i| match backend {
-            DbBackend::Postgres => format!("${i}"),
-            _ => "?".to_owned(),
-        })
+        .map(|i| placeholder(backend, i))
         .collect::<Vec<_>>()
         .join(", ")
 }
