@@ -2,7 +2,7 @@
 //! service's own `outbox` table; a relay (with the audit service) delivers them later.
 
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, Set};
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait, Set};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -103,7 +103,8 @@ impl AuditEvent {
         meta: &RequestMeta,
     ) -> Result<Uuid, DbErr> {
         let id = Uuid::now_v7();
-        entity::ActiveModel {
+        // No `RETURNING`: the row is known, and every audited write runs this.
+        entity::Entity::insert(entity::ActiveModel {
             id: Set(id),
             occurred_at: Set(Utc::now()),
             actor_id: Set(self.actor_id),
@@ -116,8 +117,8 @@ impl AuditEvent {
             client_addr: Set(meta.client_addr.map(|a| a.to_string())),
             delivered_at: Set(None),
             attempts: Set(0),
-        }
-        .insert(db)
+        })
+        .exec_without_returning(db)
         .await?;
         Ok(id)
     }

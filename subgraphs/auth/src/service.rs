@@ -224,7 +224,9 @@ impl Auth {
         let session_id = Uuid::now_v7();
         let (refresh, refresh_hash) = new_refresh_token();
         let txn = self.db.begin().await?;
-        session::ActiveModel {
+        // Writes without `RETURNING`, here and below: the rows are known, and this is the
+        // hot path of every sign-in.
+        session::Entity::insert(session::ActiveModel {
             id: Set(session_id),
             user_id: Set(account.id),
             created_at: Set(now),
@@ -234,8 +236,8 @@ impl Auth {
             user_agent: Set(meta.user_agent.clone()),
             revoked_at: Set(None),
             revoked_reason: Set(None),
-        }
-        .insert(&txn)
+        })
+        .exec_without_returning(&txn)
         .await?;
         insert_refresh(&txn, session_id, refresh_hash, 0, now).await?;
         AuditEvent::new("auth.login.succeeded", "session", session_id)
@@ -537,15 +539,15 @@ async fn insert_refresh<C: ConnectionTrait>(
     generation: i32,
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
-    refresh_token::ActiveModel {
+    refresh_token::Entity::insert(refresh_token::ActiveModel {
         id: Set(Uuid::now_v7()),
         session_id: Set(session),
         token_hash: Set(token_hash),
         generation: Set(generation),
         created_at: Set(now),
         used_at: Set(None),
-    }
-    .insert(db)
+    })
+    .exec_without_returning(db)
     .await
     .map(|_| ())
 }
