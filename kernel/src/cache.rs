@@ -1,5 +1,6 @@
-//! A bounded map for per-operation work (plans, document checks), keyed by
-//! [`operation_key`]; the oldest entry goes first when full.
+//! A bounded map for per-operation work (the router's plans and document checks, the
+//! subgraphs' parsed documents), keyed by [`operation_key`]; the oldest entry goes first
+//! when full.
 
 use std::{
     collections::{HashMap, VecDeque},

@@ -15,9 +15,12 @@ use axum::{
     routing::{MethodRouter, post},
 };
 
+use async_graphql::parser::types::ExecutableDocument;
+use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::{
+    cache::{BoundedCache, operation_key},
     error::{ApiError, ApiResult},
     guard::Authentication,
     http::RequestMeta,
@@ -53,9 +56,37 @@ where
         .sdl_with_options(SDLExportOptions::new().federation())
 }
 
+/// How many parsed documents a subgraph keeps.
+const DOCUMENTS_KEPT: usize = 512;
+
+/// Parsed documents by their text. async-graphql parses every request anew, and its parser
+/// is a large part of a cheap request's CPU; clients (the router above all) send the same few
+/// documents again and again.
+pub struct Documents(BoundedCache<ExecutableDocument>);
+
+impl Default for Documents {
+    fn default() -> Self {
+        Self(BoundedCache::new(DOCUMENTS_KEPT))
+    }
+}
+
+impl Documents {
+    /// Gives `request` its parsed document: a copy of the kept one, or parsed now and kept.
+    /// A document that does not parse is left for the executor to report.
+    fn attach(&self, request: &mut Request) {
+        let key = operation_key(&request.query, None);
+        if let Some(document) = self.0.get(&key) {
+            request.set_parsed_query(ExecutableDocument::clone(&document));
+        } else if let Ok(document) = request.parsed_query() {
+            self.0.insert(key, Arc::new(document.clone()));
+        }
+    }
+}
+
 /// Executes `request` against `schema` with the caller's [`Authentication`] and `meta`.
 pub async fn execute<Q, M, S>(
     schema: &Schema<Q, M, S>,
+    documents: &Documents,
     verifier: &TokenVerifier,
     method: Method,
     headers: &HeaderMap,
@@ -67,6 +98,7 @@ where
     M: ObjectType + 'static,
     S: SubscriptionType + 'static,
 {
+    documents.attach(&mut request);
     // GET must be safe: a link or an <img> must never change state (GraphQL over HTTP).
     if method == Method::GET && selects_mutation(&mut request) {
         let body = serde_json::json!({ "errors": [{
@@ -96,8 +128,11 @@ where
     M: ObjectType + 'static,
     S: SubscriptionType + 'static,
 {
+    /// What every request of the route shares.
+    type Served<Q, M, S> = (Schema<Q, M, S>, Arc<Documents>, TokenVerifier);
+
     async fn handle<Q, M, S>(
-        State((schema, verifier)): State<(Schema<Q, M, S>, TokenVerifier)>,
+        State((schema, documents, verifier)): State<Served<Q, M, S>>,
         Extension(meta): Extension<RequestMeta>,
         method: Method,
         headers: HeaderMap,
@@ -110,6 +145,7 @@ where
     {
         execute(
             &schema,
+            &documents,
             &verifier,
             method,
             &headers,
@@ -118,9 +154,11 @@ where
         )
         .await
     }
-    post(handle::<Q, M, S>)
-        .get(handle::<Q, M, S>)
-        .with_state((schema, verifier))
+    post(handle::<Q, M, S>).get(handle::<Q, M, S>).with_state((
+        schema,
+        Arc::new(Documents::default()),
+        verifier,
+    ))
 }
 
 /// Reads `Authorization: Bearer …`; a refused token is remembered with its reason, so
@@ -174,4 +212,56 @@ pub fn parse_id(field: &str, what: &str, id: &ID) -> ApiResult<Uuid> {
             format!("`{}` is not a {what} id (a UUID)", id.as_str()),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::{EmptyMutation, EmptySubscription, Object};
+
+    use super::*;
+
+    struct Query;
+
+    #[Object]
+    impl Query {
+        async fn greeting(&self, name: String) -> String {
+            format!("hello {name}")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_repeated_document_is_parsed_once_and_answers_the_same() {
+        let schema = Schema::new(Query, EmptyMutation, EmptySubscription);
+        let documents = Documents::default();
+        let query = r#"query($n: String!) { greeting(name: $n) }"#;
+        for name in ["ada", "grace"] {
+            let mut request = Request::new(query).variables(async_graphql::Variables::from_json(
+                serde_json::json!({ "n": name }),
+            ));
+            documents.attach(&mut request);
+            let response = schema.execute(request).await;
+            assert!(response.errors.is_empty(), "{:?}", response.errors);
+            assert_eq!(
+                response.data.into_json().expect("json"),
+                serde_json::json!({ "greeting": format!("hello {name}") })
+            );
+        }
+        assert_eq!(documents.0.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_document_that_does_not_parse_is_reported_and_not_kept() {
+        let schema = Schema::new(Query, EmptyMutation, EmptySubscription);
+        let documents = Documents::default();
+        let mut request = Request::new("{ greeting(name: ");
+        documents.attach(&mut request);
+        let response = schema.execute(request).await;
+        assert_eq!(response.errors.len(), 1);
+        assert!(
+            response.errors[0].message.contains("expected"),
+            "{}",
+            response.errors[0].message
+        );
+        assert!(documents.0.is_empty());
+    }
 }

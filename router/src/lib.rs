@@ -10,7 +10,6 @@
 //! - [`server`]: the HTTP edge and the task that keeps the supergraph current.
 
 pub mod api_schema;
-pub mod cache;
 pub mod execute;
 pub mod metrics;
 pub mod operation;

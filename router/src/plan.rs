@@ -21,10 +21,10 @@ use keygraph_kernel::token::Principal;
 use serde_json::{Value as Json, json};
 
 use crate::api_schema;
-use crate::cache::{BoundedCache, OperationKey, operation_key};
 use crate::execute::Endpoint;
 use crate::operation::Operation;
 use crate::types::Types;
+use keygraph_kernel::cache::{BoundedCache, OperationKey, operation_key};
 
 /// Timeout for a subgraph named in the supergraph but not in config.
 const DEFAULT_SUBGRAPH_TIMEOUT: Duration = Duration::from_secs(10);

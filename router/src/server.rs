@@ -20,10 +20,10 @@ use keygraph_kernel::token::TokenVerifier;
 use serde_json::{Map, Value as Json, json};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::cache::{BoundedCache, OperationKey, operation_key};
 use crate::execute::{Forwarded, PlanRun};
 use crate::plan::{Graph, GraphOptions, PlanError};
 use crate::supergraph::{self, SubgraphSdl};
+use keygraph_kernel::cache::{BoundedCache, OperationKey, operation_key};
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 

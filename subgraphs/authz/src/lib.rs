@@ -46,6 +46,7 @@ pub struct AuthzService {
 #[derive(Clone)]
 struct GraphqlState {
     schema: AuthzSchema,
+    documents: Arc<graphql::Documents>,
     verifier: TokenVerifier,
     authz: Arc<Authz>,
     lookup: Lookup,
@@ -85,6 +86,7 @@ pub async fn build_with(
     }
     let state = GraphqlState {
         schema: schema::build_schema(authz.clone()),
+        documents: Arc::default(),
         verifier: TokenVerifier::for_service(&config.tokens, internal_token)?,
         authz: authz.clone(),
         lookup,
@@ -132,6 +134,7 @@ async fn graphql_handler(
             .data(Loaders::new(state.authz.clone(), state.lookup, &fence));
     let execution = graphql::execute(
         &state.schema,
+        &state.documents,
         &state.verifier,
         method,
         &headers,
