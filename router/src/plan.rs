@@ -249,9 +249,19 @@ impl Graph {
         query: &str,
         operation_name: Option<&str>,
     ) -> Result<Arc<PreparedPlan>, PlanError> {
-        if let Some(plan) = self.plans.get(&key) {
-            return Ok(plan);
+        match self.plans.get(&key) {
+            Some(plan) => Ok(plan),
+            None => self.plan_and_keep(key, query, operation_name),
         }
+    }
+
+    /// Validates and plans an operation not yet cached, and keeps the result under `key`.
+    fn plan_and_keep(
+        &self,
+        key: OperationKey,
+        query: &str,
+        operation_name: Option<&str>,
+    ) -> Result<Arc<PreparedPlan>, PlanError> {
         let prepared = Arc::new(self.plan(query, operation_name)?);
         self.plans.insert(key, prepared.clone());
         Ok(prepared)
@@ -273,7 +283,7 @@ impl Graph {
         let graph = self.clone();
         let (query, operation_name) = (query.to_owned(), operation_name.map(str::to_owned));
         tokio::task::spawn_blocking(move || {
-            graph.prepare_keyed(key, &query, operation_name.as_deref())
+            graph.plan_and_keep(key, &query, operation_name.as_deref())
         })
         .await
         .unwrap_or_else(|_| {
