@@ -164,7 +164,8 @@ fn main() {
         let Some(stack) = Stack::start_with(Backend::Sqlite, |c| c.log.filter = "error".into()).await else {
             return;
         };
-        let clients = 4 * std::thread::available_parallelism().map_or(2, |n| n.get());
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let clients = 4 * cores;
         let emails: Vec<String> = (0..clients).map(|i| format!("bench{i}@example.com")).collect();
         for email in &emails {
             stack.register(email).await;
@@ -198,11 +199,10 @@ fn main() {
             let (loaded, _) =
                 tokio::join!(probe(&stack, &token, duration), login_load(&stack, &emails, duration));
             let (idle_p99, loaded_p99) = (percentile(&idle, 0.99), percentile(&loaded, 0.99));
-            let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as f64;
             println!(
                 "| {round} | {raw:.1} | {login_rate:.1} | {:.0}% | {:.2} | {:.2} | {:.2} | {:.1}% | {idle_p99:.2} | {loaded_p99:.2} | {:.2}x |",
                 100.0 * login_rate / raw,
-                1000.0 * cores / raw,
+                1000.0 * cores as f64 / raw,
                 1000.0 * hashing / logins,
                 1000.0 * other / logins,
                 100.0 * other / (hashing + other).max(f64::EPSILON),
