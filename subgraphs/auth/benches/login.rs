@@ -3,15 +3,17 @@
 //! the claims); and p50/p99 of a cheap authenticated query (`me` at identity) alone and while
 //! the logins saturate hashing.
 //!
-//! The host's speed drifts between phases (the raw rate alone has ranged 105–178/s here), so
-//! every figure is measured in each of several rounds, back to back, and pooled.
+//! The host's speed drifts between phases (the raw rate alone has ranged 81–178/s here), so
+//! every figure is measured in each of several rounds and pooled, and each baseline brackets
+//! the phase it is compared with: half of it runs just before, half just after, so a drift
+//! that is steady over the round cancels out of the comparison.
 //!
 //! Each round also splits the CPU the sign-ins used (Linux, from /proc): the hashing pool's
 //! per sign-in, beside the raw CPU per verify, and everything else per sign-in (HTTP between
 //! client, auth, identity and authz, GraphQL, SQLite, signing; the load generator too, as it
 //! shares the cores). The share of everything else is what keeps the rate below raw.
 //!
-//!     cargo bench -p keygraph-auth --bench login [-- --seconds 3 --rounds 3]
+//!     cargo bench -p keygraph-auth --bench login [-- --seconds 3 --rounds 5]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -47,7 +49,7 @@ fn seconds() -> u64 {
 }
 
 fn rounds() -> u64 {
-    arg("--rounds", 3).max(1)
+    arg("--rounds", 5).max(1)
 }
 
 /// Verifies per second with one thread per core and the check identity's hashing pool runs,
@@ -176,8 +178,10 @@ fn main() {
             "sign-in under load ({rounds} rounds of 4 phases, {} s each, {clients} login clients, SQLite)",
             duration.as_secs()
         );
-        println!("The machine's speed drifts; each round measures every figure back to back, so the");
-        println!("comparisons hold within a round, and the totals pool all rounds.");
+        println!("The machine's speed drifts. Each round measures every figure back to back, so the");
+        println!("comparisons hold within a round, and the totals pool all rounds. Each baseline");
+        println!("brackets what it is compared with: raw verifies run half before and half after the");
+        println!("logins, and `me` alone half before and half after `me` under logins.");
         println!();
         println!(
             "| round | raw argon2id /s | logins /s | % of raw | raw CPU per verify ms | hashing CPU per login ms | other CPU per login ms | other share | `me` p99 alone ms | `me` p99 under logins ms | ratio |"
@@ -187,17 +191,21 @@ fn main() {
         let (mut hashing_total, mut other_total) = (0.0, 0.0);
         let (mut idle_all, mut loaded_all) = (Vec::new(), Vec::new());
         for round in 1..=rounds {
-            let raw = tokio::task::block_in_place(|| raw_verify_rate(duration));
+            let half = duration / 2;
+            let raw_before = tokio::task::block_in_place(|| raw_verify_rate(half));
             let (all_before, hashing_before) = thread_cpu("keygraph-hash");
             let started = Instant::now();
             let login_rate = login_load(&stack, &emails, duration).await;
             let logins = login_rate * started.elapsed().as_secs_f64();
             let (all_after, hashing_after) = thread_cpu("keygraph-hash");
+            let raw_after = tokio::task::block_in_place(|| raw_verify_rate(half));
+            let raw = (raw_before + raw_after) / 2.0;
             let hashing = hashing_after - hashing_before;
             let other = (all_after - all_before) - hashing;
-            let idle = probe(&stack, &token, duration).await;
+            let mut idle = probe(&stack, &token, half).await;
             let (loaded, _) =
                 tokio::join!(probe(&stack, &token, duration), login_load(&stack, &emails, duration));
+            idle.extend(probe(&stack, &token, half).await);
             let (idle_p99, loaded_p99) = (percentile(&idle, 0.99), percentile(&loaded, 0.99));
             println!(
                 "| {round} | {raw:.1} | {login_rate:.1} | {:.0}% | {:.2} | {:.2} | {:.2} | {:.1}% | {idle_p99:.2} | {loaded_p99:.2} | {:.2}x |",
