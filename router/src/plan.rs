@@ -240,15 +240,7 @@ impl Graph {
         query: &str,
         operation_name: Option<&str>,
     ) -> Result<Arc<PreparedPlan>, PlanError> {
-        self.prepare_keyed(operation_key(query, operation_name), query, operation_name)
-    }
-
-    fn prepare_keyed(
-        &self,
-        key: OperationKey,
-        query: &str,
-        operation_name: Option<&str>,
-    ) -> Result<Arc<PreparedPlan>, PlanError> {
+        let key = operation_key(query, operation_name);
         match self.plans.get(&key) {
             Some(plan) => Ok(plan),
             None => self.plan_and_keep(key, query, operation_name),
