@@ -106,8 +106,9 @@ async fn probe(stack: &Stack, token: &str, duration: Duration) -> Vec<Duration> 
     latencies
 }
 
-/// Signs in with every client in a loop for `duration`; returns sign-ins per second.
-async fn login_load(stack: &Stack, emails: &[String], duration: Duration) -> f64 {
+/// Signs in with every client in a loop for `duration`; returns the sign-ins and the seconds
+/// they took, up to the last answer.
+async fn login_load(stack: &Stack, emails: &[String], duration: Duration) -> (f64, f64) {
     let logins = AtomicUsize::new(0);
     let started = Instant::now();
     futures::future::join_all(emails.iter().map(|email| {
@@ -120,7 +121,10 @@ async fn login_load(stack: &Stack, emails: &[String], duration: Duration) -> f64
         }
     }))
     .await;
-    logins.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    (
+        logins.load(Ordering::Relaxed) as f64,
+        started.elapsed().as_secs_f64(),
+    )
 }
 
 /// CPU seconds (user and system) this process's threads have used, in total and those whose
@@ -182,7 +186,7 @@ fn main() {
         let token = stack.login(&emails[0]).await.access;
 
         println!(
-            "sign-in under load ({rounds} rounds of 4 phases, {} s each, {clients} login clients, SQLite)",
+            "sign-in under load ({rounds} rounds of 4 x {} s, {clients} login clients, SQLite)",
             duration.as_secs()
         );
         println!("The machine's speed drifts. Each round measures every figure back to back, so the");
@@ -197,13 +201,12 @@ fn main() {
         let (mut raw_total, mut login_total) = (0.0, 0.0);
         let (mut hashing_total, mut other_total) = (0.0, 0.0);
         let (mut idle_all, mut loaded_all) = (Vec::new(), Vec::new());
+        let half = duration / 2;
         for round in 1..=rounds {
-            let half = duration / 2;
             let raw_before = tokio::task::block_in_place(|| raw_verify_rate(half));
             let (all_before, hashing_before) = thread_cpu("keygraph-hash");
-            let started = Instant::now();
-            let login_rate = login_load(&stack, &emails, duration).await;
-            let logins = login_rate * started.elapsed().as_secs_f64();
+            let (logins, seconds) = login_load(&stack, &emails, duration).await;
+            let login_rate = logins / seconds;
             let (all_after, hashing_after) = thread_cpu("keygraph-hash");
             let raw_after = tokio::task::block_in_place(|| raw_verify_rate(half));
             let raw = (raw_before + raw_after) / 2.0;
