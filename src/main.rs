@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use keygraph_kernel::{config::Config, http::Shutdown, secrets, telemetry};
+use keygraph_kernel::{
+    config::Config, http::Shutdown, internal::LocalServices, secrets, telemetry,
+};
 
 #[derive(Parser)]
 #[command(
@@ -134,15 +136,33 @@ async fn run() -> anyhow::Result<()> {
         }
         Some(Command::Identity) => {
             let token = secrets::internal_token(&config)?;
-            keygraph_identity::run(&config, &token, Shutdown::on_signals().1).await
+            keygraph_identity::run(
+                &config,
+                &token,
+                &LocalServices::default(),
+                Shutdown::on_signals().1,
+            )
+            .await
         }
         Some(Command::Authz) => {
             let token = secrets::internal_token(&config)?;
-            keygraph_authz::run(&config, &token, Shutdown::on_signals().1).await
+            keygraph_authz::run(
+                &config,
+                &token,
+                &LocalServices::default(),
+                Shutdown::on_signals().1,
+            )
+            .await
         }
         Some(Command::Auth) => {
             let token = secrets::internal_token(&config)?;
-            keygraph_auth::run(&config, &token, Shutdown::on_signals().1).await
+            keygraph_auth::run(
+                &config,
+                &token,
+                &LocalServices::default(),
+                Shutdown::on_signals().1,
+            )
+            .await
         }
         None => run_all(&config).await,
     }
@@ -150,10 +170,14 @@ async fn run() -> anyhow::Result<()> {
 
 /// The embedded default: every service that exists, in this process, each on its own
 /// loopback port and (unless configured otherwise) its own SQLite file under `data_dir`.
+/// Their internal calls to each other stay in the process; the router reaches the subgraphs
+/// over HTTP, as it would anywhere else.
 /// When one service fails, the others are stopped too and the error is reported.
 async fn run_all(config: &Config) -> anyhow::Result<()> {
     let token = secrets::internal_token(config)?;
     let (trigger, shutdown) = Shutdown::on_signals();
+    // The services call each other's internal endpoints in process, not over loopback HTTP.
+    let local = LocalServices::default();
     tracing::info!(
         identity = %format!("http://{}/graphql", config.identity.listen),
         authz = %format!("http://{}/graphql", config.authz.listen),
@@ -170,11 +194,12 @@ async fn run_all(config: &Config) -> anyhow::Result<()> {
     let run = |service: Service| {
         let shutdown = shutdown.clone();
         let token = token.clone();
+        let local = local.clone();
         async move {
             let result = match service {
-                Service::Identity => keygraph_identity::run(config, &token, shutdown).await,
-                Service::Authz => keygraph_authz::run(config, &token, shutdown).await,
-                Service::Auth => keygraph_auth::run(config, &token, shutdown).await,
+                Service::Identity => keygraph_identity::run(config, &token, &local, shutdown).await,
+                Service::Authz => keygraph_authz::run(config, &token, &local, shutdown).await,
+                Service::Auth => keygraph_auth::run(config, &token, &local, shutdown).await,
                 Service::Router => keygraph_router::run(config, &token, shutdown).await,
             };
             stop_all(result, service.name())

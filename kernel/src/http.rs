@@ -21,7 +21,7 @@ use tokio::{net::TcpListener, sync::watch};
 use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument;
 
-use crate::config::HttpConfig;
+use crate::{config::HttpConfig, internal::LocalServices};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -113,8 +113,25 @@ pub async fn serve(
     readiness: ReadinessCheck,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
+    serve_layered(
+        service,
+        listener,
+        with_standard_layers(app, http, readiness),
+        http,
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`] for an `app` that already has the standard layers.
+async fn serve_layered(
+    service: &'static str,
+    listener: TcpListener,
+    app: Router,
+    http: &HttpConfig,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    let app = with_standard_layers(app, http, readiness);
     tracing::info!(service, %addr, "listening");
     let server = axum::serve(
         listener,
@@ -142,24 +159,22 @@ pub async fn bind(service: &str, addr: SocketAddr) -> std::io::Result<TcpListene
 }
 
 /// Serves a database-backed service (readiness pings the database) until `shutdown`, then
-/// closes its pool.
+/// closes its pool. While it serves, services in this process reach it through `local`.
 pub async fn serve_with_database(
     service: &'static str,
     listener: TcpListener,
     app: Router,
     db: sea_orm::DatabaseConnection,
     http: &HttpConfig,
+    local: &LocalServices,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    serve(
-        service,
-        listener,
-        app,
-        http,
-        database_readiness(db.clone()),
-        shutdown,
-    )
-    .await?;
+    let addr = listener.local_addr()?;
+    let app = with_standard_layers(app, http, database_readiness(db.clone()));
+    local.register(addr, app.clone());
+    let served = serve_layered(service, listener, app, http, shutdown).await;
+    local.unregister(addr);
+    served?;
     db.close()
         .await
         .map_err(|e| std::io::Error::other(format!("{service}: closing the database: {e}")))

@@ -25,7 +25,7 @@ use keygraph_kernel::{
     db::{DatabaseTarget, connect_and_migrate},
     graphql,
     http::{self, Shutdown},
-    internal::{self as internal_endpoints, InternalToken},
+    internal::{self as internal_endpoints, InternalToken, LocalServices},
     token::TokenVerifier,
 };
 use keygraph_migrations::auth::Migrator;
@@ -47,8 +47,13 @@ pub struct AuthService {
     pub db: DatabaseConnection,
 }
 
-/// Connects, migrates, makes sure signing keys exist and assembles the routes.
-pub async fn build(config: &Config, internal_token: &str) -> anyhow::Result<AuthService> {
+/// Connects, migrates, makes sure signing keys exist and assembles the routes. Calls to
+/// services registered in `local` stay in this process.
+pub async fn build(
+    config: &Config,
+    internal_token: &str,
+    local: &LocalServices,
+) -> anyhow::Result<AuthService> {
     let url = config.database_url_for(SERVICE, config.auth.database_url.as_deref());
     let db = connect_and_migrate::<Migrator>(DatabaseTarget {
         service: SERVICE,
@@ -63,7 +68,7 @@ pub async fn build(config: &Config, internal_token: &str) -> anyhow::Result<Auth
         Duration::from_secs(config.auth.access_token_ttl_secs),
     );
     keys.ensure_keys().await?;
-    let auth = Arc::new(Auth::new(db.clone(), keys, config, internal_token)?);
+    let auth = Arc::new(Auth::new(db.clone(), keys, config, internal_token, local)?);
     let verifier = TokenVerifier::for_service(&config.tokens, internal_token)?;
     let router = Router::new()
         .route(
@@ -79,16 +84,24 @@ pub async fn build(config: &Config, internal_token: &str) -> anyhow::Result<Auth
 }
 
 /// Runs the service on its configured address until `shutdown`, then closes the pool.
-pub async fn run(config: &Config, internal_token: &str, shutdown: Shutdown) -> anyhow::Result<()> {
+/// Internal calls to services registered in `local` stay in this process, and it registers
+/// itself there while it serves.
+pub async fn run(
+    config: &Config,
+    internal_token: &str,
+    local: &LocalServices,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     // Bind first: a taken port fails before any database work.
     let listener = http::bind(SERVICE, config.auth.listen).await?;
-    let service = build(config, internal_token).await?;
+    let service = build(config, internal_token, local).await?;
     http::serve_with_database(
         SERVICE,
         listener,
         service.router,
         service.db,
         &config.http,
+        local,
         shutdown,
     )
     .await?;

@@ -8,7 +8,7 @@ use keygraph_kernel::{
     ApiError,
     config::Config,
     http::RequestMeta,
-    internal::{InternalCallError, InternalClient},
+    internal::{InternalCallError, InternalClient, LocalServices},
     outbox::{AuditEvent, Outcome},
     token::{ACCESS_TOKEN_TYPE, AccessClaims},
 };
@@ -156,13 +156,14 @@ impl Auth {
         keys: KeyRing,
         config: &Config,
         internal_token: &str,
+        local: &LocalServices,
     ) -> Result<Self, InternalCallError> {
         let auth = &config.auth;
         Ok(Self {
             db,
             keys,
-            identity: InternalClient::new(&auth.identity_url, internal_token)?,
-            authz: InternalClient::new(&auth.authz_url, internal_token)?,
+            identity: InternalClient::new(&auth.identity_url, internal_token)?.with_local(local),
+            authz: InternalClient::new(&auth.authz_url, internal_token)?.with_local(local),
             throttle: LoginThrottle::new(auth.throttle),
             settings: Settings {
                 issuer: config.tokens.issuer.clone(),

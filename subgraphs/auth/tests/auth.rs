@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Login, PASSWORD, PAYLOAD, Stack};
+use common::{Calls, Login, PASSWORD, Stack};
 use keygraph_kernel::testing::{Backend, INTERNAL_TOKEN};
 use reqwest::Method;
 use serde_json::json;
@@ -22,6 +22,7 @@ keygraph_kernel::on_both_backends!(
     a_password_change_ends_the_other_sessions,
     revoking_others_sessions_needs_the_permission,
     tokens_carry_current_roles_and_permissions,
+    internal_calls_can_stay_in_process,
 );
 
 async fn a_user_signs_in_refreshes_lists_and_ends_sessions(backend: Backend) {
@@ -442,34 +443,9 @@ async fn tokens_carry_current_roles_and_permissions(backend: Backend) {
     };
     stack.register("grace@example.com").await;
     let login = stack.login("grace@example.com").await;
-    let admin = stack.admin();
-    let role = stack
-        .authz
-        .gql(
-            "mutation { createRole(input: { name: \"readers\" }) { id } }",
-            json!({}),
-            Some(&admin),
-        )
+    stack
+        .give_role(login.user, "readers", &["identity.user.*"])
         .await;
-    let role = role.data()["createRole"]["id"].clone();
-    stack
-        .authz
-        .gql(
-            "mutation($r: ID!) { grantPermission(roleId: $r, code: \"identity.user.*\") { id } }",
-            json!({ "r": role }),
-            Some(&admin),
-        )
-        .await
-        .data();
-    stack
-        .authz
-        .gql(
-            "mutation($u: ID!, $r: ID!) { assignRole(userId: $u, roleId: $r) { id } }",
-            json!({ "u": login.user, "r": role }),
-            Some(&admin),
-        )
-        .await
-        .data();
     // The old token has no such permission; the refreshed one does.
     stack
         .identity
@@ -482,28 +458,46 @@ async fn tokens_carry_current_roles_and_permissions(backend: Backend) {
         .gql("{ users { totalCount } }", json!({}), Some(&renewed.access))
         .await;
     assert_eq!(users.data()["users"]["totalCount"], json!(1));
-    let claims = stack
-        .auth
-        .gql(
-            &format!("mutation($r: String!) {{ refresh(refreshToken: $r) {{ {PAYLOAD} }} }}"),
-            json!({ "r": renewed.refresh }),
-            None,
-        )
-        .await;
-    let access = claims.data()["refresh"]["accessToken"]
-        .as_str()
-        .expect("token");
-    use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-    let payload: serde_json::Value = serde_json::from_slice(
-        &URL_SAFE_NO_PAD
-            .decode(access.split('.').nth(1).expect("claims"))
-            .expect("b64"),
-    )
-    .expect("json");
+    let payload = Stack::claims(&stack.refresh(&renewed.refresh).await.access);
     assert_eq!(payload["roles"], json!(["readers"]));
     assert_eq!(
         payload["scope"],
         json!("identity.user.delete identity.user.read identity.user.update")
     );
     assert_eq!(payload["sid"], json!(login.session));
+}
+
+/// As the embedded default wires them: every internal call goes into the other service's
+/// router in this process. The addresses the services call each other at have no listener,
+/// so each step below that needs a call (authz asking identity for the user, auth asking
+/// identity for the password check and the account and authz for the claims, identity asking
+/// auth to end sessions) works only in process.
+async fn internal_calls_can_stay_in_process(backend: Backend) {
+    let Some(stack) = Stack::start_wired(backend, Calls::InProcess, |_| {}).await else {
+        return;
+    };
+    stack.register("hedy@example.com").await;
+    let here = stack.login("hedy@example.com").await;
+    let elsewhere = stack.login("hedy@example.com").await;
+    stack.give_role(here.user, "auditors", &[]).await;
+    let renewed = stack.refresh(&here.refresh).await;
+    let claims = Stack::claims(&renewed.access);
+    assert_eq!(claims["roles"], json!(["auditors"]), "{claims}");
+
+    stack
+        .identity
+        .gql(
+            "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) }",
+            json!({ "c": PASSWORD, "n": "copper meadow thimble" }),
+            Some(&renewed.access),
+        )
+        .await
+        .data();
+    let waited = stack.until_refused(&elsewhere.access).await;
+    assert!(waited <= Duration::from_secs(5), "refused after {waited:?}");
+    stack.me(&renewed.access).await.data();
+    stack
+        .login_answer("hedy@example.com", PASSWORD)
+        .await
+        .expect_error("UNAUTHENTICATED", "not correct");
 }

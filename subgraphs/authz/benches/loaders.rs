@@ -15,6 +15,7 @@ use keygraph_authz::{
 use keygraph_kernel::{
     config::Config,
     http,
+    internal::LocalServices,
     testing::{
         Backend, INTERNAL_TOKEN, StatementLog, TestDatabase, TestServer, TestSigner, test_config,
     },
@@ -119,9 +120,15 @@ async fn seed(db: &DatabaseConnection, users: usize) -> Vec<Uuid> {
 async fn serve(config: &Config, lookup: Lookup) -> (TestServer, StatementLog) {
     let mut db = keygraph_authz::connect(config).await.expect("database");
     let log = StatementLog::attach(&mut db);
-    let service = keygraph_authz::build_with(config, db, INTERNAL_TOKEN, lookup)
-        .await
-        .expect("authz");
+    let service = keygraph_authz::build_with(
+        config,
+        db,
+        INTERNAL_TOKEN,
+        &LocalServices::default(),
+        lookup,
+    )
+    .await
+    .expect("authz");
     let server = TestServer::start(
         "authz",
         service.router,

@@ -26,7 +26,7 @@ use keygraph_kernel::{
     db::{DatabaseTarget, connect_and_migrate},
     graphql,
     http::{self, RequestMeta, Shutdown},
-    internal::{self as internal_endpoints, InternalClient, InternalToken},
+    internal::{self as internal_endpoints, InternalClient, InternalToken, LocalServices},
     token::TokenVerifier,
 };
 use keygraph_migrations::authz::Migrator;
@@ -64,10 +64,15 @@ pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
     .await?)
 }
 
-/// Connects, migrates and assembles the service.
-pub async fn build(config: &Config, internal_token: &str) -> anyhow::Result<AuthzService> {
+/// Connects, migrates and assembles the service. Calls to services registered in `local` stay
+/// in this process.
+pub async fn build(
+    config: &Config,
+    internal_token: &str,
+    local: &LocalServices,
+) -> anyhow::Result<AuthzService> {
     let db = connect(config).await?;
-    build_with(config, db, internal_token, Lookup::Batched).await
+    build_with(config, db, internal_token, local, Lookup::Batched).await
 }
 
 /// Assembles the service over an open database (tests count its statements; the benchmark
@@ -76,9 +81,11 @@ pub async fn build_with(
     config: &Config,
     db: DatabaseConnection,
     internal_token: &str,
+    local: &LocalServices,
     lookup: Lookup,
 ) -> anyhow::Result<AuthzService> {
-    let identity = InternalClient::new(&config.authz.identity_url, internal_token)?;
+    let identity =
+        InternalClient::new(&config.authz.identity_url, internal_token)?.with_local(local);
     let authz = Arc::new(Authz::new(db.clone(), identity));
     let added = authz.sync_catalog().await?;
     if added > 0 {
@@ -102,16 +109,24 @@ pub async fn build_with(
 }
 
 /// Runs the service on its configured address until `shutdown`, then closes the pool.
-pub async fn run(config: &Config, internal_token: &str, shutdown: Shutdown) -> anyhow::Result<()> {
+/// Internal calls to services registered in `local` stay in this process, and it registers
+/// itself there while it serves.
+pub async fn run(
+    config: &Config,
+    internal_token: &str,
+    local: &LocalServices,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     // Bind first: a taken port fails before any database work.
     let listener = http::bind(SERVICE, config.authz.listen).await?;
-    let service = build(config, internal_token).await?;
+    let service = build(config, internal_token, local).await?;
     http::serve_with_database(
         SERVICE,
         listener,
         service.router,
         service.db,
         &config.http,
+        local,
         shutdown,
     )
     .await?;

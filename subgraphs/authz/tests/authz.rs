@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use common::{ENTITIES, Options, Stack, reps};
 use keygraph_authz::entity::{role_permission, user_role};
-use keygraph_kernel::testing::{Backend, INTERNAL_TOKEN, TestServer};
+use keygraph_kernel::{
+    internal::LocalServices,
+    testing::{Backend, INTERNAL_TOKEN, TestServer},
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -735,9 +738,10 @@ async fn deleting_a_user_in_identity_removes_their_grants(backend: Backend) {
     let listener = tokio::net::TcpListener::bind(authz_addr)
         .await
         .expect("rebind");
-    let late_authz = keygraph_authz::build(&stack.config, INTERNAL_TOKEN)
-        .await
-        .expect("authz");
+    let late_authz =
+        keygraph_authz::build(&stack.config, INTERNAL_TOKEN, &LocalServices::default())
+            .await
+            .expect("authz");
     let _late = TestServer::start_on(
         listener,
         "authz",

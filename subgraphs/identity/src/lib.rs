@@ -22,7 +22,7 @@ use keygraph_kernel::{
     db::{DatabaseTarget, connect_and_migrate},
     graphql,
     http::{self, Shutdown},
-    internal::{self as internal_endpoints, InternalClient, InternalToken},
+    internal::{self as internal_endpoints, InternalClient, InternalToken, LocalServices},
     token::TokenVerifier,
 };
 use keygraph_migrations::identity::Migrator;
@@ -47,8 +47,13 @@ impl IdentityService {
     }
 }
 
-/// Connects and migrates the database and assembles the routes.
-pub async fn build(config: &Config, internal_token: &str) -> anyhow::Result<IdentityService> {
+/// Connects and migrates the database and assembles the routes. Calls to services registered
+/// in `local` stay in this process.
+pub async fn build(
+    config: &Config,
+    internal_token: &str,
+    local: &LocalServices,
+) -> anyhow::Result<IdentityService> {
     let url = config.database_url_for(SERVICE, config.identity.database_url.as_deref());
     let db = connect_and_migrate::<Migrator>(DatabaseTarget {
         service: SERVICE,
@@ -60,7 +65,7 @@ pub async fn build(config: &Config, internal_token: &str) -> anyhow::Result<Iden
     let mailer = Mailer::from_config(&config.mail, config.data_dir.join("mail"))?;
     let client = |url: &Option<String>| {
         url.as_deref()
-            .map(|url| InternalClient::new(url, internal_token))
+            .map(|url| InternalClient::new(url, internal_token).map(|c| c.with_local(local)))
             .transpose()
     };
     let handover = Handover::new(
@@ -101,10 +106,17 @@ pub async fn build(config: &Config, internal_token: &str) -> anyhow::Result<Iden
 }
 
 /// Runs the service on its configured address until `shutdown`, then closes the pool.
-pub async fn run(config: &Config, internal_token: &str, shutdown: Shutdown) -> anyhow::Result<()> {
+/// Internal calls to services registered in `local` stay in this process, and it registers
+/// itself there while it serves.
+pub async fn run(
+    config: &Config,
+    internal_token: &str,
+    local: &LocalServices,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     // Bind first: a taken port fails before any database work.
     let listener = http::bind(SERVICE, config.identity.listen).await?;
-    let service = build(config, internal_token).await?;
+    let service = build(config, internal_token, local).await?;
     service.spawn_workers(shutdown.clone());
     http::serve_with_database(
         SERVICE,
@@ -112,6 +124,7 @@ pub async fn run(config: &Config, internal_token: &str, shutdown: Shutdown) -> a
         service.router,
         service.db,
         &config.http,
+        local,
         shutdown,
     )
     .await?;

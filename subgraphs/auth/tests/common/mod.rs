@@ -6,10 +6,14 @@
 
 use std::time::Duration;
 
-use base64::{Engine as _, engine::general_purpose::STANDARD};
+use base64::{
+    Engine as _,
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+};
 use keygraph_kernel::{
     config::{Config, StaticKey},
     http,
+    internal::LocalServices,
     testing::{Answer, Backend, INTERNAL_TOKEN, TestDatabase, TestServer, TestSigner, test_config},
 };
 use sea_orm::DatabaseConnection;
@@ -17,6 +21,15 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 pub const PASSWORD: &str = "quiet lantern harbor";
+
+/// How the services of a [`Stack`] make their internal calls to each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Calls {
+    /// Over loopback HTTP, as separate processes (the compose topology) do.
+    Http,
+    /// Straight into each other's routers, as the embedded default (`cargo run`) does.
+    InProcess,
+}
 
 pub struct Stack {
     pub identity: TestServer,
@@ -65,6 +78,16 @@ impl Stack {
     }
 
     pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Option<Self> {
+        Self::start_wired(backend, Calls::Http, adjust).await
+    }
+
+    /// As [`Stack::start_with`], with the internal calls between the services made as `calls`
+    /// says. Clients reach every service over HTTP either way.
+    pub async fn start_wired(
+        backend: Backend,
+        calls: Calls,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Option<Self> {
         let (Some(identity_db), Some(authz_db), Some(auth_db)) = (
             TestDatabase::new(backend, "identity"),
             TestDatabase::new(backend, "authz"),
@@ -80,20 +103,30 @@ impl Stack {
             TestServer::listener().await,
             TestServer::listener().await,
         ];
-        let [identity_base, authz_base, auth_base] =
-            [0, 1, 2].map(|i| TestServer::base_of(&listeners[i]));
+        let auth_base = TestServer::base_of(&listeners[2]);
+        // Where the services call each other. In process, that is an address nothing listens
+        // on, so a call that went over HTTP would fail instead of passing unnoticed.
+        let mut internal = Vec::new();
+        for listener in &listeners {
+            internal.push(match calls {
+                Calls::Http => listener.local_addr().expect("addr"),
+                Calls::InProcess => TestServer::listener().await.local_addr().expect("addr"),
+            });
+        }
+        let [identity_internal, authz_internal, auth_internal] =
+            [0, 1, 2].map(|i| format!("http://{}", internal[i]));
         let mut config = test_config(data.path(), &signer);
         config.identity.database_url = Some(identity_db.url.clone());
         config.identity.schema = identity_db.schema.clone();
-        config.identity.authz_url = Some(authz_base.clone());
-        config.identity.auth_url = Some(auth_base.clone());
+        config.identity.authz_url = Some(authz_internal.clone());
+        config.identity.auth_url = Some(auth_internal);
         config.authz.database_url = Some(authz_db.url.clone());
         config.authz.schema = authz_db.schema.clone();
-        config.authz.identity_url = identity_base.clone();
+        config.authz.identity_url = identity_internal.clone();
         config.auth.database_url = Some(auth_db.url.clone());
         config.auth.schema = auth_db.schema.clone();
-        config.auth.identity_url = identity_base;
-        config.auth.authz_url = authz_base;
+        config.auth.identity_url = identity_internal;
+        config.auth.authz_url = authz_internal;
         config.auth.key_encryption_key = Some(STANDARD.encode(rand_bytes()));
         config.tokens.jwks_url = Some(format!("{auth_base}/.well-known/jwks.json"));
         config.tokens.jwks_min_refetch_secs = 0;
@@ -105,12 +138,23 @@ impl Stack {
         }];
         adjust(&mut config);
 
+        let local = LocalServices::default();
+        // In process, as the embedded default does it: each service is registered, with the
+        // layers it is served with, under the address the others call it at.
+        let register = |service: usize, router: &axum::Router, db| {
+            if calls == Calls::InProcess {
+                let readiness = http::database_readiness(db);
+                let layered = http::with_standard_layers(router.clone(), &config.http, readiness);
+                local.register(internal[service], layered);
+            }
+        };
         let [identity_listener, authz_listener, auth_listener] = listeners;
-        let identity = keygraph_identity::build(&config, INTERNAL_TOKEN)
+        let identity = keygraph_identity::build(&config, INTERNAL_TOKEN, &local)
             .await
             .expect("identity starts");
         let (trigger, shutdown) = TestServer::shutdown_pair();
         identity.spawn_workers(shutdown.clone());
+        register(0, &identity.router, identity.db.clone());
         let identity = TestServer::start_on(
             identity_listener,
             "identity",
@@ -119,9 +163,10 @@ impl Stack {
             http::database_readiness(identity.db),
             (trigger, shutdown),
         );
-        let authz = keygraph_authz::build(&config, INTERNAL_TOKEN)
+        let authz = keygraph_authz::build(&config, INTERNAL_TOKEN, &local)
             .await
             .expect("authz starts");
+        register(1, &authz.router, authz.db.clone());
         let authz = TestServer::start_on(
             authz_listener,
             "authz",
@@ -130,10 +175,11 @@ impl Stack {
             http::database_readiness(authz.db),
             TestServer::shutdown_pair(),
         );
-        let auth = keygraph_auth::build(&config, INTERNAL_TOKEN)
+        let auth = keygraph_auth::build(&config, INTERNAL_TOKEN, &local)
             .await
             .expect("auth starts");
         let db = auth.db.clone();
+        register(2, &auth.router, auth.db.clone());
         let auth = TestServer::start_on(
             auth_listener,
             "auth",
@@ -200,6 +246,44 @@ impl Stack {
 
     pub async fn refresh(&self, refresh: &str) -> Login {
         Login::from_payload(&self.refresh_answer(refresh).await.data()["refresh"])
+    }
+
+    /// Creates role `name` with `codes` at authz and assigns it to `user`, as an admin.
+    pub async fn give_role(&self, user: Uuid, name: &str, codes: &[&str]) {
+        let admin = self.admin();
+        let role = self
+            .authz
+            .gql(
+                "mutation($n: String!) { createRole(input: { name: $n }) { id } }",
+                json!({ "n": name }),
+                Some(&admin),
+            )
+            .await;
+        let role = role.data()["createRole"]["id"].clone();
+        for code in codes {
+            self.authz
+                .gql(
+                    "mutation($r: ID!, $c: String!) { grantPermission(roleId: $r, code: $c) { id } }",
+                    json!({ "r": role, "c": code }),
+                    Some(&admin),
+                )
+                .await
+                .data();
+        }
+        self.authz
+            .gql(
+                "mutation($u: ID!, $r: ID!) { assignRole(userId: $u, roleId: $r) { id } }",
+                json!({ "u": user, "r": role }),
+                Some(&admin),
+            )
+            .await
+            .data();
+    }
+
+    /// The claims of an access token, unverified.
+    pub fn claims(access: &str) -> Value {
+        let payload = access.split('.').nth(1).expect("a JWT");
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("JSON")
     }
 
     /// `me` at identity with this access token.

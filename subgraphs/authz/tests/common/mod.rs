@@ -11,6 +11,7 @@ use keygraph_authz::{
 use keygraph_kernel::{
     config::Config,
     http,
+    internal::LocalServices,
     testing::{
         Answer, Backend, INTERNAL_TOKEN, StatementLog, TestDatabase, TestServer, TestSigner,
         test_config,
@@ -93,7 +94,7 @@ impl Stack {
                 .unwrap_or_else(|| TestServer::base_of(&authz_listener)),
         );
 
-        let identity = keygraph_identity::build(&config, INTERNAL_TOKEN)
+        let identity = keygraph_identity::build(&config, INTERNAL_TOKEN, &LocalServices::default())
             .await
             .expect("identity starts");
         let identity_db = identity.db.clone();
@@ -112,10 +113,15 @@ impl Stack {
             .await
             .expect("authz database");
         let statements = StatementLog::attach(&mut db);
-        let authz =
-            keygraph_authz::build_with(&config, db.clone(), INTERNAL_TOKEN, Lookup::Batched)
-                .await
-                .expect("authz starts");
+        let authz = keygraph_authz::build_with(
+            &config,
+            db.clone(),
+            INTERNAL_TOKEN,
+            &LocalServices::default(),
+            Lookup::Batched,
+        )
+        .await
+        .expect("authz starts");
         let authz = TestServer::start_on(
             authz_listener,
             "authz",

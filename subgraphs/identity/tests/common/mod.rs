@@ -9,6 +9,7 @@ pub use keygraph_kernel::testing::{Answer, INTERNAL_TOKEN};
 use keygraph_kernel::{
     config::Config,
     http,
+    internal::LocalServices,
     testing::{Backend, TestDatabase, TestServer, TestSigner, test_config},
 };
 use sea_orm::DatabaseConnection;
@@ -46,7 +47,7 @@ impl TestService {
         // No authz service beside these tests; authz's own tests cover the hand-over.
         config.identity.authz_url = None;
         adjust(&mut config);
-        let service = keygraph_identity::build(&config, INTERNAL_TOKEN)
+        let service = keygraph_identity::build(&config, INTERNAL_TOKEN, &LocalServices::default())
             .await
             .expect("identity service starts");
         let db = service.db.clone();
