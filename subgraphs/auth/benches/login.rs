@@ -13,7 +13,12 @@
 //! client, auth, identity and authz, GraphQL, SQLite, signing; the load generator too, as it
 //! shares the cores). The share of everything else is what keeps the rate below raw.
 //!
-//!     cargo bench -p keygraph-auth --bench login [-- --seconds 3 --rounds 5]
+//! Clients reach auth and identity over HTTP. The services' internal calls to each other
+//! (auth asks identity to check the password and authz for the claims) stay in process, as
+//! in the embedded default; `--calls http` sends them over loopback HTTP instead, as
+//! separate processes would.
+//!
+//!     cargo bench -p keygraph-auth --bench login [-- --seconds 3 --rounds 5 --calls http]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -30,7 +35,7 @@ use argon2::{
     Algorithm, Argon2, Params, PasswordHash, PasswordHasher as _, Version,
     password_hash::SaltString,
 };
-use common::{PASSWORD, Stack};
+use common::{Calls, PASSWORD, Stack};
 use keygraph_identity::password::verify_blocking;
 use keygraph_kernel::testing::Backend;
 
@@ -50,6 +55,18 @@ fn seconds() -> u64 {
 
 fn rounds() -> u64 {
     arg("--rounds", 5).max(1)
+}
+
+/// `--calls http` makes the services' internal calls over loopback HTTP, as separate
+/// processes do; by default they stay in process, as in the embedded default (`cargo run`).
+fn calls() -> Calls {
+    let args: Vec<String> = std::env::args().collect();
+    let http = args
+        .iter()
+        .position(|a| a == "--calls")
+        .and_then(|i| args.get(i + 1))
+        .is_some_and(|v| v == "http");
+    if http { Calls::Http } else { Calls::InProcess }
 }
 
 /// Verifies per second with one thread per core and the check identity's hashing pool runs,
@@ -174,9 +191,14 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async move {
-        let Some(stack) = Stack::start_with(Backend::Sqlite, |c| c.log.filter = "error".into()).await else {
+        let calls = calls();
+        let Some(stack) =
+            Stack::start_wired(Backend::Sqlite, calls, |c| c.log.filter = "error".into()).await
+        else {
             return;
         };
+        // Errors only, so a failed sign-in says why without the log taking CPU from the load.
+        keygraph_kernel::telemetry::init(&stack.config.log).expect("log filter");
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let clients = 4 * cores;
         let emails: Vec<String> = (0..clients).map(|i| format!("bench{i}@example.com")).collect();
@@ -185,8 +207,12 @@ fn main() {
         }
         let token = stack.login(&emails[0]).await.access;
 
+        let wiring = match calls {
+            Calls::InProcess => "internal calls in process, as `cargo run`",
+            Calls::Http => "internal calls over loopback HTTP",
+        };
         println!(
-            "sign-in under load ({rounds} rounds of 4 x {} s, {clients} login clients, SQLite)",
+            "sign-in under load ({rounds} rounds of 4 x {} s, {clients} login clients, SQLite, {wiring})",
             duration.as_secs()
         );
         println!("The machine's speed drifts. Each round measures every figure back to back, so the");
