@@ -7,22 +7,14 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use keygraph_kernel::testing::{Backend, TestDatabase, decode_mail, link_token};
+use keygraph_kernel::testing::{
+    Backend, TestDatabase, decode_mail, jwt_claims as claims, link_token,
+};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple 9";
 const ADMIN_EMAIL: &str = "admin@keygraph.localhost";
 const ADMIN_PASSWORD: &str = "first admin's own passphrase 42";
-
-/// The claims of a JWT (not verified: the router and subgraphs do that).
-fn claims(token: &str) -> Value {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1).expect("a JWT");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .expect("base64url");
-    serde_json::from_slice(&bytes).expect("JSON claims")
-}
 
 fn free_port() -> u16 {
     common::free_port().expect("a free port")

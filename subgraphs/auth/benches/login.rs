@@ -39,12 +39,16 @@ use common::{Calls, PASSWORD, Stack};
 use keygraph_identity::password::verify_blocking;
 use keygraph_kernel::testing::Backend;
 
-/// The number after `--flag` on the command line, or `default`.
+/// The word after `flag` on the command line.
+fn flag_value(flag: &str) -> Option<String> {
+    let mut args = std::env::args().skip_while(|a| a != flag);
+    args.next()?;
+    args.next()
+}
+
+/// The number after `flag` on the command line, or `default`.
 fn arg(flag: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == flag)
-        .and_then(|i| args.get(i + 1))
+    flag_value(flag)
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
@@ -60,13 +64,11 @@ fn rounds() -> u64 {
 /// `--calls http` makes the services' internal calls over loopback HTTP, as separate
 /// processes do; by default they stay in process, as in the embedded default (`cargo run`).
 fn calls() -> Calls {
-    let args: Vec<String> = std::env::args().collect();
-    let http = args
-        .iter()
-        .position(|a| a == "--calls")
-        .and_then(|i| args.get(i + 1))
-        .is_some_and(|v| v == "http");
-    if http { Calls::Http } else { Calls::InProcess }
+    if flag_value("--calls").is_some_and(|v| v == "http") {
+        Calls::Http
+    } else {
+        Calls::InProcess
+    }
 }
 
 /// Verifies per second with one thread per core and the check identity's hashing pool runs,

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Calls, Login, PASSWORD, Stack};
-use keygraph_kernel::testing::{Backend, INTERNAL_TOKEN};
+use keygraph_kernel::testing::{Backend, INTERNAL_TOKEN, jwt_claims};
 use reqwest::Method;
 use serde_json::json;
 
@@ -458,7 +458,7 @@ async fn tokens_carry_current_roles_and_permissions(backend: Backend) {
         .gql("{ users { totalCount } }", json!({}), Some(&renewed.access))
         .await;
     assert_eq!(users.data()["users"]["totalCount"], json!(1));
-    let payload = Stack::claims(&stack.refresh(&renewed.refresh).await.access);
+    let payload = jwt_claims(&stack.refresh(&renewed.refresh).await.access);
     assert_eq!(payload["roles"], json!(["readers"]));
     assert_eq!(
         payload["scope"],
@@ -481,7 +481,7 @@ async fn internal_calls_can_stay_in_process(backend: Backend) {
     let elsewhere = stack.login("hedy@example.com").await;
     stack.give_role(here.user, "auditors", &[]).await;
     let renewed = stack.refresh(&here.refresh).await;
-    let claims = Stack::claims(&renewed.access);
+    let claims = jwt_claims(&renewed.access);
     assert_eq!(claims["roles"], json!(["auditors"]), "{claims}");
 
     stack

@@ -6,10 +6,7 @@
 
 use std::time::Duration;
 
-use base64::{
-    Engine as _,
-    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
-};
+use base64::{Engine as _, engine::general_purpose::STANDARD};
 use keygraph_kernel::{
     config::{Config, StaticKey},
     http,
@@ -278,12 +275,6 @@ impl Stack {
             )
             .await
             .data();
-    }
-
-    /// The claims of an access token, unverified.
-    pub fn claims(access: &str) -> Value {
-        let payload = access.split('.').nth(1).expect("a JWT");
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("JSON")
     }
 
     /// `me` at identity with this access token.
