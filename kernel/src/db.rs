@@ -1,9 +1,17 @@
 //! Database connections: one pool per service, on Postgres (a schema per service, pinned in
 //! `search_path`) or SQLite (a file per service). Migrations run at start-up.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseConnectionType,
+    DatabaseTransaction, DbBackend, DbErr, TransactionTrait,
+};
 use sea_orm_migration::MigratorTrait;
 
 use crate::config::{PoolConfig, is_sql_identifier};
@@ -211,6 +219,58 @@ pub fn redact_url(url: &str) -> String {
         }
         None => url.to_owned(),
     }
+}
+
+/// This process's turn to write to a database, held until dropped; see [`write_turn`].
+#[must_use = "the turn ends when it is dropped: keep it until the write commits"]
+pub struct WriteTurn {
+    _held: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+/// One queue per SQLite file this process writes to.
+static SQLITE_WRITERS: std::sync::LazyLock<
+    std::sync::Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// Waits for this process's turn to write to `db`'s SQLite file; on Postgres, whose writers
+/// run side by side, the turn is immediate.
+///
+/// SQLite lets one connection write at a time. Pooled connections that collide wait in
+/// SQLite's busy handler, which sleeps 1, 2, 5, 10 … ms while keeping its pool connection,
+/// however soon the lock frees: under concurrent sign-ins the sleeps chain into stalls with
+/// the CPU idle. Writers that queue here instead start the moment the previous one commits.
+///
+/// A turn is not reentrant: while holding one, do not wait for another on the same file.
+pub async fn write_turn(db: &DatabaseConnection) -> WriteTurn {
+    let DatabaseConnectionType::SqlxSqlitePoolConnection(_) = &db.inner else {
+        return WriteTurn { _held: None };
+    };
+    let file = db
+        .get_sqlite_connection_pool()
+        .connect_options()
+        .get_filename()
+        .to_owned();
+    let queue = {
+        // A poisoned map still holds valid queues: a panic cannot leave one half-made.
+        let mut writers = SQLITE_WRITERS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        writers.entry(file).or_default().clone()
+    };
+    WriteTurn {
+        _held: Some(queue.lock_owned().await),
+    }
+}
+
+/// Begins a write transaction in this process's turn (see [`write_turn`]). Keep the turn
+/// until the transaction commits or is dropped:
+/// `let (_turn, txn) = db::begin_write(&self.db).await?;`
+pub async fn begin_write(
+    db: &DatabaseConnection,
+) -> Result<(WriteTurn, DatabaseTransaction), DbErr> {
+    let turn = write_turn(db).await;
+    let txn = db.begin().await?;
+    Ok((turn, txn))
 }
 
 /// Readiness: can the pool run a statement now?
