@@ -16,12 +16,13 @@ use chrono::Utc;
 use jsonwebtoken::EncodingKey;
 use keygraph_kernel::{
     config::{Config, Mode},
+    db::{begin_write, write_turn},
     token::pkcs8_from_seed,
 };
 use rand::RngCore as _;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, Set, TransactionTrait,
+    QueryFilter, QueryOrder, Set,
 };
 use serde::Serialize;
 use tokio::sync::RwLock;
@@ -164,7 +165,7 @@ impl KeyRing {
 
     /// On first start: a current key and the next one. Checks that the current key unseals.
     pub async fn ensure_keys(&self) -> Result<(), KeyError> {
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         if find_status(&txn, CURRENT).await?.is_none() {
             self.generate(&txn, CURRENT).await?;
         }
@@ -216,7 +217,7 @@ impl KeyRing {
 
     /// Rotates: current -> previous, next -> current, and a new next. Returns the new current kid.
     pub async fn rotate(&self) -> Result<String, KeyError> {
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         let now = Utc::now();
         if let Some(current) = find_status(&txn, CURRENT).await? {
             let mut active: signing_key::ActiveModel = current.into();
@@ -245,6 +246,7 @@ impl KeyRing {
         let lifetime =
             chrono::Duration::from_std(self.token_lifetime).unwrap_or(chrono::Duration::hours(1));
         let cutoff = Utc::now() - lifetime - chrono::Duration::seconds(60);
+        let _turn = write_turn(&self.db).await;
         signing_key::Entity::update_many()
             .col_expr(
                 signing_key::Column::Status,

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use keygraph_kernel::{
     ApiError,
     config::Config,
+    db::{begin_write, write_turn},
     http::RequestMeta,
     internal::{InternalCallError, InternalClient, LocalServices},
     outbox::{AuditEvent, Outcome},
@@ -15,7 +16,7 @@ use keygraph_kernel::{
 use rand::RngCore as _;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, Set, TransactionTrait, sea_query::Expr,
+    QueryFilter, QueryOrder, Set, sea_query::Expr,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -224,7 +225,7 @@ impl Auth {
         let now = Utc::now();
         let session_id = Uuid::now_v7();
         let (refresh, refresh_hash) = new_refresh_token();
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         // Writes without `RETURNING`, here and below: the rows are known, and this is the
         // hot path of every sign-in.
         session::Entity::insert(session::ActiveModel {
@@ -251,6 +252,7 @@ impl Auth {
 
     async fn record_failed_login(&self, meta: &RequestMeta, account_key: &str) -> AuthResult<()> {
         // The address is recorded, the password never; the email only as typed, to spot attacks.
+        let _turn = write_turn(&self.db).await;
         AuditEvent::new("auth.login.failed", "account", account_key)
             .outcome(Outcome::Failure)
             .record(&self.db, meta)
@@ -284,7 +286,7 @@ impl Auth {
             return Err(self.reused(meta, &stored, &session, now).await?);
         }
         if now > session.expires_at || now - stored.created_at > self.settings.idle_ttl {
-            self.end_session(&self.db, meta, &session, "expired", None)
+            self.end_session_now(meta, &session, "expired", None)
                 .await?;
             return Err(AuthError::Unauthenticated(
                 "this session has expired; sign in again".into(),
@@ -296,21 +298,15 @@ impl Auth {
             .await
             .map_err(AuthError::Upstream)?;
         if account.as_ref().is_none_or(|a| a.status != "active") {
-            self.end_session(
-                &self.db,
-                meta,
-                &session,
-                "account disabled or deleted",
-                None,
-            )
-            .await?;
+            self.end_session_now(meta, &session, "account disabled or deleted", None)
+                .await?;
             return Err(AuthError::Unauthenticated(
                 "this account cannot sign in; sign in again".into(),
             ));
         }
         let grants = self.grants(session.user_id).await?;
         let (refresh, refresh_hash) = new_refresh_token();
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         // Of two concurrent refreshes only one spends the token.
         let spent = refresh_token::Entity::update_many()
             .col_expr(refresh_token::Column::UsedAt, Expr::value(now))
@@ -356,7 +352,7 @@ impl Auth {
                 "this refresh token was just exchanged by another request; use the newest refresh token".into(),
             ));
         }
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         self.end_session(&txn, meta, session, "refresh token reuse", None)
             .await?;
         AuditEvent::new("auth.refresh.reuse_detected", "session", session.id)
@@ -422,6 +418,21 @@ impl Auth {
         })
     }
 
+    /// Ends one session in a transaction of its own: the session and its audit event are
+    /// written together or not at all.
+    async fn end_session_now(
+        &self,
+        meta: &RequestMeta,
+        session: &session::Model,
+        reason: &str,
+        actor: Option<Uuid>,
+    ) -> AuthResult<bool> {
+        let (_turn, txn) = begin_write(&self.db).await?;
+        let ended = self.end_session(&txn, meta, session, reason, actor).await?;
+        txn.commit().await?;
+        Ok(ended)
+    }
+
     /// Ends one session (idempotent).
     async fn end_session<C: ConnectionTrait>(
         &self,
@@ -475,10 +486,8 @@ impl Auth {
             .await?
             .filter(|s| s.user_id == actor || may_revoke_others)
             .ok_or_else(|| AuthError::NotFound(format!("no session {session_id} of yours")))?;
-        let txn = self.db.begin().await?;
-        self.end_session(&txn, meta, &session, reason, Some(actor))
+        self.end_session_now(meta, &session, reason, Some(actor))
             .await?;
-        txn.commit().await?;
         Ok(())
     }
 
@@ -491,7 +500,7 @@ impl Auth {
         reason: &str,
         actor: Option<Uuid>,
     ) -> AuthResult<u64> {
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         let sessions = session::Entity::find()
             .filter(session::Column::UserId.eq(user))
             .filter(session::Column::RevokedAt.is_null())
@@ -509,6 +518,7 @@ impl Auth {
 
     pub async fn rotate_signing_key(&self, meta: &RequestMeta, actor: Uuid) -> AuthResult<String> {
         let kid = self.keys.rotate().await?;
+        let _turn = write_turn(&self.db).await;
         AuditEvent::new("auth.key.rotated", "signing_key", &kid)
             .actor(Some(actor))
             .record(&self.db, meta)

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::Utc;
 use keygraph_kernel::{
     ApiError,
-    db::is_unique_violation,
+    db::{begin_write, is_unique_violation},
     http::RequestMeta,
     internal::{InternalCallError, InternalClient},
     outbox::AuditEvent,
@@ -19,7 +19,6 @@ use keygraph_migrations::authz::ADMIN_ROLE;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
     EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, Statement,
-    TransactionTrait,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -336,7 +335,7 @@ impl Authz {
         let name = validate_role_name(name)?;
         let description = validate_description(description.unwrap_or_default())?;
         let now = Utc::now();
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         let created = role::ActiveModel {
             id: Set(Uuid::now_v7()),
             name: Set(name.clone()),
@@ -365,7 +364,7 @@ impl Authz {
         name: Option<&str>,
         description: Option<&str>,
     ) -> AuthzResult<role::Model> {
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         let current = load_role(&txn, id).await?;
         let name = name.map(validate_role_name).transpose()?;
         let description = description.map(validate_description).transpose()?;
@@ -405,7 +404,7 @@ impl Authz {
 
     /// Deletes a role with its grants. Built-in roles cannot be deleted.
     pub async fn delete_role(&self, meta: &RequestMeta, actor: Uuid, id: Uuid) -> AuthzResult<()> {
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         let role = load_role(&txn, id).await?;
         if role.built_in {
             return Err(AuthzError::Forbidden(format!(
@@ -444,7 +443,7 @@ impl Authz {
         let code = code.trim();
         validate_code(code).map_err(|m| input("code", m))?;
         let description = validate_description(description)?;
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         let existing = permission::Entity::find_by_id(code).one(&txn).await?;
         let (model, action) = match existing {
             Some(entry) if entry.description == description => {
@@ -486,7 +485,7 @@ impl Authz {
     ) -> AuthzResult<role::Model> {
         let code = code.trim();
         validate_grant(code).map_err(|m| input("code", m))?;
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         let role = load_role(&txn, role_id).await?;
         refuse_admin_change(&role)?;
         if !code.ends_with('*')
@@ -536,7 +535,7 @@ impl Authz {
     ) -> AuthzResult<role::Model> {
         let code = code.trim();
         validate_grant(code).map_err(|m| input("code", m))?;
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         let role = load_role(&txn, role_id).await?;
         refuse_admin_change(&role)?;
         let removed = role_permission::Entity::delete_by_id((role_id, code.to_owned()))
@@ -613,7 +612,7 @@ impl Authz {
         user_id: Uuid,
         role: &role::Model,
     ) -> AuthzResult<bool> {
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         let inserted = user_role::ActiveModel {
             user_id: Set(user_id),
             role_id: Set(role.id),
@@ -648,7 +647,7 @@ impl Authz {
         user_id: Uuid,
         role_id: Uuid,
     ) -> AuthzResult<()> {
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         let role = load_role(&txn, role_id).await?;
         let removed = user_role::Entity::delete_by_id((user_id, role_id))
             .exec(&txn)
@@ -669,7 +668,7 @@ impl Authz {
 
     /// Removes every grant of a deleted user (called by identity). Idempotent.
     pub async fn remove_user(&self, meta: &RequestMeta, user_id: Uuid) -> AuthzResult<u64> {
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         let removed = user_role::Entity::delete_many()
             .filter(user_role::Column::UserId.eq(user_id))
             .exec(&txn)

@@ -8,6 +8,7 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
 use keygraph_kernel::{
+    db::write_turn,
     http::Shutdown,
     internal::{InternalCallError, InternalClient},
 };
@@ -128,6 +129,7 @@ impl Handover {
         for call in due {
             match self.deliver(&call).await {
                 Ok(()) => {
+                    let _turn = write_turn(&self.db).await;
                     pending_call::Entity::delete_by_id(call.id)
                         .exec(&self.db)
                         .await?;
@@ -144,6 +146,7 @@ impl Handover {
                         + chrono::Duration::from_std(backoff)
                             .unwrap_or(chrono::Duration::seconds(300)));
                     active.last_error = Set(Some(err.to_string().chars().take(500).collect()));
+                    let _turn = write_turn(&self.db).await;
                     active.update(&self.db).await?;
                 }
             }

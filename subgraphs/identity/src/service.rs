@@ -7,14 +7,14 @@ use chrono::{DateTime, Utc};
 use keygraph_kernel::{
     ApiError,
     config::{Config, IdentityLinks},
-    db::is_unique_violation,
+    db::{begin_write, is_unique_violation, write_turn},
     http::RequestMeta,
     outbox::AuditEvent,
     ratelimit::SlidingWindowLimiter,
 };
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
     sea_query::{Expr, ExprTrait as _, Func, LikeExpr},
 };
 use serde_json::json;
@@ -188,7 +188,7 @@ impl Identity {
         let now = Utc::now();
         let user_id = Uuid::now_v7();
         let (token, token_hash) = mailed_token::generate();
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         let taken = user::Entity::find()
             .filter(user::Column::EmailKey.eq(&email.key))
             .one(&txn)
@@ -257,7 +257,7 @@ impl Identity {
             return Ok(());
         }
         let (token, token_hash) = mailed_token::generate();
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         supersede_tokens(&txn, user.id, PURPOSE_VERIFY_EMAIL).await?;
         insert_email_token(
             &txn,
@@ -283,7 +283,7 @@ impl Identity {
         token: &str,
     ) -> IdentityResult<user::Model> {
         let stored = self.usable_token(token, PURPOSE_VERIFY_EMAIL).await?;
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         spend_token(&txn, &stored).await?;
         let user = self.load_user(&txn, stored.user_id).await?;
         let mut active: user::ActiveModel = user.into();
@@ -314,7 +314,7 @@ impl Identity {
             return Ok(());
         }
         let (token, token_hash) = mailed_token::generate();
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         supersede_tokens(&txn, user.id, PURPOSE_RESET_PASSWORD).await?;
         insert_email_token(
             &txn,
@@ -357,7 +357,7 @@ impl Identity {
             .await?;
         let hash = self.hasher.hash(new_password).await?;
         let now = Utc::now();
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         spend_token(&txn, &stored).await?;
         set_password_hash(&txn, user.id, hash, now).await?;
         let mut active: user::ActiveModel = user.into();
@@ -416,7 +416,7 @@ impl Identity {
             return Err(IdentityError::WrongCurrentPassword);
         }
         let hash = self.hasher.hash(new_password).await?;
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         set_password_hash(&txn, user_id, hash, Utc::now()).await?;
         AuditEvent::new("identity.user.password_changed", "user", user_id)
             .actor(Some(user_id))
@@ -438,7 +438,7 @@ impl Identity {
         user_id: Uuid,
         display_name: Option<String>,
     ) -> IdentityResult<user::Model> {
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         let user = self.load_user(&txn, user_id).await?;
         let Some(name) = display_name else {
             txn.rollback().await?;
@@ -470,7 +470,7 @@ impl Identity {
         user_id: Uuid,
         status: AccountStatus,
     ) -> IdentityResult<user::Model> {
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         let user = self.load_user(&txn, user_id).await?;
         let from = user.status.clone();
         if from == status.as_str() {
@@ -532,7 +532,7 @@ impl Identity {
         let hash = self.hasher.hash(password.clone()).await?;
         let now = Utc::now();
         let user_id = Uuid::now_v7();
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         let inserted = async {
             insert_account(&txn, user_id, &email, display_name, true, hash, now).await?;
             AuditEvent::new("identity.user.first_admin_created", "user", user_id)
@@ -567,7 +567,7 @@ impl Identity {
         actor: Uuid,
         user_id: Uuid,
     ) -> IdentityResult<()> {
-        let txn = self.db.begin().await?;
+        let (_turn, txn) = begin_write(&self.db).await?;
         let user = self.load_user(&txn, user_id).await?;
         // Children first: SQLite enforces the cascade only with foreign keys on, so do not rely on it.
         email_token::Entity::delete_many()
@@ -688,6 +688,7 @@ impl Identity {
         }
         if check.needs_rehash {
             let hash = self.hasher.hash(password).await?;
+            let _turn = write_turn(&self.db).await;
             set_password_hash(&self.db, user.id, hash, Utc::now()).await?;
             tracing::info!(user_id = %user.id, "password re-hashed with current parameters");
         }
