@@ -146,34 +146,34 @@ async fn login_load(stack: &Stack, emails: &[String], duration: Duration) -> (f6
     )
 }
 
-/// CPU seconds (user and system) this process's threads have used, in total and those whose
-/// name starts with `prefix`; zero where /proc is missing.
+/// `(name, CPU ticks)` of a `stat` file from /proc: `pid (name) state …`, utime and stime
+/// being the 12th and 13th fields after the name.
+fn stat_ticks(path: &std::path::Path) -> Option<(String, u64)> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let (name, rest) = stat
+        .split_once(" (")
+        .and_then(|(_, tail)| tail.rsplit_once(") "))?;
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    Some((name.to_owned(), ticks))
+}
+
+/// CPU seconds (user and system) this process has used, in total (threads that have exited
+/// included: the pool replaces its SQLite connections, each with a thread) and by its threads
+/// whose name starts with `prefix`; zero where /proc is missing.
 fn thread_cpu(prefix: &str) -> (f64, f64) {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return (0.0, 0.0);
-    };
-    let (mut all, mut matching) = (0u64, 0u64);
-    for task in tasks.flatten() {
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-            continue;
-        };
-        // `pid (name) state …`: utime and stime are the 12th and 13th fields after the name.
-        let Some((name, rest)) = stat
-            .split_once(" (")
-            .and_then(|(_, tail)| tail.rsplit_once(") "))
-        else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split(' ').collect();
-        let ticks = [11, 12]
-            .iter()
-            .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-            .sum::<u64>();
-        all += ticks;
-        if name.starts_with(prefix) {
-            matching += ticks;
-        }
-    }
+    let all = stat_ticks(std::path::Path::new("/proc/self/stat")).map_or(0, |(_, t)| t);
+    let matching = std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| stat_ticks(&task.path().join("stat")))
+        .filter(|(name, _)| name.starts_with(prefix))
+        .map(|(_, ticks)| ticks)
+        .sum::<u64>();
     // Clock ticks are 1/100 s on Linux.
     (all as f64 / 100.0, matching as f64 / 100.0)
 }
