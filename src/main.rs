@@ -130,40 +130,10 @@ async fn run() -> anyhow::Result<()> {
             println!("{plan:#}");
             Ok(())
         }
-        Some(Command::Router) => {
-            let token = secrets::internal_token(&config)?;
-            keygraph_router::run(&config, &token, Shutdown::on_signals().1).await
-        }
-        Some(Command::Identity) => {
-            let token = secrets::internal_token(&config)?;
-            keygraph_identity::run(
-                &config,
-                &token,
-                &LocalServices::default(),
-                Shutdown::on_signals().1,
-            )
-            .await
-        }
-        Some(Command::Authz) => {
-            let token = secrets::internal_token(&config)?;
-            keygraph_authz::run(
-                &config,
-                &token,
-                &LocalServices::default(),
-                Shutdown::on_signals().1,
-            )
-            .await
-        }
-        Some(Command::Auth) => {
-            let token = secrets::internal_token(&config)?;
-            keygraph_auth::run(
-                &config,
-                &token,
-                &LocalServices::default(),
-                Shutdown::on_signals().1,
-            )
-            .await
-        }
+        Some(Command::Router) => Service::Router.run_alone(&config).await,
+        Some(Command::Identity) => Service::Identity.run_alone(&config).await,
+        Some(Command::Authz) => Service::Authz.run_alone(&config).await,
+        Some(Command::Auth) => Service::Auth.run_alone(&config).await,
         None => run_all(&config).await,
     }
 }
@@ -196,12 +166,7 @@ async fn run_all(config: &Config) -> anyhow::Result<()> {
         let token = token.clone();
         let local = local.clone();
         async move {
-            let result = match service {
-                Service::Identity => keygraph_identity::run(config, &token, &local, shutdown).await,
-                Service::Authz => keygraph_authz::run(config, &token, &local, shutdown).await,
-                Service::Auth => keygraph_auth::run(config, &token, &local, shutdown).await,
-                Service::Router => keygraph_router::run(config, &token, shutdown).await,
-            };
+            let result = service.run(config, &token, &local, shutdown).await;
             stop_all(result, service.name())
         }
     };
@@ -215,7 +180,7 @@ async fn run_all(config: &Config) -> anyhow::Result<()> {
     identity.and(authz).and(auth).and(router)
 }
 
-/// The services the embedded default runs.
+/// The services: the embedded default runs them all, a subcommand one.
 #[derive(Clone, Copy)]
 enum Service {
     Identity,
@@ -225,6 +190,36 @@ enum Service {
 }
 
 impl Service {
+    /// Runs this service until `shutdown`; its internal calls to services registered in
+    /// `local` stay in this process.
+    async fn run(
+        self,
+        config: &Config,
+        token: &str,
+        local: &LocalServices,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<()> {
+        match self {
+            Service::Identity => keygraph_identity::run(config, token, local, shutdown).await,
+            Service::Authz => keygraph_authz::run(config, token, local, shutdown).await,
+            Service::Auth => keygraph_auth::run(config, token, local, shutdown).await,
+            Service::Router => keygraph_router::run(config, token, shutdown).await,
+        }
+    }
+
+    /// Runs this service alone in its process until a signal: its internal calls go over
+    /// HTTP.
+    async fn run_alone(self, config: &Config) -> anyhow::Result<()> {
+        let token = secrets::internal_token(config)?;
+        self.run(
+            config,
+            &token,
+            &LocalServices::default(),
+            Shutdown::on_signals().1,
+        )
+        .await
+    }
+
     fn name(self) -> &'static str {
         match self {
             Service::Identity => "identity",
