@@ -17,6 +17,8 @@ use jsonwebtoken::EncodingKey;
 use keygraph_kernel::{
     config::{Config, Mode},
     db::{begin_write, write_turn},
+    http::RequestMeta,
+    outbox::AuditEvent,
     token::pkcs8_from_seed,
 };
 use rand::RngCore as _;
@@ -26,6 +28,7 @@ use sea_orm::{
 };
 use serde::Serialize;
 use tokio::sync::RwLock;
+use uuid::Uuid;
 
 use crate::entity::signing_key::{self, CURRENT, NEXT, PREVIOUS, RETIRED};
 
@@ -215,8 +218,9 @@ impl KeyRing {
             .collect())
     }
 
-    /// Rotates: current -> previous, next -> current, and a new next. Returns the new current kid.
-    pub async fn rotate(&self) -> Result<String, KeyError> {
+    /// Rotates: current -> previous, next -> current, and a new next, recording `actor`'s
+    /// rotation in the audit outbox in the same transaction. Returns the new current kid.
+    pub async fn rotate(&self, meta: &RequestMeta, actor: Uuid) -> Result<String, KeyError> {
         let (_turn, txn) = begin_write(&self.db).await?;
         let now = Utc::now();
         if let Some(current) = find_status(&txn, CURRENT).await? {
@@ -235,6 +239,10 @@ impl KeyRing {
         active.activated_at = Set(Some(now));
         active.update(&txn).await?;
         self.generate(&txn, NEXT).await?;
+        AuditEvent::new("auth.key.rotated", "signing_key", &kid)
+            .actor(Some(actor))
+            .record(&txn, meta)
+            .await?;
         txn.commit().await?;
         *self.current.write().await = None;
         self.signing_key().await?;

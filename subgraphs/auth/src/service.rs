@@ -517,13 +517,7 @@ impl Auth {
     }
 
     pub async fn rotate_signing_key(&self, meta: &RequestMeta, actor: Uuid) -> AuthResult<String> {
-        let kid = self.keys.rotate().await?;
-        let _turn = write_turn(&self.db).await;
-        AuditEvent::new("auth.key.rotated", "signing_key", &kid)
-            .actor(Some(actor))
-            .record(&self.db, meta)
-            .await?;
-        Ok(kid)
+        Ok(self.keys.rotate(meta, actor).await?)
     }
 
     /// Sessions ended recently enough that tokens of theirs may still be unexpired: what

@@ -356,6 +356,13 @@ async fn rotated_keys_keep_verifying_until_their_tokens_expire(backend: Backend)
     };
     assert_eq!(kid_of(&after.access), next_kid);
     assert_ne!(kid_of(&before.access), next_kid);
+    assert!(
+        stack
+            .audit_actions()
+            .await
+            .contains(&"auth.key.rotated".to_owned()),
+        "the rotation is audited"
+    );
     stack.me(&before.access).await.data();
     stack.me(&after.access).await.data();
     stack
