@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use keygraph_kernel::{
     config::PoolConfig,
-    db::{DatabaseTarget, begin_write, connect_and_migrate, write_turn},
+    db::{DatabaseTarget, WriteTurn, begin_write, connect_and_migrate, write_turn},
     on_both_backends,
     testing::{Backend, TestDatabase},
 };
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement,
+};
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
 /// Nothing to migrate: the tests create their own table.
@@ -57,6 +59,24 @@ async fn events(db: &DatabaseConnection) -> i64 {
     row.try_get::<i64>("", "n").expect("n")
 }
 
+/// Takes a turn, begins a transaction and inserts event 1 in it, not yet committed.
+async fn first_writer(db: &DatabaseConnection) -> (WriteTurn, DatabaseTransaction) {
+    let (turn, txn) = begin_write(db).await.expect("first turn");
+    txn.execute_unprepared("INSERT INTO events VALUES (1)")
+        .await
+        .expect("first insert");
+    (turn, txn)
+}
+
+/// Waits (up to 10 s) for a writer started by [`second_writer`] to commit.
+async fn committed(writer: tokio::task::JoinHandle<Result<(), DbErr>>, waited_for: &str) {
+    tokio::time::timeout(Duration::from_secs(10), writer)
+        .await
+        .expect(waited_for)
+        .expect("joined")
+        .expect("second writer");
+}
+
 /// Starts a second writer that inserts one event in its own turn.
 fn second_writer(db: &DatabaseConnection) -> tokio::task::JoinHandle<Result<(), DbErr>> {
     let db = db.clone();
@@ -73,10 +93,7 @@ async fn writers_take_turns_on_sqlite_only(backend: Backend) {
         return;
     };
     let db = open(&database).await;
-    let (turn, txn) = begin_write(&db).await.expect("first turn");
-    txn.execute_unprepared("INSERT INTO events VALUES (1)")
-        .await
-        .expect("first insert");
+    let (turn, txn) = first_writer(&db).await;
     let second = second_writer(&db);
     match db.get_database_backend() {
         DbBackend::Sqlite => {
@@ -113,11 +130,7 @@ async fn writers_take_turns_on_sqlite_only(backend: Backend) {
             drop(turn);
         }
     }
-    tokio::time::timeout(Duration::from_secs(10), second)
-        .await
-        .expect("the second writer finished after the first")
-        .expect("joined")
-        .expect("second writer");
+    committed(second, "the second writer finished after the first").await;
     assert_eq!(events(&db).await, 2);
 }
 
@@ -144,17 +157,8 @@ async fn a_dropped_transaction_frees_the_turn() {
         return;
     };
     let db = open(&database).await;
-    {
-        let (_turn, txn) = begin_write(&db).await.expect("turn");
-        txn.execute_unprepared("INSERT INTO events VALUES (1)")
-            .await
-            .expect("insert");
-        // Dropped without a commit, as on an early `?` return: rolled back, turn freed.
-    }
-    tokio::time::timeout(Duration::from_secs(10), second_writer(&db))
-        .await
-        .expect("the next writer got its turn")
-        .expect("joined")
-        .expect("second writer");
+    // Dropped without a commit, as on an early `?` return: rolled back, turn freed.
+    drop(first_writer(&db).await);
+    committed(second_writer(&db), "the next writer got its turn").await;
     assert_eq!(events(&db).await, 1);
 }
