@@ -199,12 +199,23 @@ impl KeyRing {
     /// Public keys of every key that is published: next, current and previous ones whose
     /// tokens may still be valid (older ones are retired first).
     pub async fn jwks(&self) -> Result<Vec<Jwk>, KeyError> {
-        self.retire_expired().await?;
-        let keys = signing_key::Entity::find()
+        let lifetime =
+            chrono::Duration::from_std(self.token_lifetime).unwrap_or(chrono::Duration::hours(1));
+        let cutoff = Utc::now() - lifetime - chrono::Duration::seconds(60);
+        let mut keys = signing_key::Entity::find()
             .filter(signing_key::Column::Status.is_in([NEXT, CURRENT, PREVIOUS]))
             .order_by_asc(signing_key::Column::CreatedAt)
             .all(&self.db)
             .await?;
+        let expired = |k: &signing_key::Model| {
+            k.status == PREVIOUS && k.retired_at.is_some_and(|at| at < cutoff)
+        };
+        // A write (and its turn) only when a key is due: JWKS is read far more often than
+        // keys rotate.
+        if keys.iter().any(expired) {
+            retire_before(&self.db, cutoff).await?;
+            keys.retain(|k| !expired(k));
+        }
         Ok(keys
             .into_iter()
             .map(|k| Jwk {
@@ -249,24 +260,6 @@ impl KeyRing {
         Ok(kid)
     }
 
-    /// Previous keys whose last tokens have expired leave JWKS.
-    async fn retire_expired(&self) -> Result<(), KeyError> {
-        let lifetime =
-            chrono::Duration::from_std(self.token_lifetime).unwrap_or(chrono::Duration::hours(1));
-        let cutoff = Utc::now() - lifetime - chrono::Duration::seconds(60);
-        let _turn = write_turn(&self.db).await;
-        signing_key::Entity::update_many()
-            .col_expr(
-                signing_key::Column::Status,
-                sea_orm::sea_query::Expr::value(RETIRED),
-            )
-            .filter(signing_key::Column::Status.eq(PREVIOUS))
-            .filter(signing_key::Column::RetiredAt.lt(cutoff))
-            .exec(&self.db)
-            .await?;
-        Ok(())
-    }
-
     async fn generate<C: ConnectionTrait>(
         &self,
         db: &C,
@@ -291,6 +284,24 @@ impl KeyRing {
         .insert(db)
         .await?)
     }
+}
+
+/// Previous keys that stopped signing before `cutoff` (their last tokens have expired) retire.
+async fn retire_before(
+    db: &DatabaseConnection,
+    cutoff: chrono::DateTime<Utc>,
+) -> Result<(), KeyError> {
+    let _turn = write_turn(db).await;
+    signing_key::Entity::update_many()
+        .col_expr(
+            signing_key::Column::Status,
+            sea_orm::sea_query::Expr::value(RETIRED),
+        )
+        .filter(signing_key::Column::Status.eq(PREVIOUS))
+        .filter(signing_key::Column::RetiredAt.lt(cutoff))
+        .exec(db)
+        .await?;
+    Ok(())
 }
 
 async fn find_status<C: ConnectionTrait>(

@@ -316,22 +316,9 @@ async fn rotated_keys_keep_verifying_until_their_tokens_expire(backend: Backend)
     };
     stack.register("niklaus@example.com").await;
     let before = stack.login("niklaus@example.com").await;
-    let jwks: serde_json::Value = stack
-        .auth
-        .http
-        .get(format!("{}/.well-known/jwks.json", stack.auth.base))
-        .send()
-        .await
-        .expect("jwks")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(
-        jwks["keys"].as_array().map(Vec::len),
-        Some(2),
-        "current and next are published: {jwks}"
-    );
-    let next_kid = jwks["keys"][1]["kid"].clone();
+    let kids = stack.jwks_kids().await;
+    assert_eq!(kids.len(), 2, "current and next are published: {kids:?}");
+    let next_kid = kids[1].clone();
 
     let rotated = stack
         .auth
@@ -365,6 +352,34 @@ async fn rotated_keys_keep_verifying_until_their_tokens_expire(backend: Backend)
     );
     stack.me(&before.access).await.data();
     stack.me(&after.access).await.data();
+
+    // Once the previous key's last tokens have expired, it retires and leaves JWKS.
+    use keygraph_auth::entity::signing_key;
+    use sea_orm::{ActiveModelTrait as _, EntityTrait as _, Set};
+    let previous = kid_of(&before.access).as_str().expect("kid").to_owned();
+    assert!(
+        stack.jwks_kids().await.contains(&previous),
+        "the previous key is published while its tokens may be valid"
+    );
+    let stored = signing_key::Entity::find_by_id(previous.clone())
+        .one(&stack.db)
+        .await
+        .expect("read")
+        .expect("the previous key");
+    assert_eq!(stored.status, signing_key::PREVIOUS);
+    let mut backdated: signing_key::ActiveModel = stored.into();
+    backdated.retired_at = Set(Some(chrono::Utc::now() - chrono::Duration::days(1)));
+    backdated.update(&stack.db).await.expect("backdate");
+    let kids = stack.jwks_kids().await;
+    assert_eq!(kids.len(), 2, "current and next only: {kids:?}");
+    assert!(!kids.contains(&previous), "{kids:?}");
+    let retired = signing_key::Entity::find_by_id(previous)
+        .one(&stack.db)
+        .await
+        .expect("read")
+        .expect("the previous key");
+    assert_eq!(retired.status, signing_key::RETIRED);
+
     stack
         .auth
         .gql(

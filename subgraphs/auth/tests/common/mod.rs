@@ -298,6 +298,26 @@ impl Stack {
         panic!("the token was still accepted after 6 s");
     }
 
+    /// The `kid`s auth's JWKS publishes.
+    pub async fn jwks_kids(&self) -> Vec<String> {
+        let jwks: serde_json::Value = self
+            .auth
+            .http
+            .get(format!("{}/.well-known/jwks.json", self.auth.base))
+            .send()
+            .await
+            .expect("jwks")
+            .json()
+            .await
+            .expect("json");
+        jwks["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|k| k["kid"].as_str().expect("kid").to_owned())
+            .collect()
+    }
+
     /// Audit actions in auth's outbox, oldest first.
     pub async fn audit_actions(&self) -> Vec<String> {
         keygraph_kernel::testing::audit_actions(&self.db).await
