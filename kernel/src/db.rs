@@ -10,7 +10,7 @@ use std::{
 
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseConnectionType,
-    DatabaseTransaction, DbBackend, DbErr, TransactionTrait,
+    DatabaseTransaction, DbBackend, DbErr, Statement, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -271,6 +271,44 @@ pub async fn begin_write(
     let turn = write_turn(db).await;
     let txn = db.begin().await?;
     Ok((turn, txn))
+}
+
+/// Runs write statements in order inside `txn`, in one round trip where the backend allows.
+///
+/// On SQLite every statement is a hand-off to the connection's own thread and back, which
+/// costs more than a small insert itself; there the statements go as one multi-statement
+/// execution. Postgres takes one statement per prepared query, so there they run one after
+/// another. Either way a failure part-way leaves the earlier statements to be rolled back
+/// with `txn`, so nothing is half-written once it is dropped uncommitted.
+pub async fn execute_in_order(
+    txn: &DatabaseTransaction,
+    statements: Vec<Statement>,
+) -> Result<(), DbErr> {
+    if txn.get_database_backend() != DbBackend::Sqlite {
+        for statement in statements {
+            txn.execute_raw(statement).await?;
+        }
+        return Ok(());
+    }
+    let mut sql = String::new();
+    let mut values = Vec::new();
+    for statement in statements {
+        if !sql.is_empty() {
+            sql.push_str(";\n");
+        }
+        sql.push_str(statement.sql.trim_end().trim_end_matches(';'));
+        values.extend(statement.values.map(|v| v.0).unwrap_or_default());
+    }
+    if sql.is_empty() {
+        return Ok(());
+    }
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Sqlite,
+        sql,
+        values,
+    ))
+    .await?;
+    Ok(())
 }
 
 /// Readiness: can the pool run a statement now?

@@ -2,7 +2,7 @@
 //! service's own `outbox` table; a relay (with the audit service) delivers them later.
 
 use chrono::Utc;
-use sea_orm::{ConnectionTrait, DbErr, EntityTrait, Set};
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait, Insert, Set};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -102,9 +102,17 @@ impl AuditEvent {
         db: &C,
         meta: &RequestMeta,
     ) -> Result<Uuid, DbErr> {
-        let id = Uuid::now_v7();
+        let (id, insert) = self.insert(meta);
         // No `RETURNING`: the row is known, and every audited write runs this.
-        entity::Entity::insert(entity::ActiveModel {
+        insert.exec_without_returning(db).await?;
+        Ok(id)
+    }
+
+    /// The event's id and its insert, to run with other writes of the same transaction
+    /// (see [`crate::db::execute_in_order`]).
+    pub fn insert(self, meta: &RequestMeta) -> (Uuid, Insert<entity::ActiveModel>) {
+        let id = Uuid::now_v7();
+        let insert = entity::Entity::insert(entity::ActiveModel {
             id: Set(id),
             occurred_at: Set(Utc::now()),
             actor_id: Set(self.actor_id),
@@ -117,9 +125,7 @@ impl AuditEvent {
             client_addr: Set(meta.client_addr.map(|a| a.to_string())),
             delivered_at: Set(None),
             attempts: Set(0),
-        })
-        .exec_without_returning(db)
-        .await?;
-        Ok(id)
+        });
+        (id, insert)
     }
 }

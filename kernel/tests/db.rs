@@ -5,12 +5,15 @@ use std::time::Duration;
 
 use keygraph_kernel::{
     config::PoolConfig,
-    db::{DatabaseTarget, WriteTurn, begin_write, connect_and_migrate, write_turn},
+    db::{
+        DatabaseTarget, WriteTurn, begin_write, connect_and_migrate, execute_in_order, write_turn,
+    },
     on_both_backends,
     testing::{Backend, TestDatabase},
 };
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement,
+    sea_query::{Alias, Query, SimpleExpr},
 };
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
@@ -162,3 +165,77 @@ async fn a_dropped_transaction_frees_the_turn() {
     committed(second_writer(&db), "the next writer got its turn").await;
     assert_eq!(events(&db).await, 1);
 }
+
+/// An insert of one row per value into `events`, for `db`'s backend.
+fn insert_events(db: &DatabaseConnection, values: &[Option<i64>]) -> Statement {
+    let mut insert = Query::insert();
+    insert
+        .into_table(Alias::new("events"))
+        .columns([Alias::new("n")]);
+    for value in values {
+        insert.values_panic([SimpleExpr::from(*value)]);
+    }
+    db.get_database_backend().build(&insert)
+}
+
+async fn numbers(db: &DatabaseConnection) -> Vec<i64> {
+    db.query_all_raw(Statement::from_string(
+        db.get_database_backend(),
+        "SELECT CAST(n AS BIGINT) AS n FROM events ORDER BY n",
+    ))
+    .await
+    .expect("select")
+    .iter()
+    .map(|row| row.try_get::<i64>("", "n").expect("n"))
+    .collect()
+}
+
+async fn writes_in_order_are_all_or_nothing(backend: Backend) {
+    let Some(database) = TestDatabase::new(backend, "in_order") else {
+        return;
+    };
+    let db = open(&database).await;
+    // Statements with different numbers of parameters: each gets its own values, in order.
+    let (turn, txn) = begin_write(&db).await.expect("turn");
+    execute_in_order(
+        &txn,
+        vec![
+            insert_events(&db, &[Some(10)]),
+            insert_events(&db, &[Some(20), Some(30)]),
+            insert_events(&db, &[Some(40)]),
+        ],
+    )
+    .await
+    .expect("three inserts");
+    txn.commit().await.expect("commit");
+    drop(turn);
+    assert_eq!(numbers(&db).await, [10, 20, 30, 40]);
+
+    // The second statement breaks a constraint: the error says so, and once the
+    // transaction is dropped the first statement's row is gone with it.
+    let (turn, txn) = begin_write(&db).await.expect("turn");
+    let err = execute_in_order(
+        &txn,
+        vec![
+            insert_events(&db, &[Some(50)]),
+            insert_events(&db, &[None]),
+            insert_events(&db, &[Some(60)]),
+        ],
+    )
+    .await
+    .expect_err("a NULL in a NOT NULL column");
+    assert!(
+        err.to_string().to_lowercase().contains("null"),
+        "the error names the violation: {err}"
+    );
+    drop((txn, turn));
+    assert_eq!(numbers(&db).await, [10, 20, 30, 40]);
+
+    // Nothing to write is not an error.
+    let (_turn, txn) = begin_write(&db).await.expect("turn");
+    execute_in_order(&txn, Vec::new())
+        .await
+        .expect("no statements");
+}
+
+on_both_backends!(writes_in_order_are_all_or_nothing);

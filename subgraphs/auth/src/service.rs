@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use keygraph_kernel::{
     ApiError,
     config::Config,
-    db::{begin_write, write_turn},
+    db::{begin_write, execute_in_order, write_turn},
     http::RequestMeta,
     internal::{InternalCallError, InternalClient, LocalServices},
     outbox::{AuditEvent, Outcome},
@@ -15,8 +15,8 @@ use keygraph_kernel::{
 };
 use rand::RngCore as _;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, Set, sea_query::Expr,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, Insert, QueryFilter,
+    QueryOrder, QueryTrait as _, Set, sea_query::Expr,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -226,9 +226,10 @@ impl Auth {
         let session_id = Uuid::now_v7();
         let (refresh, refresh_hash) = new_refresh_token();
         let (_turn, txn) = begin_write(&self.db).await?;
-        // Writes without `RETURNING`, here and below: the rows are known, and this is the
-        // hot path of every sign-in.
-        session::Entity::insert(session::ActiveModel {
+        // The session, its first refresh token and the audit event go in one round trip, and
+        // without `RETURNING` (the rows are known): this is the hot path of every sign-in.
+        let backend = txn.get_database_backend();
+        let session = session::Entity::insert(session::ActiveModel {
             id: Set(session_id),
             user_id: Set(account.id),
             created_at: Set(now),
@@ -238,14 +239,19 @@ impl Auth {
             user_agent: Set(meta.user_agent.clone()),
             revoked_at: Set(None),
             revoked_reason: Set(None),
-        })
-        .exec_without_returning(&txn)
-        .await?;
-        insert_refresh(&txn, session_id, refresh_hash, 0, now).await?;
-        AuditEvent::new("auth.login.succeeded", "session", session_id)
+        });
+        let (_, event) = AuditEvent::new("auth.login.succeeded", "session", session_id)
             .actor(Some(account.id))
-            .record(&txn, meta)
-            .await?;
+            .insert(meta);
+        execute_in_order(
+            &txn,
+            vec![
+                session.build(backend),
+                insert_refresh(session_id, refresh_hash, 0, now).build(backend),
+                event.build(backend),
+            ],
+        )
+        .await?;
         txn.commit().await?;
         self.issue(account.id, session_id, grants, refresh).await
     }
@@ -320,10 +326,18 @@ impl Auth {
                 "this refresh token was just exchanged by another request; use the newest refresh token".into(),
             ));
         }
-        insert_refresh(&txn, session.id, refresh_hash, stored.generation + 1, now).await?;
-        let mut active: session::ActiveModel = session.clone().into();
-        active.last_used_at = Set(now);
-        active.update(&txn).await?;
+        let backend = txn.get_database_backend();
+        execute_in_order(
+            &txn,
+            vec![
+                insert_refresh(session.id, refresh_hash, stored.generation + 1, now).build(backend),
+                session::Entity::update_many()
+                    .col_expr(session::Column::LastUsedAt, Expr::value(now))
+                    .filter(session::Column::Id.eq(session.id))
+                    .build(backend),
+            ],
+        )
+        .await?;
         txn.commit().await?;
         self.issue(session.user_id, session.id, grants, refresh)
             .await
@@ -537,13 +551,13 @@ impl Auth {
     }
 }
 
-async fn insert_refresh<C: ConnectionTrait>(
-    db: &C,
+/// The insert of a session's refresh token (its hash; the token itself is never stored).
+fn insert_refresh(
     session: Uuid,
     token_hash: String,
     generation: i32,
     now: DateTime<Utc>,
-) -> Result<(), DbErr> {
+) -> Insert<refresh_token::ActiveModel> {
     refresh_token::Entity::insert(refresh_token::ActiveModel {
         id: Set(Uuid::now_v7()),
         session_id: Set(session),
@@ -552,7 +566,4 @@ async fn insert_refresh<C: ConnectionTrait>(
         created_at: Set(now),
         used_at: Set(None),
     })
-    .exec_without_returning(db)
-    .await
-    .map(|_| ())
 }
