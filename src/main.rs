@@ -61,6 +61,13 @@ enum Command {
     },
 }
 
+/// mimalloc instead of glibc's malloc: request handling allocates many small, short-lived
+/// buffers across threads, which glibc serves with per-arena locks and consolidation passes
+/// (about a tenth of the CPU a sign-in spends outside hashing) and keeps fragmented arenas
+/// per thread. The login bench uses it too, to measure what this binary runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     match run().await {

@@ -39,6 +39,10 @@ use common::{Calls, PASSWORD, Stack};
 use keygraph_identity::password::verify_blocking;
 use keygraph_kernel::testing::Backend;
 
+/// The allocator of the `keygraph` binary (see `src/main.rs`), so the figures are its own.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The word after `flag` on the command line.
 fn flag_value(flag: &str) -> Option<String> {
     let mut args = std::env::args().skip_while(|a| a != flag);
