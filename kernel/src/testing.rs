@@ -138,7 +138,8 @@ impl TestServer {
         Answer(response.json().await.expect("JSON response"))
     }
 
-    /// Calls an internal endpoint; returns the status and the JSON body (null if none).
+    /// Sends a request to any endpoint of this server (internal ones take the internal token);
+    /// returns the status and the JSON body (null if none).
     pub async fn internal(
         &self,
         method: reqwest::Method,

@@ -300,16 +300,11 @@ impl Stack {
 
     /// The `kid`s auth's JWKS publishes.
     pub async fn jwks_kids(&self) -> Vec<String> {
-        let jwks: serde_json::Value = self
+        let (status, jwks) = self
             .auth
-            .http
-            .get(format!("{}/.well-known/jwks.json", self.auth.base))
-            .send()
-            .await
-            .expect("jwks")
-            .json()
-            .await
-            .expect("json");
+            .internal(reqwest::Method::GET, "/.well-known/jwks.json", None, None)
+            .await;
+        assert_eq!(status, 200, "{jwks}");
         jwks["keys"]
             .as_array()
             .expect("keys")
