@@ -95,10 +95,11 @@ struct HashingPool {
 /// requests under sign-in load more frequent, not less.)
 fn lower_priority() -> Result<(), String> {
     #[cfg(target_os = "linux")]
-    if let Err(err) = linux::nice_19_long_slice() {
-        tracing::debug!(error = %err, "no long time slice for a hashing thread; nice 19 alone");
-    } else {
-        return Ok(());
+    match linux::nice_19_long_slice() {
+        Ok(()) => return Ok(()),
+        Err(err) => {
+            tracing::debug!(error = %err, "no long time slice for a hashing thread; nice 19 alone");
+        }
     }
     thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
         .map_err(|e| format!("{e:?}"))
