@@ -12,10 +12,20 @@ use sha2::{Digest as _, Sha256};
 /// SHA-256 of an operation name and document: the same text asks for the same work.
 pub type OperationKey = [u8; 32];
 
+/// The key of a document and operation name. The hashed input is framed so that no two pairs
+/// share it: a tag says whether there is a name, the name comes with its length, and the
+/// document, last, takes the rest. (A plain separator would not do: a client can put it in
+/// either part, and make one operation's key another's.)
 pub fn operation_key(query: &str, operation_name: Option<&str>) -> OperationKey {
     let mut hasher = Sha256::new();
-    hasher.update(operation_name.unwrap_or_default().as_bytes());
-    hasher.update([0]);
+    match operation_name {
+        None => hasher.update([0]),
+        Some(name) => {
+            hasher.update([1]);
+            hasher.update((name.len() as u64).to_le_bytes());
+            hasher.update(name.as_bytes());
+        }
+    }
     hasher.update(query.as_bytes());
     hasher.finalize().into()
 }
@@ -95,7 +105,20 @@ mod tests {
             operation_key(query, Some("A")),
             operation_key(query, Some("A"))
         );
-        // The separator keeps name and document from running together.
         assert_ne!(operation_key("b", Some("a")), operation_key("ab", None));
+        assert_ne!(operation_key("q", Some("")), operation_key("q", None));
+    }
+
+    #[test]
+    fn no_name_and_document_share_the_key_of_another_pair() {
+        // With "name \0 document" hashed, these two had one key: a query (that fails to
+        // validate, so only its check is cached) and a mutation hidden in a comment.
+        let query_first = operation_key(" { y }", Some("A\0mutation A { x } #"));
+        let mutation = operation_key("mutation A { x } #\0 { y }", Some("A"));
+        assert_ne!(query_first, mutation);
+        assert_ne!(
+            operation_key("\0b", Some("a")),
+            operation_key("b", Some("a\0"))
+        );
     }
 }
