@@ -9,6 +9,7 @@ pub mod graphql;
 pub mod guard;
 pub mod http;
 pub mod internal;
+pub mod limits;
 pub mod outbox;
 pub mod pagination;
 pub mod permissions;

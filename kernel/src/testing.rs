@@ -487,3 +487,18 @@ pub fn jwt_claims(token: &str) -> serde_json::Value {
     let bytes = URL_SAFE_NO_PAD.decode(payload).expect("base64url");
     serde_json::from_slice(&bytes).expect("JSON claims")
 }
+
+/// `{ ...F0 }` with `levels` fragments on `Query`, each spreading the next one twice, the last
+/// selecting `leaf`: a document of about 40 bytes a level whose operation, with its fragments
+/// inlined, selects `leaf` 2^levels times.
+pub fn fragment_fan(levels: usize, leaf: &str) -> String {
+    let mut query = String::from("{ ...F0 }");
+    for i in 0..levels {
+        let next = i + 1;
+        query.push_str(&format!(
+            " fragment F{i} on Query {{ ...F{next} ...F{next} }}"
+        ));
+    }
+    query.push_str(&format!(" fragment F{levels} on Query {{ {leaf} }}"));
+    query
+}
