@@ -1,15 +1,18 @@
-//! Serving a subgraph's GraphQL over HTTP: the caller's token is verified, mutations over GET
-//! are refused, and the request's metadata reaches the resolvers.
+//! Serving a subgraph's GraphQL over HTTP: the body is read within the body limit, the
+//! document is held to the subgraph's limits before async-graphql validates it, the caller's
+//! token is verified, mutations over GET are refused, and the request's metadata reaches the
+//! resolvers.
 
 use async_graphql::{
-    Context, EmptySubscription, ID, ObjectType, Request, SDLExportOptions, Schema, SchemaBuilder,
-    SubscriptionType,
+    Context, EmptySubscription, ErrorExtensionValues, ID, ObjectType, Request, SDLExportOptions,
+    Schema, SchemaBuilder, ServerError, SubscriptionType,
     parser::types::{DocumentOperations, OperationType},
 };
 use async_graphql_axum::GraphQLResponse;
 use axum::{
     Extension, Json,
-    extract::State,
+    body::Bytes,
+    extract::{FromRequest, State, rejection::BytesRejection},
     http::{HeaderMap, Method, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{MethodRouter, post},
@@ -23,16 +26,19 @@ use crate::{
     cache::{BoundedCache, operation_key},
     error::{ApiError, ApiResult},
     guard::Authentication,
-    http::RequestMeta,
+    http::{BodyLimit, RequestMeta},
+    limits::{LimitExceeded, Limits},
     token::{TokenError, TokenVerifier},
 };
 
-/// A subgraph's schema: Federation v2 on, and limits on query depth and complexity.
+/// A subgraph's schema: Federation v2 on, and async-graphql's own depth and complexity limits
+/// set to `limits` (its complexity is one per field, as [`Limits::max_fields`] counts). The
+/// same limits are checked, fragments inlined, before async-graphql sees a document
+/// ([`Documents`]): its own checks walk every fragment spread again.
 pub fn subgraph_schema<Q, M>(
     query: Q,
     mutation: M,
-    max_depth: usize,
-    max_complexity: usize,
+    limits: &Limits,
 ) -> SchemaBuilder<Q, M, EmptySubscription>
 where
     Q: ObjectType + 'static,
@@ -40,8 +46,13 @@ where
 {
     Schema::build(query, mutation, EmptySubscription)
         .enable_federation()
-        .limit_depth(max_depth)
-        .limit_complexity(max_complexity)
+        .limit_depth(saturating_usize(limits.max_depth))
+        .limit_complexity(saturating_usize(limits.max_fields))
+        .limit_directives(saturating_usize(limits.max_directives))
+}
+
+fn saturating_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// The SDL a subgraph serves as `_service { sdl }` (what `schema/<service>.graphql` holds).
@@ -59,28 +70,121 @@ where
 /// How many parsed documents a subgraph keeps.
 const DOCUMENTS_KEPT: usize = 512;
 
-/// Parsed documents by their text. async-graphql parses every request anew, and its parser
-/// is a large part of a cheap request's CPU; clients (the router above all) send the same few
-/// documents again and again.
-pub struct Documents(BoundedCache<ExecutableDocument>);
-
-impl Default for Documents {
-    fn default() -> Self {
-        Self(BoundedCache::new(DOCUMENTS_KEPT))
-    }
+/// Parsed documents by their text, each held to the subgraph's [`Limits`] once. async-graphql
+/// parses every request anew, and its parser is a large part of a cheap request's CPU;
+/// clients (the router above all) send the same few documents again and again. A document
+/// that does not parse or is over a limit is kept with its error, so a repeat costs a lookup.
+pub struct Documents {
+    limits: Limits,
+    kept: BoundedCache<Result<ExecutableDocument, ServerError>>,
 }
 
 impl Documents {
-    /// Gives `request` its parsed document: a copy of the kept one, or parsed now and kept.
-    /// A document that does not parse is left for the executor to report.
-    fn attach(&self, request: &mut Request) {
-        let key = operation_key(&request.query, None);
-        if let Some(document) = self.0.get(&key) {
-            request.set_parsed_query(ExecutableDocument::clone(&document));
-        } else if let Ok(document) = request.parsed_query() {
-            self.0.insert(key, Arc::new(document.clone()));
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            kept: BoundedCache::new(DOCUMENTS_KEPT),
         }
     }
+
+    /// Gives `request` its parsed document (a copy of the kept one, or parsed and measured now
+    /// and kept), or the error that refuses it.
+    fn attach(&self, request: &mut Request) -> Result<(), ServerError> {
+        let key = operation_key(&request.query, None);
+        let checked = match self.kept.get(&key) {
+            Some(checked) => checked,
+            None => {
+                let checked = Arc::new(self.check(&request.query));
+                self.kept.insert(key, checked.clone());
+                checked
+            }
+        };
+        match &*checked {
+            Ok(document) => {
+                request.set_parsed_query(document.clone());
+                Ok(())
+            }
+            Err(error) => Err(error.clone()),
+        }
+    }
+
+    fn check(&self, query: &str) -> Result<ExecutableDocument, ServerError> {
+        let document = async_graphql::parser::parse_query(query).map_err(ServerError::from)?;
+        self.limits
+            .check(&document)
+            .map_err(|refused| limit_error(&refused))?;
+        Ok(document)
+    }
+}
+
+/// The GraphQL error that refuses a document over a limit.
+fn limit_error(refused: &LimitExceeded) -> ServerError {
+    let mut error = ServerError::new(refused.to_string(), None);
+    let mut extensions = ErrorExtensionValues::default();
+    extensions.set("code", crate::limits::OPERATION_LIMIT_EXCEEDED);
+    extensions.set("limit", refused.limit());
+    extensions.set("max", refused.max());
+    error.extensions = Some(extensions);
+    error
+}
+
+/// A subgraph's GraphQL request, from the query string of a GET or the JSON body of a POST.
+/// The body is read within `http.body_limit_bytes` (async-graphql-axum's extractor reads a
+/// body whole, whatever its size); what cannot be read is answered as a GraphQL error.
+pub struct GraphqlRequest(pub Request);
+
+impl<S: Send + Sync> FromRequest<S> for GraphqlRequest {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        if req.method() == Method::GET {
+            let query = req.uri().query().unwrap_or_default();
+            return async_graphql::http::parse_query_string(query)
+                .map(Self)
+                .map_err(|e| {
+                    request_refusal(
+                        StatusCode::BAD_REQUEST,
+                        format!("the query string is not a GraphQL request: {e}"),
+                    )
+                });
+        }
+        let limit = req.extensions().get::<BodyLimit>().copied();
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| body_refusal(&rejection, limit))?;
+        serde_json::from_slice::<Request>(&body)
+            .map(Self)
+            .map_err(|e| {
+                request_refusal(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body is not a GraphQL request in JSON: {e}"),
+                )
+            })
+    }
+}
+
+/// The answer to a request whose body could not be read: 413 when it is over `limit`.
+pub fn body_refusal(rejection: &BytesRejection, limit: Option<BodyLimit>) -> Response {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let limit = limit.map_or_else(String::new, |BodyLimit(n)| format!(" of {n} bytes"));
+        return request_refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than the limit{limit} (http.body_limit_bytes)"),
+        );
+    }
+    request_refusal(
+        StatusCode::BAD_REQUEST,
+        format!("the request body could not be read: {rejection}"),
+    )
+}
+
+/// A request that could not be read, answered as GraphQL errors with `BAD_REQUEST`.
+fn request_refusal(status: StatusCode, message: String) -> Response {
+    let body = serde_json::json!({ "errors": [{
+        "message": message,
+        "extensions": { "code": "BAD_REQUEST" },
+    }] });
+    (status, Json(body)).into_response()
 }
 
 /// Executes `request` against `schema` with the caller's [`Authentication`] and `meta`.
@@ -98,7 +202,10 @@ where
     M: ObjectType + 'static,
     S: SubscriptionType + 'static,
 {
-    documents.attach(&mut request);
+    if let Err(error) = documents.attach(&mut request) {
+        return GraphQLResponse::from(async_graphql::Response::from_errors(vec![error]))
+            .into_response();
+    }
     // GET must be safe: a link or an <img> must never change state (GraphQL over HTTP).
     if method == Method::GET && selects_mutation(&mut request) {
         let body = serde_json::json!({ "errors": [{
@@ -121,8 +228,13 @@ where
     .into_response()
 }
 
-/// `POST` and `GET` for a subgraph's `/graphql` route: [`execute`] with the caller's token.
-pub fn endpoint<Q, M, S>(schema: Schema<Q, M, S>, verifier: TokenVerifier) -> MethodRouter
+/// `POST` and `GET` for a subgraph's `/graphql` route: [`execute`] with the caller's token,
+/// documents held to `limits`.
+pub fn endpoint<Q, M, S>(
+    schema: Schema<Q, M, S>,
+    limits: Limits,
+    verifier: TokenVerifier,
+) -> MethodRouter
 where
     Q: ObjectType + 'static,
     M: ObjectType + 'static,
@@ -136,7 +248,7 @@ where
         Extension(meta): Extension<RequestMeta>,
         method: Method,
         headers: HeaderMap,
-        request: async_graphql_axum::GraphQLRequest,
+        GraphqlRequest(request): GraphqlRequest,
     ) -> Response
     where
         Q: ObjectType + 'static,
@@ -144,19 +256,13 @@ where
         S: SubscriptionType + 'static,
     {
         execute(
-            &schema,
-            &documents,
-            &verifier,
-            method,
-            &headers,
-            meta,
-            request.into_inner(),
+            &schema, &documents, &verifier, method, &headers, meta, request,
         )
         .await
     }
     post(handle::<Q, M, S>).get(handle::<Q, M, S>).with_state((
         schema,
-        Arc::new(Documents::default()),
+        Arc::new(Documents::new(limits)),
         verifier,
     ))
 }
@@ -229,16 +335,23 @@ mod tests {
         }
     }
 
+    const LIMITS: Limits = Limits {
+        max_depth: 5,
+        max_fields: 50,
+        max_aliases: 5,
+        max_directives: 5,
+    };
+
     #[tokio::test]
     async fn a_repeated_document_is_parsed_once_and_answers_the_same() {
         let schema = Schema::new(Query, EmptyMutation, EmptySubscription);
-        let documents = Documents::default();
+        let documents = Documents::new(LIMITS);
         let query = r#"query($n: String!) { greeting(name: $n) }"#;
         for name in ["ada", "grace"] {
             let mut request = Request::new(query).variables(async_graphql::Variables::from_json(
                 serde_json::json!({ "n": name }),
             ));
-            documents.attach(&mut request);
+            documents.attach(&mut request).expect("within the limits");
             let response = schema.execute(request).await;
             assert!(response.errors.is_empty(), "{:?}", response.errors);
             assert_eq!(
@@ -246,22 +359,37 @@ mod tests {
                 serde_json::json!({ "greeting": format!("hello {name}") })
             );
         }
-        assert_eq!(documents.0.len(), 1);
+        assert_eq!(documents.kept.len(), 1);
     }
 
-    #[tokio::test]
-    async fn a_document_that_does_not_parse_is_reported_and_not_kept() {
-        let schema = Schema::new(Query, EmptyMutation, EmptySubscription);
-        let documents = Documents::default();
-        let mut request = Request::new("{ greeting(name: ");
-        documents.attach(&mut request);
-        let response = schema.execute(request).await;
-        assert_eq!(response.errors.len(), 1);
-        assert!(
-            response.errors[0].message.contains("expected"),
-            "{}",
-            response.errors[0].message
+    #[test]
+    fn a_document_that_does_not_parse_is_refused_with_its_syntax_error_and_kept() {
+        let documents = Documents::new(LIMITS);
+        for _ in 0..2 {
+            let error = documents
+                .attach(&mut Request::new("{ greeting(name: "))
+                .expect_err("does not parse");
+            assert!(error.message.contains("expected"), "{}", error.message);
+            assert!(!error.locations.is_empty());
+        }
+        assert_eq!(documents.kept.len(), 1);
+    }
+
+    #[test]
+    fn a_document_over_a_limit_is_refused_with_the_limit_named() {
+        let documents = Documents::new(LIMITS);
+        let query = crate::testing::fragment_fan(8, "greeting(name: \"x\")");
+        let error = documents
+            .attach(&mut Request::new(query))
+            .expect_err("256 fields");
+        assert_eq!(
+            error.message,
+            "the operation selects 256 fields once its fragments are inlined; at most 50 are accepted"
         );
-        assert!(documents.0.is_empty());
+        let extensions = serde_json::to_value(&error.extensions).expect("json");
+        assert_eq!(
+            extensions,
+            serde_json::json!({ "code": "OPERATION_LIMIT_EXCEEDED", "limit": "max_fields", "max": 50 })
+        );
     }
 }

@@ -33,6 +33,11 @@ pub struct RequestMeta {
     pub user_agent: Option<String>,
 }
 
+/// The largest request body a service accepts (`http.body_limit_bytes`), in every request's
+/// extensions, for handlers that read bodies themselves and say what the limit is.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
 /// A readiness probe: true when the service can serve (e.g. its database answers).
 pub type ReadinessCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
 
@@ -188,6 +193,7 @@ pub fn with_standard_layers(app: Router, http: &HttpConfig, readiness: Readiness
         .with_state(readiness);
     app.merge(health)
         .layer(DefaultBodyLimit::max(http.body_limit_bytes))
+        .layer(axum::Extension(BodyLimit(http.body_limit_bytes)))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(http.request_timeout_secs),

@@ -73,7 +73,7 @@ pub async fn build(
     let router = Router::new()
         .route(
             "/graphql",
-            graphql::endpoint(schema::build_schema(auth.clone()), verifier),
+            graphql::endpoint(schema::build_schema(auth.clone()), schema::LIMITS, verifier),
         )
         .route("/.well-known/jwks.json", get(jwks).with_state(auth.clone()))
         .merge(internal_endpoints::protect(

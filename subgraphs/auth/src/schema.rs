@@ -9,6 +9,7 @@ use keygraph_kernel::{
     ApiResult,
     graphql::{self, parse_id, request_meta},
     guard::{Authenticated, HasPermission, require_principal},
+    limits::Limits,
     permissions::auth as codes,
 };
 
@@ -19,11 +20,18 @@ use crate::{
 
 pub type AuthSchema = Schema<Query, Mutation, EmptySubscription>;
 
-const MAX_DEPTH: usize = 8;
-const MAX_COMPLEXITY: usize = 500;
+/// What one document may ask of this subgraph, from the router or from anyone who reaches it
+/// directly: field nesting, and fields (async-graphql's complexity: one per field), aliases
+/// and directives with fragments inlined.
+pub const LIMITS: Limits = Limits {
+    max_depth: 8,
+    max_fields: 500,
+    max_aliases: 500,
+    max_directives: 200,
+};
 
 pub fn build_schema(auth: Arc<Auth>) -> AuthSchema {
-    graphql::subgraph_schema(Query, Mutation, MAX_DEPTH, MAX_COMPLEXITY)
+    graphql::subgraph_schema(Query, Mutation, &LIMITS)
         .data(auth)
         .finish()
 }

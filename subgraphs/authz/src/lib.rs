@@ -12,7 +12,6 @@ pub mod service;
 
 use std::sync::Arc;
 
-use async_graphql_axum::GraphQLRequest;
 use axum::{
     Extension, Router,
     extract::State,
@@ -93,7 +92,7 @@ pub async fn build_with(
     }
     let state = GraphqlState {
         schema: schema::build_schema(authz.clone()),
-        documents: Arc::default(),
+        documents: Arc::new(graphql::Documents::new(schema::LIMITS)),
         verifier: TokenVerifier::for_service(&config.tokens, internal_token)?,
         authz: authz.clone(),
         lookup,
@@ -138,15 +137,12 @@ async fn graphql_handler(
     Extension(meta): Extension<RequestMeta>,
     method: Method,
     headers: HeaderMap,
-    request: GraphQLRequest,
+    graphql::GraphqlRequest(request): graphql::GraphqlRequest,
 ) -> Response {
     // Fresh loaders per request: batching within it, no stale data across requests. Their
     // batches start when a poll of this request's execution ends (see PollFence).
     let fence = PollFence::new();
-    let request =
-        request
-            .into_inner()
-            .data(Loaders::new(state.authz.clone(), state.lookup, &fence));
+    let request = request.data(Loaders::new(state.authz.clone(), state.lookup, &fence));
     let execution = graphql::execute(
         &state.schema,
         &state.documents,

@@ -14,6 +14,7 @@ use keygraph_kernel::{
         Authenticated, HasPermission, SelfOrPermission, require_principal,
         require_self_or_permission,
     },
+    limits::Limits,
     pagination::{PageInfo, decode_cursor, encode_cursor, page_size},
     permissions::authz as codes,
 };
@@ -27,11 +28,18 @@ use crate::{
 
 pub type AuthzSchema = Schema<Query, Mutation, EmptySubscription>;
 
-const MAX_DEPTH: usize = 16;
-const MAX_COMPLEXITY: usize = 5_000;
+/// What one document may ask of this subgraph, from the router or from anyone who reaches it
+/// directly: field nesting, and fields (async-graphql's complexity: one per field), aliases
+/// and directives with fragments inlined.
+pub const LIMITS: Limits = Limits {
+    max_depth: 16,
+    max_fields: 5_000,
+    max_aliases: 5_000,
+    max_directives: 200,
+};
 
 pub fn build_schema(authz: Arc<Authz>) -> AuthzSchema {
-    graphql::subgraph_schema(Query, Mutation, MAX_DEPTH, MAX_COMPLEXITY)
+    graphql::subgraph_schema(Query, Mutation, &LIMITS)
         .data(authz)
         .finish()
 }

@@ -90,7 +90,11 @@ pub async fn build(
     let router = Router::new()
         .route(
             "/graphql",
-            graphql::endpoint(schema::build_schema(identity.clone()), verifier),
+            graphql::endpoint(
+                schema::build_schema(identity.clone()),
+                schema::LIMITS,
+                verifier,
+            ),
         )
         .route("/verify-email", get(link_page))
         .route("/reset-password", get(link_page))

@@ -14,6 +14,7 @@ use keygraph_kernel::{
         Authenticated, HasPermission, SelfOrPermission, require_principal,
         require_self_or_permission,
     },
+    limits::Limits,
     pagination::{PageInfo, decode_cursor, encode_cursor, page_size},
 };
 use uuid::Uuid;
@@ -26,13 +27,18 @@ use crate::{
 
 pub type IdentitySchema = Schema<Query, Mutation, EmptySubscription>;
 
-/// Largest query depth accepted.
-const MAX_DEPTH: usize = 16;
-/// Largest query complexity (roughly, fields resolved) accepted.
-const MAX_COMPLEXITY: usize = 2_000;
+/// What one document may ask of this subgraph, from the router or from anyone who reaches it
+/// directly: field nesting, and fields (async-graphql's complexity: one per field), aliases
+/// and directives with fragments inlined.
+pub const LIMITS: Limits = Limits {
+    max_depth: 16,
+    max_fields: 2_000,
+    max_aliases: 2_000,
+    max_directives: 200,
+};
 
 pub fn build_schema(identity: Arc<Identity>) -> IdentitySchema {
-    graphql::subgraph_schema(Query, Mutation, MAX_DEPTH, MAX_COMPLEXITY)
+    graphql::subgraph_schema(Query, Mutation, &LIMITS)
         .data(identity)
         .finish()
 }

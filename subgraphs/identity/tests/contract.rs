@@ -66,4 +66,12 @@ async fn error_shapes() {
     insta::assert_json_snapshot!("forbidden", forbidden.0);
     let invalid_query = svc.gql("{ me { nope } }", json!({}), None).await;
     insta::assert_json_snapshot!("invalid_query", invalid_query.0);
+    let over_a_limit = svc
+        .gql(
+            &format!("{{ me {{ {} }} }}", "id ".repeat(2_000)),
+            json!({}),
+            None,
+        )
+        .await;
+    insta::assert_json_snapshot!("operation_limit_exceeded", over_a_limit.0);
 }
