@@ -215,8 +215,11 @@ pub struct SubgraphEndpoint {
 #[serde(deny_unknown_fields)]
 pub struct RouterLimits {
     pub max_depth: usize,
+    pub max_fields: usize,
     pub max_aliases: usize,
+    pub max_directives: usize,
     pub max_tokens: usize,
+    pub planning_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -517,7 +520,13 @@ impl Config {
             return fail("router.plan_cache_size".into(), "must be at least 1");
         }
         let limits = router.limits;
-        if limits.max_depth == 0 || limits.max_aliases == 0 || limits.max_tokens == 0 {
+        if limits.max_depth == 0
+            || limits.max_fields == 0
+            || limits.max_aliases == 0
+            || limits.max_directives == 0
+            || limits.max_tokens == 0
+            || limits.planning_timeout_ms == 0
+        {
             return fail("router.limits".into(), "every limit must be at least 1");
         }
         if router.rate_limit.max == 0 || router.rate_limit.window_secs == 0 {

@@ -3,6 +3,7 @@
 //! - [`supergraph`]: composition of subgraph SDLs and the fix-ups the planner needs.
 //! - [`plan`]: a served supergraph — planner, API schema, endpoints, plan cache.
 //! - [`operation`]: parsing, validation and variable coercion of a client's operation.
+//! - [`merging`]: the field-merging validation rule, in linear time.
 //! - [`execute`]: our plan executor (fetch, flatten, sequence, parallel, condition).
 //! - [`project`]: the merged data projected onto the client's operation, with null propagation.
 //! - [`types`]: the API schema's types as the executor reads them.
@@ -11,6 +12,7 @@
 
 pub mod api_schema;
 pub mod execute;
+pub mod merging;
 pub mod metrics;
 pub mod operation;
 pub mod plan;

@@ -9,6 +9,7 @@ use graphql_tools::parser::query::{
 };
 use graphql_tools::validation::rules::default_rules_validation_plan;
 use graphql_tools::validation::validate::{ValidationPlan, validate};
+use keygraph_kernel::limits::{self, LimitExceeded};
 use serde_json::{Map, Value as Json, json};
 
 use crate::types::{AstType, Kind, Types};
@@ -37,118 +38,225 @@ pub struct Operation {
     pub introspection: Option<String>,
 }
 
-/// The rules every operation is validated with (graphql-tools: the spec's rules).
+/// The rules every operation is validated with: graphql-tools' implementation of the spec's
+/// rules, but for field selection merging, which [`crate::merging`] checks in linear time.
 pub fn validation_plan() -> ValidationPlan {
-    default_rules_validation_plan()
+    let mut plan = default_rules_validation_plan();
+    plan.rules
+        .retain(|rule| rule.error_code() != "OverlappingFieldsCanBeMerged");
+    plan
 }
 
 fn request_error(message: impl Into<String>, code: &str) -> Json {
     json!({ "message": message.into(), "extensions": { "code": code } })
 }
 
-/// Parses an operation document; a syntax error says where.
-pub fn parse(query: &str) -> Result<QueryDocument, Vec<Json>> {
-    match graphql_tools::parser::parse_query::<String>(query) {
+/// Parses an operation document under the edge's token limit (and graphql-tools' fixed
+/// nesting limit of `{`, `[` and `(`); a syntax error says where.
+pub fn parse(query: &str, max_tokens: usize) -> Result<QueryDocument, Parsed> {
+    match graphql_tools::parser::parse_query_with_token_limit::<String>(query, max_tokens) {
         Ok(document) => Ok(document.into_static()),
         Err(err) => {
-            let position = err.0.position;
             let message = err.to_string();
+            if message.contains("Token limit exceeded") {
+                return Err(Parsed::Refused(LimitExceeded::Tokens {
+                    max: max_tokens as u64,
+                }));
+            }
+            if message.contains("Recursion limit exceeded") {
+                return Err(Parsed::Refused(LimitExceeded::Brackets {
+                    max: PARSER_NESTING,
+                }));
+            }
+            let position = err.0.position;
             let detail: Vec<&str> = message.lines().skip(1).collect();
-            Err(vec![json!({
+            Err(Parsed::Invalid(vec![json!({
                 "message": format!("Syntax Error: {}", detail.join("; ")),
                 "locations": [{ "line": position.line, "column": position.column }],
                 "extensions": { "code": "GRAPHQL_PARSE_FAILED" },
-            })])
+            })]))
         }
     }
 }
 
+/// How deeply graphql-tools' parser lets `{`, `[` and `(` nest.
+pub const PARSER_NESTING: u64 = 50;
+
+/// Why a document did not parse.
+#[derive(Debug)]
+pub enum Parsed {
+    /// A syntax error, as GraphQL errors with locations.
+    Invalid(Vec<Json>),
+    /// The parser stopped at a limit.
+    Refused(LimitExceeded),
+}
+
+/// graphql-tools' AST as [`keygraph_kernel::limits::measure`] reads it.
+pub struct Measured<'d>(pub &'d QueryDocument);
+
+impl limits::Document for Measured<'_> {
+    type Selection = Selection<'static, String>;
+
+    fn operations(&self) -> Vec<limits::Definition<'_, Self::Selection>> {
+        use graphql_tools::parser::query::OperationDefinition as Op;
+        self.0
+            .definitions
+            .iter()
+            .filter_map(|d| match d {
+                Definition::Operation(op) => Some(limits::Definition {
+                    directives: match op {
+                        Op::SelectionSet(_) => 0,
+                        Op::Query(q) => q.directives.len(),
+                        Op::Mutation(m) => m.directives.len(),
+                        Op::Subscription(s) => s.directives.len(),
+                    },
+                    selections: &root_selections(op).items,
+                }),
+                Definition::Fragment(_) => None,
+            })
+            .collect()
+    }
+
+    fn fragments(&self) -> Vec<(&str, limits::Definition<'_, Self::Selection>)> {
+        self.0
+            .definitions
+            .iter()
+            .filter_map(|d| match d {
+                Definition::Fragment(f) => Some((
+                    f.name.as_str(),
+                    limits::Definition {
+                        directives: f.directives.len(),
+                        selections: &f.selection_set.items,
+                    },
+                )),
+                Definition::Operation(_) => None,
+            })
+            .collect()
+    }
+
+    fn node(selection: &Self::Selection) -> limits::Node<'_, Self::Selection> {
+        match selection {
+            Selection::Field(field) => limits::Node::Field {
+                aliased: field.alias.is_some(),
+                directives: field.directives.len(),
+                selections: &field.selection_set.items,
+            },
+            Selection::InlineFragment(fragment) => limits::Node::InlineFragment {
+                directives: fragment.directives.len(),
+                selections: &fragment.selection_set.items,
+            },
+            Selection::FragmentSpread(spread) => limits::Node::FragmentSpread {
+                directives: spread.directives.len(),
+                fragment: &spread.fragment_name,
+            },
+        }
+    }
+}
+
+fn root_selections<'o>(
+    operation: &'o OperationDefinition<'static, String>,
+) -> &'o SelectionSet<'static, String> {
+    match operation {
+        OperationDefinition::SelectionSet(s) => s,
+        OperationDefinition::Query(q) => &q.selection_set,
+        OperationDefinition::Mutation(m) => &m.selection_set,
+        OperationDefinition::Subscription(s) => &s.selection_set,
+    }
+}
+
+fn kind_of(operation: &OperationDefinition<'static, String>) -> OperationKind {
+    match operation {
+        OperationDefinition::SelectionSet(_) | OperationDefinition::Query(_) => {
+            OperationKind::Query
+        }
+        OperationDefinition::Mutation(_) => OperationKind::Mutation,
+        OperationDefinition::Subscription(_) => OperationKind::Subscription,
+    }
+}
+
+/// The operation a request runs: the one `operation_name` names, or the document's only one.
+pub fn select<'d>(
+    document: &'d QueryDocument,
+    operation_name: Option<&str>,
+) -> Result<&'d OperationDefinition<'static, String>, Vec<Json>> {
+    let mut operations = document.definitions.iter().filter_map(|d| match d {
+        Definition::Operation(op) => Some(op),
+        Definition::Fragment(_) => None,
+    });
+    match operation_name {
+        Some(name) => operations
+            .find(|op| operation_name_of(op) == Some(name))
+            .ok_or_else(|| {
+                vec![request_error(
+                    format!("Unknown operation named \"{name}\"."),
+                    "OPERATION_RESOLUTION_FAILURE",
+                )]
+            }),
+        None => match (operations.next(), operations.next()) {
+            (Some(op), None) => Ok(op),
+            (None, _) => Err(vec![request_error(
+                "The document has no operation to run.",
+                "OPERATION_RESOLUTION_FAILURE",
+            )]),
+            (Some(_), Some(_)) => Err(vec![request_error(
+                "The document has several operations: say which to run with `operationName`.",
+                "OPERATION_RESOLUTION_FAILURE",
+            )]),
+        },
+    }
+}
+
+/// The kind of operation a request selects, when it selects one.
+pub fn selected_kind(
+    document: &QueryDocument,
+    operation_name: Option<&str>,
+) -> Option<OperationKind> {
+    select(document, operation_name).ok().map(kind_of)
+}
+
 impl Operation {
     /// Selects the operation `operation_name` names and validates the whole document against
-    /// the API schema. Errors are GraphQL errors, with locations.
+    /// the API schema. Errors are GraphQL errors, with locations. The document's size was
+    /// held to the edge's limits before (validation costs what the inlined operation does).
     pub fn prepare(
         types: &Types,
         schema: &Schema,
         plan: &ValidationPlan,
         document: &QueryDocument,
         operation_name: Option<&str>,
-        max_depth: usize,
     ) -> Result<Self, Vec<Json>> {
-        let operations: Vec<&OperationDefinition<'static, String>> = document
-            .definitions
-            .iter()
-            .filter_map(|d| match d {
-                Definition::Operation(op) => Some(op),
-                Definition::Fragment(_) => None,
+        let selected = select(document, operation_name)?;
+        let mut errors: Vec<Json> = validate(schema, document, plan)
+            .into_iter()
+            .map(|e| {
+                let mut error = Map::new();
+                error.insert("message".into(), Json::String(e.message));
+                if !e.locations.is_empty() {
+                    let locations = e
+                        .locations
+                        .iter()
+                        .map(|p| json!({ "line": p.line, "column": p.column }))
+                        .collect();
+                    error.insert("locations".into(), Json::Array(locations));
+                }
+                error.insert(
+                    "extensions".into(),
+                    json!({ "code": "GRAPHQL_VALIDATION_FAILED" }),
+                );
+                Json::Object(error)
             })
             .collect();
-        let selected = match operation_name {
-            Some(name) => operations
-                .iter()
-                .find(|op| operation_name_of(op) == Some(name))
-                .copied()
-                .ok_or_else(|| {
-                    vec![request_error(
-                        format!("Unknown operation named \"{name}\"."),
-                        "OPERATION_RESOLUTION_FAILURE",
-                    )]
-                })?,
-            None => match operations.as_slice() {
-                [op] => *op,
-                [] => {
-                    return Err(vec![request_error(
-                        "The document has no operation to run.",
-                        "OPERATION_RESOLUTION_FAILURE",
-                    )]);
-                }
-                _ => {
-                    return Err(vec![request_error(
-                        "The document has several operations: say which to run with `operationName`.",
-                        "OPERATION_RESOLUTION_FAILURE",
-                    )]);
-                }
-            },
-        };
-        let errors = validate(schema, document, plan);
+        errors.extend(crate::merging::conflicts(types, document));
         if !errors.is_empty() {
-            return Err(errors
-                .into_iter()
-                .map(|e| {
-                    let mut error = Map::new();
-                    error.insert("message".into(), Json::String(e.message));
-                    if !e.locations.is_empty() {
-                        let locations = e
-                            .locations
-                            .iter()
-                            .map(|p| json!({ "line": p.line, "column": p.column }))
-                            .collect();
-                        error.insert("locations".into(), Json::Array(locations));
-                    }
-                    error.insert(
-                        "extensions".into(),
-                        json!({ "code": "GRAPHQL_VALIDATION_FAILED" }),
-                    );
-                    Json::Object(error)
-                })
-                .collect());
+            return Err(errors);
         }
-        let (kind, selection_set, variable_definitions) = match selected {
-            OperationDefinition::SelectionSet(s) => (OperationKind::Query, s, &[][..]),
-            OperationDefinition::Query(q) => (
-                OperationKind::Query,
-                &q.selection_set,
-                &q.variable_definitions[..],
-            ),
-            OperationDefinition::Mutation(m) => (
-                OperationKind::Mutation,
-                &m.selection_set,
-                &m.variable_definitions[..],
-            ),
-            OperationDefinition::Subscription(s) => (
-                OperationKind::Subscription,
-                &s.selection_set,
-                &s.variable_definitions[..],
-            ),
+        let kind = kind_of(selected);
+        let selection_set = root_selections(selected);
+        let variable_definitions = match selected {
+            OperationDefinition::SelectionSet(_) => &[][..],
+            OperationDefinition::Query(q) => &q.variable_definitions[..],
+            OperationDefinition::Mutation(m) => &m.variable_definitions[..],
+            OperationDefinition::Subscription(s) => &s.variable_definitions[..],
         };
         let root_missing = match kind {
             OperationKind::Query => None,
@@ -176,15 +284,6 @@ impl Operation {
             introspection: None,
         };
         operation.introspection = operation.introspection_document();
-        let depth = operation.depth(operation.selection_set(), &mut HashMap::new());
-        if depth > max_depth {
-            return Err(vec![request_error(
-                format!(
-                    "The operation nests fields {depth} levels deep; at most {max_depth} are accepted."
-                ),
-                "GRAPHQL_VALIDATION_FAILED",
-            )]);
-        }
         Ok(operation)
     }
 
@@ -263,44 +362,6 @@ impl Operation {
             OperationKind::Subscription => types.subscription.as_deref().unwrap_or("Subscription"),
             OperationKind::Query => &types.query,
         }
-    }
-
-    /// How deeply fields nest (a root field is level 1); each fragment is measured once.
-    fn depth<'d>(
-        &'d self,
-        selections: &'d SelectionSet<'static, String>,
-        fragments: &mut HashMap<&'d str, usize>,
-    ) -> usize {
-        selections
-            .items
-            .iter()
-            .map(|item| match item {
-                Selection::Field(field) => {
-                    1 + if field.selection_set.items.is_empty() {
-                        0
-                    } else {
-                        self.depth(&field.selection_set, fragments)
-                    }
-                }
-                Selection::InlineFragment(fragment) => {
-                    self.depth(&fragment.selection_set, fragments)
-                }
-                Selection::FragmentSpread(spread) => {
-                    let name = spread.fragment_name.as_str();
-                    if let Some(depth) = fragments.get(name) {
-                        return *depth;
-                    }
-                    // Validation rejected cycles; the 0 guards against one regardless.
-                    fragments.insert(name, 0);
-                    let depth = self
-                        .fragment(name)
-                        .map_or(0, |f| self.depth(&f.selection_set, fragments));
-                    fragments.insert(name, depth);
-                    depth
-                }
-            })
-            .max()
-            .unwrap_or(0)
     }
 
     /// Coerces the request's variables to the operation's variable types (spec
@@ -582,9 +643,13 @@ pub(crate) mod tests {
             .expect("test schema parses")
             .into_static();
         let types = Types::new(&schema);
-        let operation = parse(query).and_then(|document| {
-            Operation::prepare(&types, &schema, &validation_plan(), &document, None, 10)
-        });
+        let operation = match parse(query, 15_000) {
+            Ok(document) => {
+                Operation::prepare(&types, &schema, &validation_plan(), &document, None)
+            }
+            Err(Parsed::Invalid(errors)) => Err(errors),
+            Err(Parsed::Refused(refused)) => panic!("{refused}"),
+        };
         (types, operation)
     }
 
@@ -693,17 +758,37 @@ pub(crate) mod tests {
         let (_, result) = prepare("query A { me { id } } query B { me { id } }");
         let errors = result.expect_err("ambiguous");
         assert!(messages(&errors)[0].contains("operationName"), "{errors:?}");
+    }
 
-        let deep = format!(
-            "{{ me {{ {} id {} }} }}",
-            "friends { ".repeat(10),
-            "} ".repeat(10)
-        );
-        let (_, result) = prepare(&deep);
-        let errors = result.expect_err("too deep");
+    #[test]
+    fn the_parser_stops_at_its_limits() {
+        let long = format!("{{ me {{ {} }} }}", "id ".repeat(100));
+        assert!(matches!(
+            parse(&long, 50),
+            Err(Parsed::Refused(LimitExceeded::Tokens { max: 50 }))
+        ));
+        let deep = format!("{{{}id{}}}", "me{".repeat(60), "}".repeat(60));
+        assert!(matches!(
+            parse(&deep, 15_000),
+            Err(Parsed::Refused(LimitExceeded::Brackets {
+                max: PARSER_NESTING
+            }))
+        ));
+    }
+
+    #[test]
+    fn the_selected_operation_and_its_kind() {
+        let document = parse("query A { me { id } } mutation B { me { id } }", 100)
+            .unwrap_or_else(|_| panic!("parses"));
         assert_eq!(
-            messages(&errors),
-            ["The operation nests fields 12 levels deep; at most 10 are accepted."]
+            selected_kind(&document, Some("B")),
+            Some(OperationKind::Mutation)
         );
+        assert_eq!(
+            selected_kind(&document, Some("A")),
+            Some(OperationKind::Query)
+        );
+        assert_eq!(selected_kind(&document, None), None);
+        assert_eq!(selected_kind(&document, Some("C")), None);
     }
 }

@@ -16,13 +16,14 @@ use hive_router_query_planner::planner::plan_nodes::QueryPlan;
 use hive_router_query_planner::planner::{Planner, QueryPlannerOptions};
 use hive_router_query_planner::state::supergraph_state::{SupergraphDefinition, SupergraphState};
 use hive_router_query_planner::utils::cancellation::CancellationToken;
-use keygraph_kernel::config::{RouterConfig, SubgraphEndpoint};
+use keygraph_kernel::config::{RouterConfig, RouterLimits, SubgraphEndpoint};
+use keygraph_kernel::limits::{LimitExceeded, Limits};
 use keygraph_kernel::token::Principal;
 use serde_json::{Value as Json, json};
 
 use crate::api_schema;
 use crate::execute::Endpoint;
-use crate::operation::Operation;
+use crate::operation::{Measured, Operation, OperationKind, Parsed, QueryDocument};
 use crate::types::Types;
 use keygraph_kernel::cache::{BoundedCache, OperationKey, operation_key};
 
@@ -35,8 +36,14 @@ pub enum PlanError {
     /// The document does not parse or validate: GraphQL errors with locations.
     #[error("{}", messages(.0))]
     Invalid(Vec<Json>),
+    /// The document is larger than a limit allows (checked before validation).
+    #[error("{0}")]
+    Refused(LimitExceeded),
     #[error("the operation could not be planned: {0}")]
     Planning(String),
+    /// Planning ran out of its time budget, or the request went away.
+    #[error("planning the operation took longer than {budget_ms} ms")]
+    PlanningTimedOut { budget_ms: u64 },
     #[error("{0}")]
     Unauthenticated(String),
     #[error("{0}")]
@@ -47,6 +54,9 @@ impl PlanError {
     pub fn code(&self) -> &'static str {
         match self {
             PlanError::Invalid(_) => "GRAPHQL_VALIDATION_FAILED",
+            PlanError::Refused(_) | PlanError::PlanningTimedOut { .. } => {
+                keygraph_kernel::limits::OPERATION_LIMIT_EXCEEDED
+            }
             PlanError::Planning(_) => "QUERY_PLANNING_FAILED",
             PlanError::Unauthenticated(_) => "UNAUTHENTICATED",
             PlanError::Forbidden(_) => "FORBIDDEN",
@@ -57,6 +67,17 @@ impl PlanError {
     pub fn to_errors(&self) -> Vec<Json> {
         match self {
             PlanError::Invalid(errors) => errors.clone(),
+            PlanError::Refused(refused) => {
+                vec![json!({ "message": refused.to_string(), "extensions": refused.extensions() })]
+            }
+            PlanError::PlanningTimedOut { budget_ms } => vec![json!({
+                "message": self.to_string(),
+                "extensions": {
+                    "code": self.code(),
+                    "limit": "planning_timeout_ms",
+                    "max": budget_ms,
+                },
+            })],
             _ => {
                 vec![json!({ "message": self.to_string(), "extensions": { "code": self.code() } })]
             }
@@ -85,7 +106,15 @@ enum Requirement {
     },
 }
 
-/// A validated and planned operation, cached by document and operation name.
+/// What preparing a request's document came to, cached by its [`operation_key`]: the kind of
+/// operation it selects (known once it parses) and its plan, or why it cannot run.
+#[derive(Debug)]
+pub struct Preparation {
+    pub kind: Option<OperationKind>,
+    pub outcome: Result<PreparedPlan, PlanError>,
+}
+
+/// A validated and planned operation.
 #[derive(Debug)]
 pub struct PreparedPlan {
     pub operation: Operation,
@@ -133,10 +162,15 @@ pub struct Graph {
     /// The API schema as async-graphql serves introspection of it.
     pub api: async_graphql::dynamic::Schema,
     validation: ValidationPlan,
-    max_depth: usize,
+    limits: RouterLimits,
     endpoints: HashMap<String, Endpoint>,
     possible_types: HashMap<String, HashSet<String>>,
-    plans: BoundedCache<PreparedPlan>,
+    /// Documents that can run, with their plans.
+    plans: BoundedCache<Preparation>,
+    /// Documents that cannot (they do not parse or validate, are over a limit, or cannot be
+    /// planned), so a repeat is refused at the cost of a lookup. Kept apart from `plans`, so a
+    /// flood of invalid documents never pushes out the plans of working ones.
+    refusals: BoundedCache<Preparation>,
 }
 
 impl std::fmt::Debug for Graph {
@@ -152,7 +186,7 @@ impl std::fmt::Debug for Graph {
 pub struct GraphOptions {
     pub subgraphs: BTreeMap<String, SubgraphEndpoint>,
     pub plan_cache_size: usize,
-    pub max_depth: usize,
+    pub limits: RouterLimits,
 }
 
 impl From<&RouterConfig> for GraphOptions {
@@ -160,7 +194,7 @@ impl From<&RouterConfig> for GraphOptions {
         Self {
             subgraphs: config.subgraphs.clone(),
             plan_cache_size: config.plan_cache_size,
-            max_depth: config.limits.max_depth,
+            limits: config.limits,
         }
     }
 }
@@ -205,9 +239,10 @@ impl Graph {
             planner,
             api,
             validation: crate::operation::validation_plan(),
-            max_depth: options.max_depth,
+            limits: options.limits,
             endpoints,
             plans: BoundedCache::new(options.plan_cache_size),
+            refusals: BoundedCache::new(options.plan_cache_size),
         })
     }
 
@@ -234,79 +269,144 @@ impl Graph {
                 .is_some_and(|members| members.contains(actual))
     }
 
-    /// The plan for an operation, from the cache or planned now.
-    pub fn prepare(
-        &self,
-        query: &str,
-        operation_name: Option<&str>,
-    ) -> Result<Arc<PreparedPlan>, PlanError> {
-        let key = operation_key(query, operation_name);
-        match self.plans.get(&key) {
-            Some(plan) => Ok(plan),
-            None => self.plan_and_keep(key, query, operation_name),
-        }
+    /// What a document comes to, if it was prepared before.
+    fn cached(&self, key: &OperationKey) -> Option<Arc<Preparation>> {
+        self.plans.get(key).or_else(|| self.refusals.get(key))
     }
 
-    /// Validates and plans an operation not yet cached, and keeps the result under `key`.
-    fn plan_and_keep(
+    /// The preparation of an operation, from the cache or made now on this thread, with the
+    /// configured planning budget (for the `plan` command and tests).
+    pub fn prepare(&self, query: &str, operation_name: Option<&str>) -> Arc<Preparation> {
+        let key = operation_key(query, operation_name);
+        self.cached(&key).unwrap_or_else(|| {
+            let cancel = CancellationToken::with_timeout(self.planning_budget());
+            self.prepare_and_keep(key, query, operation_name, &cancel)
+        })
+    }
+
+    fn planning_budget(&self) -> Duration {
+        Duration::from_millis(self.limits.planning_timeout_ms)
+    }
+
+    /// Prepares an operation not yet cached and keeps the result under `key`, unless planning
+    /// was cut short (that depends on the moment, not on the document).
+    fn prepare_and_keep(
         &self,
         key: OperationKey,
         query: &str,
         operation_name: Option<&str>,
-    ) -> Result<Arc<PreparedPlan>, PlanError> {
-        let prepared = Arc::new(self.plan(query, operation_name)?);
-        self.plans.insert(key, prepared.clone());
-        Ok(prepared)
+        cancel: &CancellationToken,
+    ) -> Arc<Preparation> {
+        let preparation = Arc::new(self.prepare_now(query, operation_name, cancel));
+        match &preparation.outcome {
+            Ok(_) => self.plans.insert(key, preparation.clone()),
+            Err(PlanError::PlanningTimedOut { .. }) => {}
+            Err(_) => self.refusals.insert(key, preparation.clone()),
+        }
+        preparation
     }
 
-    /// [`Graph::prepare`] for a request: a cached plan at once; validation and planning (CPU
-    /// work that grows with the document, up to the edge's token limit) on a blocking thread,
-    /// so they never hold up the async workers serving other requests. `key` is the request's
-    /// [`operation_key`].
+    /// [`Graph::prepare`] for a request: a cached preparation at once; otherwise parsing,
+    /// measuring, validation and planning on a blocking thread, so they never hold up the
+    /// async workers serving other requests. Their cost is bounded: the document by the
+    /// token limit, validation by the limits on the inlined operation (checked first, in one
+    /// pass), and planning by `planning_timeout_ms`, or earlier when the request goes away
+    /// (dropping this future cancels it). `key` is the request's [`operation_key`].
     pub async fn prepare_off_thread(
         self: &Arc<Self>,
         key: OperationKey,
         query: &str,
         operation_name: Option<&str>,
-    ) -> Result<Arc<PreparedPlan>, PlanError> {
-        if let Some(plan) = self.plans.get(&key) {
-            return Ok(plan);
+    ) -> Arc<Preparation> {
+        if let Some(preparation) = self.cached(&key) {
+            return preparation;
         }
+        let cancel = Arc::new(CancellationToken::with_timeout(self.planning_budget()));
+        let _cancel_when_dropped = CancelOnDrop(cancel.clone());
         let graph = self.clone();
         let (query, operation_name) = (query.to_owned(), operation_name.map(str::to_owned));
         tokio::task::spawn_blocking(move || {
-            graph.plan_and_keep(key, &query, operation_name.as_deref())
+            graph.prepare_and_keep(key, &query, operation_name.as_deref(), &cancel)
         })
         .await
         .unwrap_or_else(|_| {
-            Err(PlanError::Planning(
-                "the operation could not be prepared".into(),
-            ))
+            Arc::new(Preparation {
+                kind: None,
+                outcome: Err(PlanError::Planning(
+                    "the operation could not be prepared".into(),
+                )),
+            })
         })
     }
 
     /// The plan text for an operation (for tests and diagnostics).
     pub fn plan_json(&self, query: &str, operation_name: Option<&str>) -> Result<Json, PlanError> {
-        let prepared = self.prepare(query, operation_name)?;
-        serde_json::to_value(&prepared.plan).map_err(|e| PlanError::Planning(e.to_string()))
+        match &self.prepare(query, operation_name).outcome {
+            Ok(prepared) => {
+                serde_json::to_value(&prepared.plan).map_err(|e| PlanError::Planning(e.to_string()))
+            }
+            Err(err) => Err(err.clone()),
+        }
     }
 
-    fn plan(&self, query: &str, operation_name: Option<&str>) -> Result<PreparedPlan, PlanError> {
-        let document = crate::operation::parse(query).map_err(PlanError::Invalid)?;
+    /// Parses the document under the token limit, holds its inlined size to the limits,
+    /// validates it and plans the selected operation.
+    fn prepare_now(
+        &self,
+        query: &str,
+        operation_name: Option<&str>,
+        cancel: &CancellationToken,
+    ) -> Preparation {
+        let document = match crate::operation::parse(query, self.limits.max_tokens) {
+            Ok(document) => document,
+            Err(Parsed::Invalid(errors)) => {
+                return Preparation {
+                    kind: None,
+                    outcome: Err(PlanError::Invalid(errors)),
+                };
+            }
+            Err(Parsed::Refused(refused)) => {
+                return Preparation {
+                    kind: None,
+                    outcome: Err(PlanError::Refused(refused)),
+                };
+            }
+        };
+        Preparation {
+            kind: crate::operation::selected_kind(&document, operation_name),
+            outcome: self.plan(&document, query, operation_name, cancel),
+        }
+    }
+
+    fn plan(
+        &self,
+        document: &QueryDocument,
+        query: &str,
+        operation_name: Option<&str>,
+        cancel: &CancellationToken,
+    ) -> Result<PreparedPlan, PlanError> {
+        let limits = Limits {
+            max_depth: self.limits.max_depth as u64,
+            max_fields: self.limits.max_fields as u64,
+            max_aliases: self.limits.max_aliases as u64,
+            max_directives: self.limits.max_directives as u64,
+        };
+        limits
+            .check(&Measured(document))
+            .map_err(PlanError::Refused)?;
         let operation = Operation::prepare(
             &self.types,
             &self.planner.consumer_schema.document,
             &self.validation,
-            &document,
+            document,
             operation_name,
-            self.max_depth,
         )
         .map_err(PlanError::Invalid)?;
         let supergraph = &self.planner.supergraph;
         let planned = catch_unwind(AssertUnwindSafe(|| {
             let normalized = hive_router_query_planner::ast::normalization::normalize_operation(
                 supergraph,
-                &document,
+                document,
                 operation_name,
             )
             .map_err(|e| PlanError::Planning(e.to_string()))?;
@@ -326,9 +426,17 @@ impl Graph {
                 .plan_from_normalized_operation(
                     &normalized_operation,
                     PlannerOverrideContext::default(),
-                    &CancellationToken::new(),
+                    cancel,
                 )
-                .map_err(|e| PlanError::Planning(e.to_string()))?;
+                .map_err(|e| {
+                    if cancel.bail_if_cancelled().is_err() {
+                        PlanError::PlanningTimedOut {
+                            budget_ms: self.limits.planning_timeout_ms,
+                        }
+                    } else {
+                        PlanError::Planning(e.to_string())
+                    }
+                })?;
             Ok((plan, requirements))
         }));
         match planned {
@@ -344,6 +452,16 @@ impl Graph {
                 ))
             }
         }
+    }
+}
+
+/// Cancels planning when the request that waits for it goes away (answered by a timeout, or
+/// its client disconnected); a finished plan does not mind.
+struct CancelOnDrop(Arc<CancellationToken>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
     }
 }
 
@@ -483,5 +601,131 @@ fn walk_requirements(
             }
             SelectionItem::FragmentSpread(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keygraph's own supergraph, as committed.
+    fn graph() -> Graph {
+        let limits = RouterLimits {
+            max_depth: 15,
+            max_fields: 1000,
+            max_aliases: 30,
+            max_directives: 50,
+            max_tokens: 15_000,
+            planning_timeout_ms: 2_000,
+        };
+        let options = GraphOptions {
+            subgraphs: BTreeMap::new(),
+            plan_cache_size: 10,
+            limits,
+        };
+        Graph::new(
+            include_str!("../../schema/supergraph.graphql").to_owned(),
+            &options,
+        )
+        .expect("the supergraph builds")
+    }
+
+    const ME: &str = "{ me { id email roles { name } permissions } }";
+
+    #[test]
+    fn cancelled_planning_stops_and_is_not_kept() {
+        let graph = graph();
+        let key = operation_key(ME, None);
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let preparation = graph.prepare_and_keep(key, ME, None, &cancel);
+        assert!(
+            matches!(
+                preparation.outcome,
+                Err(PlanError::PlanningTimedOut { budget_ms: 2_000 })
+            ),
+            "{:?}",
+            preparation.outcome
+        );
+        assert_eq!(
+            preparation.outcome.as_ref().err().map(PlanError::code),
+            Some("OPERATION_LIMIT_EXCEEDED")
+        );
+        assert!(graph.cached(&key).is_none());
+        // With time to plan, it plans, and the plan is kept.
+        assert!(graph.prepare(ME, None).outcome.is_ok());
+        assert!(graph.cached(&key).is_some());
+    }
+
+    #[test]
+    fn the_request_going_away_cancels_its_planning() {
+        let cancel = Arc::new(CancellationToken::with_timeout(Duration::from_secs(60)));
+        assert!(cancel.bail_if_cancelled().is_ok());
+        drop(CancelOnDrop(cancel.clone()));
+        assert!(cancel.bail_if_cancelled().is_err());
+    }
+
+    #[test]
+    fn refused_documents_are_kept_apart_and_refused_again_from_the_cache() {
+        let graph = graph();
+        for query in [
+            "{ me { nope } }",
+            "{ me { id }",
+            "{ ...A } fragment A on Query { ...A }",
+        ] {
+            let first = graph.prepare(query, None);
+            assert!(first.outcome.is_err(), "{query}");
+            let again = graph.prepare(query, None);
+            assert!(Arc::ptr_eq(&first, &again), "{query} was prepared twice");
+        }
+        assert_eq!(graph.cached_plans(), 0);
+        assert_eq!(graph.refusals.len(), 3);
+    }
+
+    #[test]
+    fn limits_are_counted_with_fragments_inlined_before_validation() {
+        let graph = graph();
+        let deep = "{ me { roles { permissions { code } } } }";
+        assert!(graph.prepare(deep, None).outcome.is_ok());
+        let query = keygraph_kernel::testing::fragment_fan(11, "__typename");
+        let preparation = graph.prepare(&query, None);
+        match &preparation.outcome {
+            Err(PlanError::Refused(LimitExceeded::Fields { actual, max })) => {
+                assert_eq!((*actual, *max), (2048, 1000));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(preparation.kind, Some(OperationKind::Query));
+        let errors = preparation
+            .outcome
+            .as_ref()
+            .err()
+            .map(PlanError::to_errors)
+            .unwrap_or_default();
+        assert_eq!(
+            errors[0]["extensions"],
+            json!({ "code": "OPERATION_LIMIT_EXCEEDED", "limit": "max_fields", "max": 1000 })
+        );
+    }
+
+    #[test]
+    fn the_largest_legitimate_operations_are_well_within_the_limits() {
+        let graph = graph();
+        let introspection = include_str!("../tests/introspection.graphql");
+        let document = crate::operation::parse(introspection, 15_000)
+            .unwrap_or_else(|_| panic!("the introspection query parses"));
+        let cost = keygraph_kernel::limits::measure(&Measured(&document)).expect("measured");
+        // GraphiQL's schema query sets the depth limit's default: its `ofType` chain is 15
+        // levels deep. Its fields are about a quarter of the field limit.
+        assert_eq!(
+            cost,
+            keygraph_kernel::limits::Cost {
+                fields: 226,
+                aliases: 0,
+                depth: 15,
+                directives: 0
+            }
+        );
+        assert!(graph.prepare(introspection, None).outcome.is_ok());
     }
 }

@@ -6,24 +6,25 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use graphql_tools::parser::query::{Definition, OperationDefinition, Selection, SelectionSet};
 use keygraph_kernel::config::{Config, RouterConfig};
 use keygraph_kernel::guard::Authentication;
-use keygraph_kernel::http::{ReadinessCheck, RequestMeta, Shutdown};
+use keygraph_kernel::http::{BodyLimit, ReadinessCheck, RequestMeta, Shutdown};
 use keygraph_kernel::ratelimit::SlidingWindowLimiter;
 use keygraph_kernel::token::TokenVerifier;
 use serde_json::{Map, Value as Json, json};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::execute::{Forwarded, PlanRun};
+use crate::operation::OperationKind;
 use crate::plan::{Graph, GraphOptions, PlanError};
 use crate::supergraph::{self, SubgraphSdl};
-use keygraph_kernel::cache::{BoundedCache, OperationKey, operation_key};
+use keygraph_kernel::cache::operation_key;
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 
@@ -35,10 +36,6 @@ pub struct RouterState {
     limiter: SlidingWindowLimiter,
     config: RouterConfig,
     metrics: Arc<crate::metrics::Metrics>,
-    /// Documents that passed the edge's limits, by operation: a repeated operation (the
-    /// usual case: apps send the same few) is not parsed again here.
-    /// The value says whether the operation is a mutation.
-    checked: BoundedCache<bool>,
 }
 
 impl RouterState {
@@ -57,7 +54,6 @@ impl RouterState {
                 config.rate_limit.max,
                 Duration::from_secs(config.rate_limit.window_secs),
             ),
-            checked: BoundedCache::new(config.plan_cache_size),
             config,
             metrics: Arc::default(),
         }))
@@ -366,9 +362,16 @@ fn request_from_json(body: &[u8]) -> Result<GraphqlRequest, Refusal> {
 async fn graphql_post(
     State(state): State<Arc<RouterState>>,
     Extension(meta): Extension<RequestMeta>,
+    limit: Option<Extension<BodyLimit>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            return keygraph_kernel::graphql::body_refusal(&rejection, limit.map(|l| l.0));
+        }
+    };
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -435,107 +438,6 @@ fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn count_aliases(selections: &SelectionSet<'static, String>) -> usize {
-    selections
-        .items
-        .iter()
-        .map(|item| match item {
-            Selection::Field(field) => {
-                usize::from(field.alias.is_some()) + count_aliases(&field.selection_set)
-            }
-            Selection::InlineFragment(fragment) => count_aliases(&fragment.selection_set),
-            Selection::FragmentSpread(_) => 0,
-        })
-        .sum()
-}
-
-fn document_aliases(document: &graphql_tools::parser::query::Document<'static, String>) -> usize {
-    document
-        .definitions
-        .iter()
-        .map(|d| match d {
-            Definition::Operation(OperationDefinition::Query(q)) => count_aliases(&q.selection_set),
-            Definition::Operation(OperationDefinition::Mutation(m)) => {
-                count_aliases(&m.selection_set)
-            }
-            Definition::Operation(OperationDefinition::Subscription(s)) => {
-                count_aliases(&s.selection_set)
-            }
-            Definition::Operation(OperationDefinition::SelectionSet(s)) => count_aliases(s),
-            Definition::Fragment(f) => count_aliases(&f.selection_set),
-        })
-        .sum()
-}
-
-/// Checks the edge's limits (tokens, nesting, aliases) once per operation (`key`, its
-/// [`operation_key`]); answers whether the operation is a mutation.
-fn check_document(
-    state: &RouterState,
-    key: OperationKey,
-    request: &GraphqlRequest,
-) -> Result<bool, Refusal> {
-    if let Some(is_mutation) = state.checked.get(&key) {
-        return Ok(*is_mutation);
-    }
-    let Some(is_mutation) = check_limits(state, request)? else {
-        return Ok(false);
-    };
-    state.checked.insert(key, Arc::new(is_mutation));
-    Ok(is_mutation)
-}
-
-/// Parses the document under the edge's limits; answers whether it selects a mutation, or
-/// `None` when it does not parse (validation reports that, with its location).
-fn check_limits(state: &RouterState, request: &GraphqlRequest) -> Result<Option<bool>, Refusal> {
-    let limits = state.config.limits;
-    let document = match graphql_tools::parser::parse_query_with_token_limit::<String>(
-        &request.query,
-        limits.max_tokens,
-    ) {
-        Ok(document) => document.into_static(),
-        Err(err) => {
-            let message = err.to_string();
-            if message.contains("Token limit") {
-                return Err(Refusal::bad_request(format!(
-                    "the operation has more than {} tokens",
-                    limits.max_tokens
-                )));
-            }
-            if message.contains("Recursion limit") {
-                return Err(Refusal::bad_request(
-                    "the operation nests braces, brackets or parentheses more than 50 levels deep",
-                ));
-            }
-            return Ok(None);
-        }
-    };
-    let aliases = document_aliases(&document);
-    if aliases > limits.max_aliases {
-        return Err(Refusal::bad_request(format!(
-            "the operation uses {aliases} aliases; at most {} are accepted",
-            limits.max_aliases
-        )));
-    }
-    Ok(Some(selects_mutation(
-        &document,
-        request.operation_name.as_deref(),
-    )))
-}
-
-/// Whether the operation the request selects is a mutation (checked before validation, so a
-/// mutation over GET is refused as such).
-fn selects_mutation(
-    document: &graphql_tools::parser::query::Document<'static, String>,
-    operation_name: Option<&str>,
-) -> bool {
-    document.definitions.iter().any(|d| match d {
-        Definition::Operation(OperationDefinition::Mutation(m)) => {
-            operation_name.is_none() || m.name.as_deref() == operation_name
-        }
-        _ => false,
-    })
-}
-
 async fn execute(
     state: &RouterState,
     request: GraphqlRequest,
@@ -564,11 +466,10 @@ async fn execute(
         .into_response();
     };
     let key = operation_key(&request.query, request.operation_name.as_deref());
-    let is_mutation = match check_document(state, key, &request) {
-        Ok(is_mutation) => is_mutation,
-        Err(refusal) => return refusal.into_response(),
-    };
-    if over_get && is_mutation {
+    let preparation = graph
+        .prepare_off_thread(key, &request.query, request.operation_name.as_deref())
+        .await;
+    if over_get && preparation.kind == Some(OperationKind::Mutation) {
         let mut response = Refusal::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "BAD_REQUEST",
@@ -580,13 +481,14 @@ async fn execute(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let prepared = match graph
-        .prepare_off_thread(key, &request.query, request.operation_name.as_deref())
-        .await
-    {
+    let prepared = match &preparation.outcome {
         Ok(prepared) => prepared,
-        Err(PlanError::Invalid(errors)) => {
-            return respond(headers, Answer::RequestError(errors), &state.metrics);
+        Err(err @ (PlanError::Invalid(_) | PlanError::Refused(_))) => {
+            return respond(
+                headers,
+                Answer::RequestError(err.to_errors()),
+                &state.metrics,
+            );
         }
         Err(err) => return respond(headers, Answer::NoData(err.to_errors()), &state.metrics),
     };

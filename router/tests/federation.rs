@@ -759,6 +759,11 @@ async fn error_shapes_are_stable() {
             json!({}),
         ),
         (
+            "conflicting_fields",
+            "{ topProducts(first: 1) { name } topProducts(first: 2) { name } }",
+            json!({}),
+        ),
+        (
             "unauthenticated",
             "{ topProducts(first: 1) { name cost } }",
             json!({}),
@@ -779,6 +784,32 @@ async fn error_shapes_are_stable() {
         "} ".repeat(20)
     );
     answers.insert("too_deep".to_owned(), fed.query(&deep, json!({})).await);
+    let too_many_fields = keygraph_kernel::testing::fragment_fan(10, "__typename");
+    answers.insert(
+        "too_many_fields".to_owned(),
+        fed.query(&too_many_fields, json!({})).await,
+    );
+    let aliases: String = (0..31).map(|i| format!(" a{i}: __typename")).collect();
+    answers.insert(
+        "too_many_aliases".to_owned(),
+        fed.query(&format!("{{{aliases} }}"), json!({})).await,
+    );
+    answers.insert(
+        "too_many_directives".to_owned(),
+        fed.query(
+            &format!("{{ __typename {} }}", "@skip(if: false) ".repeat(51)),
+            json!({}),
+        )
+        .await,
+    );
+    answers.insert(
+        "too_many_tokens".to_owned(),
+        fed.query(
+            &format!("{{ {} }}", "__typename ".repeat(20_000)),
+            json!({}),
+        )
+        .await,
+    );
     insta::assert_json_snapshot!("error_shapes", answers);
 }
 
