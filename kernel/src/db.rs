@@ -10,7 +10,8 @@ use std::{
 
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseConnectionType,
-    DatabaseTransaction, DbBackend, DbErr, Statement, TransactionTrait,
+    DatabaseTransaction, DbBackend, DbErr, SqliteTransactionMode, Statement, TransactionOptions,
+    TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -265,11 +266,27 @@ pub async fn write_turn(db: &DatabaseConnection) -> WriteTurn {
 /// Begins a write transaction in this process's turn (see [`write_turn`]). Keep the turn
 /// until the transaction commits or is dropped:
 /// `let (_turn, txn) = db::begin_write(&self.db).await?;`
+///
+/// On SQLite the transaction is `BEGIN IMMEDIATE`: it takes the write lock at once, waiting
+/// in the busy handler while another connection still holds it. A deferred transaction that
+/// reads first cannot wait later: SQLite answers its first write "database is locked" at
+/// once when another connection holds the lock, and one may, briefly, outside the turns (a
+/// transaction dropped after a failed write keeps its lock until its connection has run the
+/// rollback, after the turn has passed on).
 pub async fn begin_write(
     db: &DatabaseConnection,
 ) -> Result<(WriteTurn, DatabaseTransaction), DbErr> {
     let turn = write_turn(db).await;
-    let txn = db.begin().await?;
+    let txn = match db.get_database_backend() {
+        DbBackend::Sqlite => {
+            db.begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await?
+        }
+        _ => db.begin().await?,
+    };
     Ok((turn, txn))
 }
 

@@ -166,6 +166,41 @@ async fn a_dropped_transaction_frees_the_turn() {
     assert_eq!(events(&db).await, 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_reads_first_waits_for_a_lock_held_outside_the_turns() {
+    let Some(database) = TestDatabase::new(Backend::Sqlite, "upgrade") else {
+        return;
+    };
+    let db = open(&database).await;
+    // A write lock no turn accounts for: a transaction dropped after a failed write keeps
+    // its connection's lock until that connection runs the rollback, a moment later.
+    let lingering = sea_orm::TransactionTrait::begin(&db).await.expect("begin");
+    lingering
+        .execute_unprepared("INSERT INTO events VALUES (1)")
+        .await
+        .expect("insert");
+    let writer = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let (_turn, txn) = begin_write(&db).await?;
+            // Read, then write: a deferred transaction cannot wait for the lock once it
+            // reads (SQLite answers "database is locked" at once); an immediate one waits.
+            txn.query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT COUNT(*) AS n FROM events",
+            ))
+            .await?;
+            txn.execute_unprepared("INSERT INTO events VALUES (2)")
+                .await?;
+            txn.commit().await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lingering.rollback().await.expect("rollback");
+    committed(writer, "the writer committed once the lock was free").await;
+    assert_eq!(events(&db).await, 1);
+}
+
 /// An insert of one row per value into `events`, for `db`'s backend.
 fn insert_events(db: &DatabaseConnection, values: &[Option<i64>]) -> Statement {
     let mut insert = Query::insert();
