@@ -200,6 +200,7 @@ pub struct RouterConfig {
     pub plan_cache_size: usize,
     pub graphiql: bool,
     pub limits: RouterLimits,
+    pub dedupe: RouterDedupe,
     pub rate_limit: RateLimitConfig,
     pub cors: CorsConfig,
 }
@@ -220,6 +221,14 @@ pub struct RouterLimits {
     pub max_directives: usize,
     pub max_tokens: usize,
     pub planning_timeout_ms: u64,
+}
+
+/// Which identical requests in flight at once share one execution.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterDedupe {
+    pub client_requests: bool,
+    pub subgraph_requests: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

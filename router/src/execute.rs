@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::future::{BoxFuture, join_all};
 use hive_router_query_planner::ast::selection_item::SelectionItem;
 use hive_router_query_planner::ast::selection_set::SelectionSet;
@@ -16,6 +17,8 @@ use hive_router_query_planner::planner::plan_nodes::{
 };
 use serde_json::{Map, Value as Json, json};
 
+use crate::inflight::Inflight;
+use crate::json::{self, Object, Str, Value};
 use crate::plan::Graph;
 
 /// Headers passed on to every subgraph request.
@@ -23,6 +26,8 @@ use crate::plan::Graph;
 pub struct Forwarded {
     pub authorization: Option<String>,
     pub request_id: String,
+    /// Whether the client sent `request_id` (otherwise the router made it up).
+    pub request_id_from_client: bool,
     pub traceparent: Option<String>,
 }
 
@@ -33,26 +38,50 @@ pub struct Endpoint {
     pub timeout: Duration,
 }
 
-/// How the router reaches subgraphs: the pooled HTTP client, and where outcomes are counted.
+/// How the router reaches subgraphs: the pooled HTTP client, where outcomes are counted, and
+/// the requests in flight (when identical ones share one).
 #[derive(Clone)]
 pub struct SubgraphClient {
     pub http: reqwest::Client,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub inflight: Option<Arc<Inflight<SubgraphRequestKey, Fetched>>>,
 }
 
-/// What a request's plan run needs besides the plan: the graph, the subgraph client, and the
-/// headers to pass on.
+/// What makes two subgraph requests the same: where they go, what they send, and every
+/// header that can change the answer or that the client asked to be passed on.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SubgraphRequestKey {
+    service: String,
+    body: Bytes,
+    authorization: Option<String>,
+    traceparent: Option<String>,
+    request_id: Option<String>,
+}
+
+/// A subgraph's answer as it came, or why none came.
+#[derive(Clone)]
+pub enum Fetched {
+    Answer { status: u16, body: Bytes },
+    TimedOut,
+    Failed { broke_off: bool },
+}
+
+/// What a request's plan run needs besides the plan: the graph, the subgraph client, the
+/// headers to pass on, and whether the operation is a query (only queries share requests).
 pub struct PlanRun {
     pub graph: Arc<Graph>,
     pub client: SubgraphClient,
     pub forwarded: Forwarded,
+    pub is_query: bool,
 }
 
 /// What the plan run produced: the merged data and the subgraphs' errors.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Outcome {
-    pub data: Json,
+    pub data: Value,
     pub errors: Vec<Json>,
+    /// Bytes the subgraphs answered with: about the size of the response.
+    pub received: usize,
 }
 
 impl PlanRun {
@@ -60,15 +89,17 @@ impl PlanRun {
     pub async fn execute(&self, plan: &QueryPlan, variables: &Map<String, Json>) -> Outcome {
         let Some(node) = plan.node.as_ref() else {
             return Outcome {
-                data: Json::Object(Map::new()),
+                data: Value::Object(Object::new()),
                 errors: Vec::new(),
+                received: 0,
             };
         };
         let exec = Execution {
             run: self,
             variables,
-            data: Mutex::new(Json::Object(Map::new())),
+            data: Mutex::new(Value::Object(Object::new())),
             errors: Mutex::new(Vec::new()),
+            received: std::sync::atomic::AtomicUsize::new(0),
         };
         exec.node(node).await;
         Outcome {
@@ -80,6 +111,7 @@ impl PlanRun {
                 .errors
                 .into_inner()
                 .unwrap_or_else(PoisonError::into_inner),
+            received: exec.received.into_inner(),
         }
     }
 }
@@ -110,18 +142,20 @@ struct EntityJob<'p> {
     response_key: &'p str,
 }
 
-/// The representations of one job, deduplicated, each with the places its result goes.
+/// The representations of one job (as JSON), deduplicated, each with the places its result
+/// goes.
 #[derive(Default)]
 struct Collected {
-    representations: Vec<Json>,
+    representations: Vec<Vec<u8>>,
     targets: Vec<Vec<Vec<PathElem>>>,
 }
 
 struct Execution<'r> {
     run: &'r PlanRun,
     variables: &'r Map<String, Json>,
-    data: Mutex<Json>,
+    data: Mutex<Value>,
     errors: Mutex<Vec<Json>>,
+    received: std::sync::atomic::AtomicUsize,
 }
 
 impl<'r> Execution<'r> {
@@ -219,29 +253,60 @@ impl<'r> Execution<'r> {
             .extend(errors);
     }
 
-    fn used_variables(
+    /// The request body for a subgraph: the document, the client's variables it uses, and
+    /// `extra` variables already written as JSON (representations).
+    fn body(
         &self,
+        document: &str,
         usages: Option<&std::collections::BTreeSet<String>>,
-    ) -> Map<String, Json> {
-        let mut out = Map::new();
+        extra: &[(&str, &[Vec<u8>])],
+    ) -> Vec<u8> {
+        let size: usize = extra
+            .iter()
+            .flat_map(|(_, items)| items.iter().map(|i| i.len() + 1))
+            .sum();
+        let mut out = Vec::with_capacity(document.len() + size + 64);
+        out.extend_from_slice(b"{\"query\":");
+        json::write_str(&mut out, document.as_bytes());
+        out.extend_from_slice(b",\"variables\":{");
+        let mut first = true;
+        let mut separate = |out: &mut Vec<u8>| {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+        };
         for name in usages.into_iter().flatten() {
             if let Some(value) = self.variables.get(name) {
-                out.insert(name.clone(), value.clone());
+                separate(&mut out);
+                json::write_str(&mut out, name.as_bytes());
+                out.push(b':');
+                json::write_serde(&mut out, value);
             }
         }
+        for (name, items) in extra {
+            separate(&mut out);
+            json::write_str(&mut out, name.as_bytes());
+            out.extend_from_slice(b":[");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(item);
+            }
+            out.push(b']');
+        }
+        out.extend_from_slice(b"}}");
         out
     }
 
     async fn root_fetch(&self, fetch: &FetchNode) {
-        let variables = self.used_variables(fetch.variable_usages.as_ref());
-        let response = match self
-            .send(
-                &fetch.service_name,
-                &fetch.operation.document_str,
-                variables,
-            )
-            .await
-        {
+        let body = self.body(
+            &fetch.operation.document_str,
+            fetch.variable_usages.as_ref(),
+            &[],
+        );
+        let response = match self.send(&fetch.service_name, body).await {
             Ok(response) => response,
             Err(error) => {
                 self.push_errors(vec![error]);
@@ -254,7 +319,7 @@ impl<'r> Execution<'r> {
             .map(|e| subgraph_error(e, &fetch.service_name, |path| Some(path.to_vec())))
             .collect();
         self.push_errors(errors);
-        if let Some(mut data) = response.data.filter(|d| !d.is_null()) {
+        if let Some(mut data) = response.data {
             for rewrite in fetch.output_rewrites.iter().flatten() {
                 apply_rewrite(&mut data, rewrite, &self.run.graph);
             }
@@ -277,14 +342,13 @@ impl<'r> Execution<'r> {
         if collected.iter().all(|c| c.representations.is_empty()) {
             return;
         }
-        let mut variables = self.used_variables(usages);
-        for (job, c) in jobs.iter().zip(&collected) {
-            variables.insert(
-                job.variable.to_owned(),
-                Json::Array(c.representations.clone()),
-            );
-        }
-        let response = match self.send(service, document, variables).await {
+        let extra: Vec<(&str, &[Vec<u8>])> = jobs
+            .iter()
+            .zip(&collected)
+            .map(|(job, c)| (job.variable, c.representations.as_slice()))
+            .collect();
+        let body = self.body(document, usages, &extra);
+        let response = match self.send(service, body).await {
             Ok(response) => response,
             Err(error) => {
                 self.push_errors(vec![error]);
@@ -312,31 +376,38 @@ impl<'r> Execution<'r> {
             }));
         }
         self.push_errors(errors);
-        let Some(Json::Object(mut data)) = response.data else {
+        let Some(Value::Object(mut data)) = response.data else {
             return;
         };
         let mut merged = self.data.lock().unwrap_or_else(PoisonError::into_inner);
         for (job, c) in jobs.iter().zip(collected) {
-            let Some(Json::Array(entities)) = data.remove(job.response_key) else {
+            let Some(Value::Array(entities)) = take(&mut data, job.response_key) else {
                 continue;
             };
-            for (mut entity, targets) in entities.into_iter().zip(c.targets) {
+            for (mut entity, mut targets) in entities.into_iter().zip(c.targets) {
                 if entity.is_null() {
                     continue;
                 }
                 for rewrite in job.output_rewrites.into_iter().flatten() {
                     apply_rewrite(&mut entity, rewrite, &self.run.graph);
                 }
+                // Every target but the last gets a copy; the last takes the entity.
+                let last = targets.pop();
                 for target in targets {
                     if let Some(slot) = navigate_mut(&mut merged, &target) {
                         deep_merge(slot, entity.clone(), &self.run.graph);
                     }
                 }
+                if let Some(target) = last
+                    && let Some(slot) = navigate_mut(&mut merged, &target)
+                {
+                    deep_merge(slot, entity, &self.run.graph);
+                }
             }
         }
     }
 
-    fn collect(&self, data: &Json, job: &EntityJob<'_>) -> Collected {
+    fn collect(&self, data: &Value, job: &EntityJob<'_>) -> Collected {
         let graph = &self.run.graph;
         let mut locations = Vec::new();
         for path in &job.paths {
@@ -349,7 +420,7 @@ impl<'r> Execution<'r> {
             );
         }
         let mut collected = Collected::default();
-        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
         for location in locations {
             let Some(entity) = navigate(data, &location) else {
                 continue;
@@ -360,18 +431,19 @@ impl<'r> Execution<'r> {
             };
             // No type condition of `requires` matched: the fetch is not for this entity's
             // type (`... on Admin` over a list of accounts).
-            if representation.as_object().is_some_and(Map::is_empty) {
+            if matches!(&representation, Value::Object(members) if members.is_empty()) {
                 continue;
             }
             for rewrite in job.input_rewrites.into_iter().flatten() {
                 apply_rewrite(&mut representation, rewrite, graph);
             }
-            let key = representation.to_string();
-            match seen.get(&key) {
+            let mut written = Vec::new();
+            json::write(&mut written, &representation);
+            match seen.get(&written) {
                 Some(&index) => collected.targets[index].push(location),
                 None => {
-                    seen.insert(key, collected.representations.len());
-                    collected.representations.push(representation);
+                    seen.insert(written.clone(), collected.representations.len());
+                    collected.representations.push(written);
                     collected.targets.push(vec![location]);
                 }
             }
@@ -379,12 +451,7 @@ impl<'r> Execution<'r> {
         collected
     }
 
-    async fn send(
-        &self,
-        service: &str,
-        document: &str,
-        variables: Map<String, Json>,
-    ) -> Result<SubgraphResponse, Json> {
+    async fn send(&self, service: &str, body: Vec<u8>) -> Result<SubgraphResponse, Json> {
         let unavailable = |message: String| {
             self.run.client.metrics.record_subgraph(service, false);
             json!({
@@ -399,50 +466,62 @@ impl<'r> Execution<'r> {
         };
         let forwarded = &self.run.forwarded;
         // Variables hold representations and client input: debug level only.
-        tracing::debug!(service, document, variables = %Json::Object(variables.clone()), "subgraph request");
-        let mut request = self
-            .run
-            .client
-            .http
-            .post(endpoint.url.clone())
-            .timeout(endpoint.timeout)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .header("x-request-id", &forwarded.request_id)
-            .json(&json!({ "query": document, "variables": variables }));
-        if let Some(authorization) = &forwarded.authorization {
-            request = request.header(reqwest::header::AUTHORIZATION, authorization);
-        }
-        if let Some(traceparent) = &forwarded.traceparent {
-            request = request.header("traceparent", traceparent);
-        }
-        // A transport failure: a timeout says so with the limit, anything else as `otherwise`.
-        let transport = |e: reqwest::Error, otherwise: &str| {
-            tracing::warn!(service, error = %e, "subgraph request failed");
-            if e.is_timeout() {
-                unavailable(format!(
+        tracing::debug!(service, body = %String::from_utf8_lossy(&body), "subgraph request");
+        let body = Bytes::from(body);
+        let request = fetch(
+            self.run.client.http.clone(),
+            endpoint.clone(),
+            forwarded.clone(),
+            body.clone(),
+            service.to_owned(),
+        );
+        let fetched = match (&self.run.client.inflight, self.run.is_query) {
+            (Some(inflight), true) => {
+                let key = SubgraphRequestKey {
+                    service: service.to_owned(),
+                    body,
+                    authorization: forwarded.authorization.clone(),
+                    traceparent: forwarded.traceparent.clone(),
+                    request_id: forwarded
+                        .request_id_from_client
+                        .then(|| forwarded.request_id.clone()),
+                };
+                inflight.run(key, || request).await
+            }
+            _ => request.await,
+        };
+        let (status, body) = match fetched {
+            Fetched::Answer { status, body } => (status, body),
+            Fetched::TimedOut => {
+                return Err(unavailable(format!(
                     "subgraph `{service}` did not answer within {}s",
                     endpoint.timeout.as_secs()
-                ))
-            } else {
-                unavailable(format!("subgraph `{service}` {otherwise}"))
+                )));
+            }
+            Fetched::Failed { broke_off } => {
+                return Err(unavailable(format!(
+                    "subgraph `{service}` {}",
+                    if broke_off {
+                        "broke off its answer"
+                    } else {
+                        "is unreachable"
+                    }
+                )));
             }
         };
-        let response = request
-            .send()
-            .await
-            .map_err(|e| transport(e, "is unreachable"))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| transport(e, "broke off its answer"))?;
-        match serde_json::from_slice::<SubgraphResponse>(&body) {
-            Ok(parsed) if parsed.data.is_some() || !parsed.errors.is_empty() => {
+        self.received
+            .fetch_add(body.len(), std::sync::atomic::Ordering::Relaxed);
+        match SubgraphResponse::parse(&body) {
+            Some(parsed) if parsed.data.is_some() || !parsed.errors.is_empty() => {
                 self.run.client.metrics.record_subgraph(service, true);
                 Ok(parsed)
             }
             _ => {
-                tracing::warn!(service, %status, "subgraph answered without a GraphQL response");
+                tracing::warn!(
+                    service,
+                    status,
+                    "subgraph answered without a GraphQL response"
+                );
                 Err(unavailable(format!(
                     "subgraph `{service}` answered HTTP {status} without a GraphQL response"
                 )))
@@ -451,12 +530,79 @@ impl<'r> Execution<'r> {
     }
 }
 
-#[derive(serde::Deserialize)]
+/// One subgraph request, owning what it needs (so requests in flight can share it).
+async fn fetch(
+    http: reqwest::Client,
+    endpoint: Endpoint,
+    forwarded: Forwarded,
+    body: Bytes,
+    service: String,
+) -> Fetched {
+    let mut request = http
+        .post(endpoint.url)
+        .timeout(endpoint.timeout)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header("x-request-id", &forwarded.request_id)
+        .body(body);
+    if let Some(authorization) = &forwarded.authorization {
+        request = request.header(reqwest::header::AUTHORIZATION, authorization);
+    }
+    if let Some(traceparent) = &forwarded.traceparent {
+        request = request.header("traceparent", traceparent);
+    }
+    let failed = |e: reqwest::Error, broke_off: bool| {
+        tracing::warn!(service, error = %e, "subgraph request failed");
+        if e.is_timeout() {
+            Fetched::TimedOut
+        } else {
+            Fetched::Failed { broke_off }
+        }
+    };
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(e) => return failed(e, false),
+    };
+    let status = response.status().as_u16();
+    match response.bytes().await {
+        Ok(body) => Fetched::Answer { status, body },
+        Err(e) => failed(e, true),
+    }
+}
+
+/// A subgraph's answer: its data (null counts as none) and errors.
 struct SubgraphResponse {
-    #[serde(default)]
-    data: Option<Json>,
-    #[serde(default)]
+    data: Option<Value>,
     errors: Vec<Json>,
+}
+
+impl SubgraphResponse {
+    /// `None` when the body is not a JSON object.
+    fn parse(body: &Bytes) -> Option<SubgraphResponse> {
+        let Ok(Value::Object(members)) = json::parse(body) else {
+            return None;
+        };
+        let mut response = SubgraphResponse {
+            data: None,
+            errors: Vec::new(),
+        };
+        for (key, value) in members {
+            if key.is("data") && !value.is_null() {
+                response.data = Some(value);
+            } else if key.is("errors")
+                && let Value::Array(errors) = value
+            {
+                response.errors = errors.iter().map(Value::to_serde).collect();
+            }
+        }
+        Some(response)
+    }
+}
+
+/// Removes and returns the member `key`.
+fn take(members: &mut Object, key: &str) -> Option<Value> {
+    let index = members.iter().position(|(k, _)| k.is(key))?;
+    Some(members.swap_remove(index).1)
 }
 
 /// A subgraph's error as the client sees it: its path in the client's response, the subgraph
@@ -491,18 +637,18 @@ fn subgraph_error(
     Json::Object(out)
 }
 
-fn type_name(value: &Json) -> Option<&str> {
-    value.get("__typename").and_then(Json::as_str)
+fn type_name(value: &Value) -> Option<&str> {
+    value.get("__typename").and_then(Value::as_str)
 }
 
 fn collect_locations(
-    value: &Json,
+    value: &Value,
     segments: &[FlattenNodePathSegment],
     here: &mut Vec<PathElem>,
     out: &mut Vec<Vec<PathElem>>,
     graph: &Graph,
 ) {
-    if let Json::Array(items) = value {
+    if let Value::Array(items) = value {
         // A list where the path names a field: every element continues the path.
         for (i, item) in items.iter().enumerate() {
             here.push(PathElem::Index(i));
@@ -511,13 +657,13 @@ fn collect_locations(
         }
         return;
     }
-    let Json::Object(object) = value else {
+    let Value::Object(object) = value else {
         return;
     };
     match segments.split_first() {
         None => out.push(here.clone()),
         Some((FlattenNodePathSegment::Field(name), rest)) => {
-            if let Some(child) = object.get(name) {
+            if let Some(child) = json::get(object, name) {
                 here.push(PathElem::Key(name.clone()));
                 collect_locations(child, rest, here, out, graph);
                 here.pop();
@@ -534,21 +680,23 @@ fn collect_locations(
     }
 }
 
-fn navigate<'a>(mut value: &'a Json, path: &[PathElem]) -> Option<&'a Json> {
+fn navigate<'a>(mut value: &'a Value, path: &[PathElem]) -> Option<&'a Value> {
     for elem in path {
-        value = match elem {
-            PathElem::Key(k) => value.get(k)?,
-            PathElem::Index(i) => value.get(*i)?,
+        value = match (elem, value) {
+            (PathElem::Key(k), value) => value.get(k)?,
+            (PathElem::Index(i), Value::Array(items)) => items.get(*i)?,
+            (PathElem::Index(_), _) => return None,
         };
     }
     Some(value)
 }
 
-fn navigate_mut<'a>(mut value: &'a mut Json, path: &[PathElem]) -> Option<&'a mut Json> {
+fn navigate_mut<'a>(mut value: &'a mut Value, path: &[PathElem]) -> Option<&'a mut Value> {
     for elem in path {
-        value = match elem {
-            PathElem::Key(k) => value.get_mut(k)?,
-            PathElem::Index(i) => value.get_mut(*i)?,
+        value = match (elem, value) {
+            (PathElem::Key(k), value) => value.get_mut(k)?,
+            (PathElem::Index(i), Value::Array(items)) => items.get_mut(*i)?,
+            (PathElem::Index(_), _) => return None,
         };
     }
     Some(value)
@@ -556,29 +704,29 @@ fn navigate_mut<'a>(mut value: &'a mut Json, path: &[PathElem]) -> Option<&'a mu
 
 /// The representation of `value` for `requires`: its key (and required) fields by field name.
 /// `None` when a required field is missing.
-fn project(value: &Json, selections: &SelectionSet, graph: &Graph) -> Option<Json> {
+fn project(value: &Value, selections: &SelectionSet, graph: &Graph) -> Option<Value> {
     match value {
-        Json::Null => Some(Json::Null),
-        Json::Array(items) => items
+        Value::Null => Some(Value::Null),
+        Value::Array(items) => items
             .iter()
             .map(|item| project(item, selections, graph))
             .collect::<Option<Vec<_>>>()
-            .map(Json::Array),
-        Json::Object(_) if selections.items.is_empty() => Some(value.clone()),
-        Json::Object(_) => {
-            let mut out = Map::new();
+            .map(Value::Array),
+        Value::Object(_) if selections.items.is_empty() => Some(value.clone()),
+        Value::Object(_) => {
+            let mut out = Object::new();
             project_into(value, selections, graph, &mut out)?;
-            Some(Json::Object(out))
+            Some(Value::Object(out))
         }
         leaf => Some(leaf.clone()),
     }
 }
 
 fn project_into(
-    value: &Json,
+    value: &Value,
     selections: &SelectionSet,
     graph: &Graph,
-    out: &mut Map<String, Json>,
+    out: &mut Object,
 ) -> Option<()> {
     for item in &selections.items {
         match item {
@@ -594,11 +742,9 @@ fn project_into(
                     project(child, &field.selections, graph)?
                 };
                 let key = field.alias.as_deref().unwrap_or(&field.name);
-                match (out.get_mut(key), projected) {
-                    (Some(existing), projected) => deep_merge(existing, projected, graph),
-                    (None, projected) => {
-                        out.insert(key.to_owned(), projected);
-                    }
+                match json::get_mut(out, key) {
+                    Some(existing) => deep_merge(existing, projected, graph),
+                    None => out.push((Str::from(key), projected)),
                 }
             }
             SelectionItem::InlineFragment(fragment) => {
@@ -613,17 +759,25 @@ fn project_into(
     Some(())
 }
 
-fn apply_rewrite(value: &mut Json, rewrite: &FetchRewrite, graph: &Graph) {
+fn apply_rewrite(value: &mut Value, rewrite: &FetchRewrite, graph: &Graph) {
     match rewrite {
         FetchRewrite::ValueSetter(setter) => {
             rewrite_at(value, &setter.path, graph, &mut |object, key| {
-                object.insert(key.to_owned(), Json::String(setter.set_value_to.clone()));
+                let set = Value::String(Str::from(setter.set_value_to.as_str()));
+                match json::get_mut(object, key) {
+                    Some(existing) => *existing = set,
+                    None => object.push((Str::from(key), set)),
+                }
             })
         }
         FetchRewrite::KeyRenamer(renamer) => {
             rewrite_at(value, &renamer.path, graph, &mut |object, key| {
-                if let Some(moved) = object.remove(key) {
-                    object.insert(renamer.rename_key_to.clone(), moved);
+                if let Some(index) = object.iter().position(|(k, _)| k.is(key)) {
+                    let (_, moved) = object.remove(index);
+                    match json::get_mut(object, &renamer.rename_key_to) {
+                        Some(existing) => *existing = moved,
+                        None => object.push((Str::from(renamer.rename_key_to.as_str()), moved)),
+                    }
                 }
             })
         }
@@ -631,12 +785,12 @@ fn apply_rewrite(value: &mut Json, rewrite: &FetchRewrite, graph: &Graph) {
 }
 
 fn rewrite_at(
-    value: &mut Json,
+    value: &mut Value,
     path: &[FetchNodePathSegment],
     graph: &Graph,
-    action: &mut dyn FnMut(&mut Map<String, Json>, &str),
+    action: &mut dyn FnMut(&mut Object, &str),
 ) {
-    if let Json::Array(items) = value {
+    if let Value::Array(items) = value {
         for item in items {
             rewrite_at(item, path, graph, action);
         }
@@ -651,12 +805,12 @@ fn rewrite_at(
         }
         Some((FetchNodePathSegment::TypenameEquals(_), _)) => {}
         Some((FetchNodePathSegment::Key(key), rest)) => {
-            let Json::Object(object) = value else {
+            let Value::Object(object) = value else {
                 return;
             };
             if rest.is_empty() {
                 action(object, key);
-            } else if let Some(child) = object.get_mut(key) {
+            } else if let Some(child) = json::get_mut(object, key) {
                 rewrite_at(child, rest, graph, action);
             }
         }
@@ -666,25 +820,28 @@ fn rewrite_at(
 /// Merges `source` into `target`: objects key by key, lists of equal length element-wise,
 /// anything else replaced. A `__typename` naming an interface (an `@interfaceObject`
 /// subgraph's answer) does not replace a concrete type already known.
-pub fn deep_merge(target: &mut Json, source: Json, graph: &Graph) {
+pub fn deep_merge(target: &mut Value, source: Value, graph: &Graph) {
     match (target, source) {
-        (Json::Object(target), Json::Object(source)) => {
+        (Value::Object(target), Value::Object(source)) => {
+            if target.is_empty() {
+                *target = source;
+                return;
+            }
             for (key, value) in source {
-                if key == "__typename"
-                    && target.contains_key("__typename")
+                let existing = target.iter().position(|(k, _)| *k == key);
+                if key.is("__typename")
+                    && existing.is_some()
                     && value.as_str().is_some_and(|t| graph.is_abstract(t))
                 {
                     continue;
                 }
-                match target.get_mut(&key) {
-                    Some(existing) => deep_merge(existing, value, graph),
-                    None => {
-                        target.insert(key, value);
-                    }
+                match existing {
+                    Some(index) => deep_merge(&mut target[index].1, value, graph),
+                    None => target.push((key, value)),
                 }
             }
         }
-        (Json::Array(target), Json::Array(source)) if target.len() == source.len() => {
+        (Value::Array(target), Value::Array(source)) if target.len() == source.len() => {
             for (existing, value) in target.iter_mut().zip(source) {
                 deep_merge(existing, value, graph);
             }

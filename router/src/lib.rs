@@ -12,11 +12,14 @@
 
 pub mod api_schema;
 pub mod execute;
+pub mod inflight;
+pub mod json;
 pub mod merging;
 pub mod metrics;
 pub mod operation;
 pub mod plan;
 pub mod project;
+pub mod response_plan;
 pub mod server;
 pub mod supergraph;
 pub mod types;

@@ -19,11 +19,12 @@ use hive_router_query_planner::utils::cancellation::CancellationToken;
 use keygraph_kernel::config::{RouterConfig, RouterLimits, SubgraphEndpoint};
 use keygraph_kernel::limits::{LimitExceeded, Limits};
 use keygraph_kernel::token::Principal;
-use serde_json::{Value as Json, json};
+use serde_json::{Map, Value as Json, json};
 
 use crate::api_schema;
 use crate::execute::Endpoint;
 use crate::operation::{Measured, Operation, OperationKind, Parsed, QueryDocument};
+use crate::response_plan::ResponsePlan;
 use crate::types::Types;
 use keygraph_kernel::cache::{BoundedCache, OperationKey, operation_key};
 
@@ -120,9 +121,32 @@ pub struct PreparedPlan {
     pub operation: Operation,
     pub plan: QueryPlan,
     requirements: Vec<Requirement>,
+    /// The variables of its `@skip` / `@include` conditions.
+    conditions: Vec<String>,
+    /// Its response plans, by the values of those variables (one when there are none).
+    response_plans: std::sync::Mutex<Vec<(Vec<bool>, Arc<ResponsePlan>)>>,
 }
 
 impl PreparedPlan {
+    /// The response plan for a request's (coerced) variables, planned on first use.
+    pub fn response_plan(&self, types: &Types, variables: &Map<String, Json>) -> Arc<ResponsePlan> {
+        let key = crate::response_plan::condition_key(&self.conditions, variables);
+        let mut plans = self
+            .response_plans
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, plan)) = plans.iter().find(|(k, _)| *k == key) {
+            return plan.clone();
+        }
+        let plan = Arc::new(crate::response_plan::compile(
+            types,
+            &self.operation,
+            variables,
+        ));
+        plans.push((key, plan.clone()));
+        plan
+    }
+
     /// Refuses the operation when a field or type it selects needs a token or scopes the
     /// caller does not have.
     pub fn check_access(&self, principal: Option<&Principal>) -> Result<(), PlanError> {
@@ -440,10 +464,15 @@ impl Graph {
             Ok((plan, requirements))
         }));
         match planned {
-            Ok(result) => result.map(|(plan, requirements)| PreparedPlan {
-                operation,
-                plan,
-                requirements,
+            Ok(result) => result.map(|(plan, requirements)| {
+                let conditions = crate::response_plan::condition_variables(&operation);
+                PreparedPlan {
+                    operation,
+                    plan,
+                    requirements,
+                    conditions,
+                    response_plans: std::sync::Mutex::default(),
+                }
             }),
             Err(_) => {
                 tracing::error!(query, "the query planner panicked");

@@ -1,29 +1,30 @@
-//! Projection of the merged subgraph data onto the client's operation (spec §6.3, §6.4): the
-//! client's response keys in selection order, fragments by type condition, `__typename`,
-//! `@skip` / `@include`, and null propagation with one error per failed position.
+//! Writing the response: the merged subgraph data projected onto the client's operation (spec
+//! §6.3, §6.4) by following its [`ResponsePlan`], straight into the response's bytes: the
+//! client's response keys in selection order, `__typename`, values checked against their
+//! types, and null propagation with one error per failed position (a null in a non-null
+//! position cuts the buffer back to the nearest nullable position and writes `null` there).
 //!
 //! The merged data is keyed by the client's response keys (the planner keeps its aliases), and
 //! an abstract value carries the `__typename` the planner asked for.
 
-use graphql_tools::parser::query::{Field, Selection, SelectionSet, TypeCondition};
 use serde_json::{Map, Value as Json, json};
 
-use crate::operation::{Operation, included};
-use crate::types::{AstType, Kind, Types};
-
-/// The client's `data` and the errors of positions that became null here.
-#[derive(Debug)]
-pub struct Projected {
-    pub data: Json,
-    pub errors: Vec<Json>,
-}
-
-type FieldNode = Field<'static, String>;
+use crate::json::{self, Object, Value};
+use crate::response_plan::{
+    FieldKind, Fields, Leaf, ResponsePlan, Selection, SelectionKind, Shape,
+};
+use crate::types::Types;
 
 /// The code of the error a fetch that failed as a whole is reported with ([`crate::execute`]).
 pub const FETCH_FAILED: &str = "SUBGRAPH_UNAVAILABLE";
-/// Fields by response key, in the order the selection names them.
-type Grouped<'a> = Vec<(&'a str, Vec<&'a FieldNode>)>;
+
+/// The client's `data` as JSON bytes (an object, or `null`), and the errors of positions that
+/// became null here.
+#[derive(Debug)]
+pub struct Projected {
+    pub data: Vec<u8>,
+    pub errors: Vec<Json>,
+}
 
 #[derive(Debug, Clone, Copy)]
 enum Segment<'a> {
@@ -54,14 +55,15 @@ struct Nulled;
 /// What a request's projection reads.
 pub struct Input<'a> {
     pub types: &'a Types,
-    pub operation: &'a Operation,
-    pub variables: &'a Map<String, Json>,
+    pub plan: &'a ResponsePlan,
     /// The plan run's merged data.
-    pub data: &'a Json,
+    pub data: &'a Value,
     /// Errors already reported (by subgraphs): a null they explain is not reported again.
     pub reported: &'a [Json],
     /// Answers to the operation's `__schema` / `__type` root fields, by response key.
     pub introspection: Option<&'a Map<String, Json>>,
+    /// A size to reserve for the output (the subgraph answers' total is a good guess).
+    pub size_hint: usize,
 }
 
 /// Projects the merged data onto the operation.
@@ -79,34 +81,30 @@ pub fn project(input: &Input<'_>) -> Projected {
             _ => {}
         }
     }
-    let mut projector = Projector {
+    let mut writer = Writer {
         input,
         reported,
         failed_fetch,
         path: Vec::new(),
         errors: Vec::new(),
     };
-    let root = input.operation.root_type(input.types);
-    let mut fields = Grouped::new();
-    projector.collect(
-        root,
-        input.operation.selection_set(),
-        &mut fields,
-        &mut Vec::new(),
-    );
-    let empty = Map::new();
-    let data = input.data.as_object().unwrap_or(&empty);
-    let data = match projector.object(root, &fields, data) {
-        Ok(object) => Json::Object(object),
-        Err(Nulled) => Json::Null,
+    let empty = Object::new();
+    let data = match input.data {
+        Value::Object(members) => members,
+        _ => &empty,
     };
+    let mut out = Vec::with_capacity(input.size_hint + input.size_hint / 8 + 64);
+    if writer.object(&input.plan.root, data, &mut out).is_err() {
+        out.clear();
+        out.extend_from_slice(b"null");
+    }
     Projected {
-        data,
-        errors: projector.errors,
+        data: out,
+        errors: writer.errors,
     }
 }
 
-struct Projector<'a> {
+struct Writer<'a> {
     input: &'a Input<'a>,
     reported: Vec<&'a Vec<Json>>,
     /// A subgraph error without a path (a whole fetch failed) explains every null.
@@ -115,201 +113,222 @@ struct Projector<'a> {
     errors: Vec<Json>,
 }
 
-impl<'a> Projector<'a> {
-    /// CollectFields (spec §6.3.2) of `selections` for an object of type `type_name`.
-    fn collect(
-        &self,
-        type_name: &str,
-        selections: &'a SelectionSet<'static, String>,
-        out: &mut Grouped<'a>,
-        visited: &mut Vec<&'a str>,
-    ) {
-        let types = self.input.types;
-        let variables = self.input.variables;
-        for item in &selections.items {
-            match item {
-                Selection::Field(field) => {
-                    if !included(&field.directives, variables) {
-                        continue;
-                    }
-                    let key = field.alias.as_deref().unwrap_or(&field.name);
-                    match out.iter_mut().find(|(k, _)| *k == key) {
-                        Some((_, fields)) => fields.push(field),
-                        None => out.push((key, vec![field])),
-                    }
-                }
-                Selection::InlineFragment(fragment) => {
-                    let applies = match &fragment.type_condition {
-                        Some(TypeCondition::On(condition)) => {
-                            types.type_matches(type_name, condition)
-                        }
-                        None => true,
-                    };
-                    if applies && included(&fragment.directives, variables) {
-                        self.collect(type_name, &fragment.selection_set, out, visited);
-                    }
-                }
-                Selection::FragmentSpread(spread) => {
-                    let name = spread.fragment_name.as_str();
-                    if visited.contains(&name) || !included(&spread.directives, variables) {
-                        continue;
-                    }
-                    visited.push(name);
-                    let Some(fragment) = self.input.operation.fragment(name) else {
-                        continue;
-                    };
-                    let TypeCondition::On(condition) = &fragment.type_condition;
-                    if types.type_matches(type_name, condition) {
-                        self.collect(type_name, &fragment.selection_set, out, visited);
-                    }
-                }
-            }
-        }
-    }
+static NULL: Value = Value::Null;
 
-    /// ExecuteSelectionSet (spec §6.3) of an object of type `type_name` over its data.
+impl<'a> Writer<'a> {
+    /// ExecuteSelectionSet (spec §6.3) of an object over its data.
     fn object(
         &mut self,
-        type_name: &'a str,
-        fields: &Grouped<'a>,
-        data: &'a Map<String, Json>,
-    ) -> Result<Map<String, Json>, Nulled> {
-        let mut out = Map::with_capacity(fields.len());
-        for (key, nodes) in fields {
-            let name = nodes[0].name.as_str();
-            if name == "__typename" {
-                out.insert((*key).to_owned(), Json::String(type_name.to_owned()));
-                continue;
+        fields: &'a Fields,
+        data: &'a Object,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Nulled> {
+        out.push(b'{');
+        for (i, field) in fields.fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
             }
-            if self.path.is_empty() && (name == "__schema" || name == "__type") {
-                let answer = self
-                    .input
-                    .introspection
-                    .and_then(|answers| answers.get(*key));
-                out.insert((*key).to_owned(), answer.cloned().unwrap_or(Json::Null));
-                continue;
-            }
-            let Some(ty) = self.input.types.field_type(type_name, name) else {
-                // Validation checked the field against the declared type; an object whose
-                // type lacks it has nothing to give.
-                out.insert((*key).to_owned(), Json::Null);
-                continue;
-            };
-            let value = data.get(*key).unwrap_or(&Json::Null);
-            self.path.push(Segment::Key(key));
-            let completed = self.complete((type_name, name), ty, nodes, value);
-            self.path.pop();
-            match completed {
-                Ok(value) => {
-                    out.insert((*key).to_owned(), value);
+            json::write_str(out, field.key.as_bytes());
+            out.push(b':');
+            match &field.kind {
+                FieldKind::Typename => json::write_str(out, fields.type_name.as_bytes()),
+                FieldKind::Introspection => {
+                    match self.input.introspection.and_then(|a| a.get(&field.key)) {
+                        Some(answer) => json::write_serde(out, answer),
+                        None => out.extend_from_slice(b"null"),
+                    }
                 }
-                Err(Nulled) if matches!(ty, AstType::NonNullType(_)) => return Err(Nulled),
-                Err(Nulled) => {
-                    out.insert((*key).to_owned(), Json::Null);
+                FieldKind::Missing => out.extend_from_slice(b"null"),
+                FieldKind::Data { coordinate, shape } => {
+                    let value = json::get(data, &field.key).unwrap_or(&NULL);
+                    self.path.push(Segment::Key(&field.key));
+                    let start = out.len();
+                    let completed = self.complete(coordinate, shape, value, out);
+                    self.path.pop();
+                    if completed.is_err() {
+                        if matches!(shape, Shape::NonNull(_)) {
+                            return Err(Nulled);
+                        }
+                        out.truncate(start);
+                        out.extend_from_slice(b"null");
+                    }
                 }
             }
         }
-        Ok(out)
+        out.push(b'}');
+        Ok(())
     }
 
-    /// CompleteValue (spec §6.4.3). `Err` means null with the error already recorded; a
-    /// nullable position turns it into null, a non-null one passes it up.
+    /// CompleteValue (spec §6.4.3): writes the value, answering whether it wrote `null`.
+    /// `Err` means null with the error already recorded; a nullable position turns it into
+    /// null, a non-null one passes it up.
     fn complete(
         &mut self,
-        coordinate: (&str, &str),
-        ty: &'a AstType,
-        nodes: &[&'a FieldNode],
-        value: &'a Json,
-    ) -> Result<Json, Nulled> {
-        match ty {
-            AstType::NonNullType(inner) => match self.complete(coordinate, inner, nodes, value)? {
-                Json::Null => {
-                    let (parent, field) = coordinate;
-                    Err(self.fail(format!(
-                        "Cannot return null for non-nullable field {parent}.{field}."
-                    )))
-                }
-                value => Ok(value),
-            },
-            _ if value.is_null() => Ok(Json::Null),
-            AstType::ListType(inner) => {
-                let Json::Array(items) = value else {
+        coordinate: &str,
+        shape: &'a Shape,
+        value: &'a Value,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, Nulled> {
+        match shape {
+            Shape::NonNull(inner) => {
+                let start = out.len();
+                if self.complete(coordinate, inner, value, out)? {
+                    out.truncate(start);
                     return Err(self.fail(format!(
-                        "A subgraph answered {} where the list `{ty}` belongs.",
+                        "Cannot return null for non-nullable field {coordinate}."
+                    )));
+                }
+                Ok(false)
+            }
+            _ if value.is_null() => {
+                out.extend_from_slice(b"null");
+                Ok(true)
+            }
+            Shape::List { item, written } => {
+                let Value::Array(items) = value else {
+                    return Err(self.fail(format!(
+                        "A subgraph answered {} where the list `{written}` belongs.",
                         kind_of(value)
                     )));
                 };
-                let mut out = Vec::with_capacity(items.len());
-                for (i, item) in items.iter().enumerate() {
+                out.push(b'[');
+                for (i, element) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
                     self.path.push(Segment::Index(i));
-                    let completed = self.complete(coordinate, inner, nodes, item);
+                    let start = out.len();
+                    let completed = self.complete(coordinate, item, element, out);
                     self.path.pop();
-                    match completed {
-                        Ok(item) => out.push(item),
-                        Err(Nulled) if matches!(**inner, AstType::NonNullType(_)) => {
+                    if completed.is_err() {
+                        if matches!(**item, Shape::NonNull(_)) {
                             return Err(Nulled);
                         }
-                        Err(Nulled) => out.push(Json::Null),
+                        out.truncate(start);
+                        out.extend_from_slice(b"null");
                     }
                 }
-                Ok(Json::Array(out))
+                out.push(b']');
+                Ok(false)
             }
-            AstType::NamedType(name) => self.named(name, nodes, value),
+            Shape::Leaf(leaf) => self.leaf(leaf, value, out).map(|()| false),
+            Shape::Composite(selection) => self.composite(selection, value, out),
         }
     }
 
-    fn named(
+    fn composite(
         &mut self,
-        name: &'a str,
-        nodes: &[&'a FieldNode],
-        value: &'a Json,
-    ) -> Result<Json, Nulled> {
-        let types = self.input.types;
-        let kind = types.get(name).map(|t| &t.kind);
-        let object = match (kind, value) {
-            (Some(Kind::Enum(values)), Json::String(v)) if values.contains(v) => {
-                return Ok(value.clone());
-            }
-            (Some(Kind::Enum(_)), _) => {
-                return Err(
-                    self.bad_value(format!("Enum \"{name}\" cannot represent value: {value}"))
-                );
-            }
-            (Some(Kind::Object | Kind::Interface | Kind::Union), Json::Object(object)) => object,
-            (Some(Kind::Object | Kind::Interface | Kind::Union), _) => {
-                return Err(self.bad_value(format!(
-                    "A subgraph answered {} where an object of type {name} belongs.",
-                    kind_of(value)
-                )));
-            }
-            (Some(Kind::Scalar), _) => {
-                return built_in_scalar(name, value).map_err(|message| self.bad_value(message));
-            }
-            (Some(Kind::InputObject(_)) | None, _) => return Ok(value.clone()),
+        selection: &'a Selection,
+        value: &'a Value,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, Nulled> {
+        let name = selection.type_name.as_str();
+        let Value::Object(object) = value else {
+            return Err(self.bad_value(format!(
+                "A subgraph answered {} where an object of type {name} belongs.",
+                kind_of(value)
+            )));
         };
-        let typename = object.get("__typename").and_then(Json::as_str);
-        let concrete = match (kind, typename) {
-            (Some(Kind::Object), _) => name,
-            // A type clients cannot see (`@inaccessible`) is null to them.
-            (_, Some(typename)) if !types.contains(typename) => return Ok(Json::Null),
-            (_, Some(typename)) if types.is_possible(name, typename) => typename,
-            // An interface with no object type to go by (an `@interfaceObject` answer naming
-            // the interface, or no `__typename`): its own fields and fragments on it apply.
-            (Some(Kind::Interface), None) => name,
-            (Some(Kind::Interface), Some(typename)) if typename == name => name,
-            (_, typename) => {
-                return Err(self.bad_value(format!(
-                    "A subgraph answered an object of type {} where {name} belongs.",
-                    typename.map_or("(no __typename)".to_owned(), |t| format!("\"{t}\""))
-                )));
+        let fields = match selection.kind {
+            SelectionKind::Object => selection.by_type.first().map(|(_, f)| f),
+            SelectionKind::Interface | SelectionKind::Union => {
+                let typename = json::get(object, "__typename").and_then(Value::as_str);
+                let types = self.input.types;
+                match typename {
+                    // A type clients cannot see (`@inaccessible`) is null to them.
+                    Some(typename) if !types.contains(typename) => {
+                        out.extend_from_slice(b"null");
+                        return Ok(true);
+                    }
+                    Some(typename) if types.is_possible(name, typename) => {
+                        selection.fields_for(typename)
+                    }
+                    // An interface with no object type to go by (an `@interfaceObject` answer
+                    // naming the interface, or no `__typename`): its own fields and fragments
+                    // on it apply.
+                    None if selection.kind == SelectionKind::Interface => {
+                        selection.fields_for(name)
+                    }
+                    Some(typename)
+                        if selection.kind == SelectionKind::Interface && typename == name =>
+                    {
+                        selection.fields_for(name)
+                    }
+                    typename => {
+                        return Err(self.bad_value(format!(
+                            "A subgraph answered an object of type {} where {name} belongs.",
+                            typename.map_or("(no __typename)".to_owned(), |t| format!("\"{t}\""))
+                        )));
+                    }
+                }
             }
         };
-        let mut fields = Grouped::new();
-        let mut visited = Vec::new();
-        for node in nodes {
-            self.collect(concrete, &node.selection_set, &mut fields, &mut visited);
+        match fields {
+            Some(fields) => self.object(fields, object, out).map(|()| false),
+            None => {
+                out.extend_from_slice(b"{}");
+                Ok(false)
+            }
         }
-        self.object(concrete, &fields, object).map(Json::Object)
+    }
+
+    /// CoerceResult of a leaf, as graphql-js serializes built-in scalars; other scalars are
+    /// the owning subgraph's to judge.
+    fn leaf(&mut self, leaf: &Leaf, value: &Value, out: &mut Vec<u8>) -> Result<(), Nulled> {
+        let refuse = |writer: &mut Self, name: &str| {
+            Err(writer.bad_value(format!(
+                "{name} cannot represent value: {}",
+                value.to_serde()
+            )))
+        };
+        match (leaf, value) {
+            (Leaf::Int, Value::Number(n)) => match n.as_i64() {
+                Some(i) if i32::try_from(i).is_ok() => json::write_number(out, n),
+                Some(_) => return refuse(self, "Int"),
+                None => match n.as_f64() {
+                    Some(f)
+                        if f.fract() == 0.0
+                            && f >= f64::from(i32::MIN)
+                            && f <= f64::from(i32::MAX) =>
+                    {
+                        out.extend_from_slice(itoa::Buffer::new().format(f as i64).as_bytes());
+                    }
+                    _ => return refuse(self, "Int"),
+                },
+            },
+            (Leaf::Float, Value::Number(n)) => json::write_number(out, n),
+            (Leaf::String | Leaf::Id, Value::String(s)) => json::write_str(out, s.as_bytes()),
+            (Leaf::String, Value::Bool(b)) => {
+                out.extend_from_slice(if *b { b"\"true\"" } else { b"\"false\"" })
+            }
+            (Leaf::String, Value::Number(n)) => {
+                out.push(b'"');
+                json::write_number(out, n);
+                out.push(b'"');
+            }
+            (Leaf::Id, Value::Number(n)) if n.is_i64() || n.is_u64() => {
+                out.push(b'"');
+                json::write_number(out, n);
+                out.push(b'"');
+            }
+            (Leaf::Boolean, Value::Bool(_)) => json::write(out, value),
+            (Leaf::Int, _) => return refuse(self, "Int"),
+            (Leaf::Float, _) => return refuse(self, "Float"),
+            (Leaf::String, _) => return refuse(self, "String"),
+            (Leaf::Boolean, _) => return refuse(self, "Boolean"),
+            (Leaf::Id, _) => return refuse(self, "ID"),
+            (Leaf::Enum { values, .. }, Value::String(s)) if values.contains(s.as_str()) => {
+                json::write_str(out, s.as_bytes());
+            }
+            (Leaf::Enum { name, .. }, _) => {
+                return Err(self.bad_value(format!(
+                    "Enum \"{name}\" cannot represent value: {}",
+                    value.to_serde()
+                )));
+            }
+            (Leaf::Custom | Leaf::Unknown, _) => json::write(out, value),
+        }
+        Ok(())
     }
 
     /// Records an error at the current path unless a reported error already explains this
@@ -343,39 +362,14 @@ impl<'a> Projector<'a> {
     }
 }
 
-/// CoerceResult of a built-in scalar, as graphql-js serializes them; other scalars are the
-/// owning subgraph's to judge.
-fn built_in_scalar(name: &str, value: &Json) -> Result<Json, String> {
-    let fits = match (name, value) {
-        ("Int", Json::Number(n)) => match n.as_i64() {
-            Some(i) => i32::try_from(i).is_ok().then(|| value.clone()),
-            None => n
-                .as_f64()
-                .filter(|f| {
-                    f.fract() == 0.0 && *f >= f64::from(i32::MIN) && *f <= f64::from(i32::MAX)
-                })
-                .map(|f| json!(f as i64)),
-        },
-        ("Float", Json::Number(_)) | ("String", Json::String(_)) | ("Boolean", Json::Bool(_)) => {
-            Some(value.clone())
-        }
-        ("String", Json::Bool(_) | Json::Number(_)) => Some(Json::String(value.to_string())),
-        ("ID", Json::String(_)) => Some(value.clone()),
-        ("ID", Json::Number(n)) if n.is_i64() || n.is_u64() => Some(Json::String(n.to_string())),
-        ("Int" | "Float" | "String" | "Boolean" | "ID", _) => None,
-        _ => Some(value.clone()),
-    };
-    fits.ok_or_else(|| format!("{name} cannot represent value: {value}"))
-}
-
-fn kind_of(value: &Json) -> &'static str {
+fn kind_of(value: &Value) -> &'static str {
     match value {
-        Json::Null => "null",
-        Json::Bool(_) => "a boolean",
-        Json::Number(_) => "a number",
-        Json::String(_) => "a string",
-        Json::Array(_) => "a list",
-        Json::Object(_) => "an object",
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -384,18 +378,29 @@ mod tests {
     use super::*;
     use crate::operation::tests::prepare;
 
+    /// The projection's data (parsed back) and errors.
+    struct Projected {
+        data: Json,
+        errors: Vec<Json>,
+    }
+
     fn run(query: &str, data: Json, reported: Json) -> Projected {
         let (types, operation) = prepare(query);
         let operation = operation.expect("the operation is valid");
         let reported = reported.as_array().cloned().unwrap_or_default();
-        project(&Input {
+        let plan = crate::response_plan::compile(&types, &operation, &Map::new());
+        let projected = project(&Input {
             types: &types,
-            operation: &operation,
-            variables: &Map::new(),
-            data: &data,
+            plan: &plan,
+            data: &Value::from_serde(&data),
             reported: &reported,
             introspection: None,
-        })
+            size_hint: 0,
+        });
+        Projected {
+            data: serde_json::from_slice(&projected.data).expect("valid JSON"),
+            errors: projected.errors,
+        }
     }
 
     #[test]

@@ -20,11 +20,12 @@ use keygraph_kernel::token::TokenVerifier;
 use serde_json::{Map, Value as Json, json};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::execute::{Forwarded, PlanRun};
+use crate::execute::{Fetched, Forwarded, PlanRun, SubgraphRequestKey};
+use crate::inflight::Inflight;
 use crate::operation::OperationKind;
 use crate::plan::{Graph, GraphOptions, PlanError};
 use crate::supergraph::{self, SubgraphSdl};
-use keygraph_kernel::cache::operation_key;
+use keygraph_kernel::cache::{OperationKey, operation_key};
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 
@@ -36,6 +37,10 @@ pub struct RouterState {
     limiter: SlidingWindowLimiter,
     config: RouterConfig,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Client requests in flight, when identical ones share an answer.
+    client_inflight: Option<Arc<Inflight<ClientRequestKey, Answered>>>,
+    /// Subgraph requests in flight, when identical ones share an answer.
+    subgraph_inflight: Option<Arc<Inflight<SubgraphRequestKey, Fetched>>>,
 }
 
 impl RouterState {
@@ -54,6 +59,8 @@ impl RouterState {
                 config.rate_limit.max,
                 Duration::from_secs(config.rate_limit.window_secs),
             ),
+            client_inflight: config.dedupe.client_requests.then(Arc::default),
+            subgraph_inflight: config.dedupe.subgraph_requests.then(Arc::default),
             config,
             metrics: Arc::default(),
         }))
@@ -307,14 +314,26 @@ impl Refusal {
     }
 }
 
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
+impl Refusal {
+    fn body(&self) -> Vec<u8> {
         let mut extensions = json!({ "code": self.code });
         if let Some(seconds) = self.retry_after {
             extensions["retryAfter"] = json!(seconds);
         }
         let body = json!({ "errors": [{ "message": self.message, "extensions": extensions }] });
-        let mut response = (self.status, axum::Json(body)).into_response();
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let body = self.body();
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
         if let Some(seconds) = self.retry_after
             && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
         {
@@ -438,8 +457,20 @@ fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// What makes two client requests the same: the operation, the variables as sent, the headers
+/// passed on to subgraphs (the token above all), and the media type asked for.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ClientRequestKey {
+    operation: OperationKey,
+    variables: Vec<u8>,
+    authorization: Option<String>,
+    traceparent: Option<String>,
+    request_id: Option<String>,
+    graphql_response: bool,
+}
+
 async fn execute(
-    state: &RouterState,
+    state: &Arc<RouterState>,
     request: GraphqlRequest,
     over_get: bool,
     headers: &HeaderMap,
@@ -481,82 +512,139 @@ async fn execute(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let prepared = match &preparation.outcome {
-        Ok(prepared) => prepared,
-        Err(err @ (PlanError::Invalid(_) | PlanError::Refused(_))) => {
-            return respond(
-                headers,
-                Answer::RequestError(err.to_errors()),
-                &state.metrics,
-            );
+    let graphql_response = wants_graphql_response(headers);
+    let call = Call {
+        state: state.clone(),
+        graph,
+        preparation,
+        variables: request.variables,
+        headers: headers.clone(),
+        meta: meta.clone(),
+        graphql_response,
+    };
+    let answered = match (&state.client_inflight, call.preparation.kind) {
+        (Some(inflight), Some(OperationKind::Query)) => {
+            let forwarded = call.forwarded();
+            let key = ClientRequestKey {
+                operation: key,
+                variables: serde_json::to_vec(&call.variables).unwrap_or_default(),
+                authorization: forwarded.authorization,
+                traceparent: forwarded.traceparent,
+                request_id: forwarded
+                    .request_id_from_client
+                    .then_some(forwarded.request_id),
+                graphql_response,
+            };
+            inflight.run(key, || call.answer()).await
         }
-        Err(err) => return respond(headers, Answer::NoData(err.to_errors()), &state.metrics),
+        _ => call.answer().await,
     };
-    let principal = match &state.verifier {
-        None => None,
-        Some(verifier) => match keygraph_kernel::graphql::authenticate(verifier, headers).await {
-            Authentication::Anonymous => None,
-            Authentication::Authenticated(principal) => Some(principal),
-            Authentication::Invalid(reason) => {
-                return Refusal::new(
-                    StatusCode::UNAUTHORIZED,
-                    "UNAUTHENTICATED",
-                    format!("the access token was refused: {reason}"),
-                )
-                .into_response();
-            }
-        },
-    };
-    let variables = match prepared
-        .operation
-        .coerce_variables(&graph.types, request.variables)
-    {
-        Ok(variables) => variables,
-        Err(errors) => return respond(headers, Answer::RequestError(errors), &state.metrics),
-    };
-    if let Err(err) = prepared.check_access(principal.as_ref()) {
-        return respond(headers, Answer::NoData(err.to_errors()), &state.metrics);
+    answered.into_response(&state.metrics)
+}
+
+fn wants_graphql_response(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains(GRAPHQL_RESPONSE))
+}
+
+/// A prepared request, owning what it needs, so identical requests in flight can share its
+/// answer.
+struct Call {
+    state: Arc<RouterState>,
+    graph: Arc<Graph>,
+    preparation: Arc<crate::plan::Preparation>,
+    variables: Map<String, Json>,
+    headers: HeaderMap,
+    meta: RequestMeta,
+    graphql_response: bool,
+}
+
+impl Call {
+    fn forwarded(&self) -> Forwarded {
+        let request_id_from_client = header_string(&self.headers, "x-request-id")
+            .is_some_and(|id| id == self.meta.request_id);
+        Forwarded {
+            authorization: header_string(&self.headers, "authorization"),
+            request_id: self.meta.request_id.clone(),
+            request_id_from_client,
+            traceparent: header_string(&self.headers, "traceparent"),
+        }
     }
-    let run = PlanRun {
-        graph: graph.clone(),
-        client: crate::execute::SubgraphClient {
-            http: state.http.clone(),
-            metrics: state.metrics.clone(),
-        },
-        forwarded: Forwarded {
-            authorization: header_string(headers, "authorization"),
-            request_id: meta.request_id.clone(),
-            traceparent: header_string(headers, "traceparent"),
-        },
-    };
-    let introspection = async {
-        match &prepared.operation.introspection {
-            Some(document) => {
-                Some(crate::api_schema::introspect(&graph.api, document, &variables).await)
+
+    async fn answer(self) -> Answered {
+        let (state, graph) = (&self.state, &self.graph);
+        let respond = |answer| Answered::new(self.graphql_response, answer);
+        let prepared = match &self.preparation.outcome {
+            Ok(prepared) => prepared,
+            Err(err @ (PlanError::Invalid(_) | PlanError::Refused(_))) => {
+                return respond(Answer::RequestError(err.to_errors()));
             }
+            Err(err) => return respond(Answer::NoData(err.to_errors())),
+        };
+        let principal = match &state.verifier {
             None => None,
+            Some(verifier) => {
+                match keygraph_kernel::graphql::authenticate(verifier, &self.headers).await {
+                    Authentication::Anonymous => None,
+                    Authentication::Authenticated(principal) => Some(principal),
+                    Authentication::Invalid(reason) => {
+                        return Answered::refusal(&Refusal::new(
+                            StatusCode::UNAUTHORIZED,
+                            "UNAUTHENTICATED",
+                            format!("the access token was refused: {reason}"),
+                        ));
+                    }
+                }
+            }
+        };
+        let variables = match prepared
+            .operation
+            .coerce_variables(&graph.types, self.variables.clone())
+        {
+            Ok(variables) => variables,
+            Err(errors) => return respond(Answer::RequestError(errors)),
+        };
+        if let Err(err) = prepared.check_access(principal.as_ref()) {
+            return respond(Answer::NoData(err.to_errors()));
         }
-    };
-    let (outcome, introspection) =
-        tokio::join!(run.execute(&prepared.plan, &variables), introspection);
-    let projected = crate::project::project(&crate::project::Input {
-        types: &graph.types,
-        operation: &prepared.operation,
-        variables: &variables,
-        data: &outcome.data,
-        reported: &outcome.errors,
-        introspection: introspection.as_ref().map(|(answers, _)| answers),
-    });
-    let mut errors = outcome.errors;
-    if let Some((_, introspection_errors)) = introspection {
-        errors.extend(introspection_errors);
+        let run = PlanRun {
+            graph: graph.clone(),
+            client: crate::execute::SubgraphClient {
+                http: state.http.clone(),
+                metrics: state.metrics.clone(),
+                inflight: state.subgraph_inflight.clone(),
+            },
+            forwarded: self.forwarded(),
+            is_query: prepared.operation.kind == OperationKind::Query,
+        };
+        let introspection = async {
+            match &prepared.operation.introspection {
+                Some(document) => {
+                    Some(crate::api_schema::introspect(&graph.api, document, &variables).await)
+                }
+                None => None,
+            }
+        };
+        let (outcome, introspection) =
+            tokio::join!(run.execute(&prepared.plan, &variables), introspection);
+        let response_plan = prepared.response_plan(&graph.types, &variables);
+        let projected = crate::project::project(&crate::project::Input {
+            types: &graph.types,
+            plan: &response_plan,
+            data: &outcome.data,
+            reported: &outcome.errors,
+            introspection: introspection.as_ref().map(|(answers, _)| answers),
+            size_hint: outcome.received,
+        });
+        let mut errors = outcome.errors;
+        if let Some((_, introspection_errors)) = introspection {
+            errors.extend(introspection_errors);
+        }
+        errors.extend(projected.errors);
+        respond(Answer::Data(projected.data, errors))
     }
-    errors.extend(projected.errors);
-    respond(
-        headers,
-        Answer::Data(projected.data, errors),
-        &state.metrics,
-    )
 }
 
 /// What a request gets back.
@@ -566,51 +654,90 @@ enum Answer {
     RequestError(Vec<Json>),
     /// The operation was accepted but could not run (planning failed, access refused).
     NoData(Vec<Json>),
-    /// It ran: data, with the errors of the positions that failed.
-    Data(Json, Vec<Json>),
+    /// It ran: data (as JSON bytes), with the errors of the positions that failed.
+    Data(Vec<u8>, Vec<Json>),
 }
 
-fn respond(headers: &HeaderMap, answer: Answer, metrics: &crate::metrics::Metrics) -> Response {
-    let wants_graphql_response = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains(GRAPHQL_RESPONSE));
-    let (status, body) = match &answer {
-        Answer::RequestError(errors) => {
-            metrics.record_graphql_errors(errors.len());
-            let status = if wants_graphql_response {
-                StatusCode::BAD_REQUEST
+/// A finished answer: what identical requests in flight share.
+#[derive(Clone)]
+struct Answered {
+    status: StatusCode,
+    content_type: &'static str,
+    body: Bytes,
+    errors: usize,
+}
+
+impl Answered {
+    fn new(graphql_response: bool, answer: Answer) -> Answered {
+        let (status, errors, body) = match answer {
+            Answer::RequestError(errors) => {
+                let status = if graphql_response {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    StatusCode::OK
+                };
+                let body = serde_json::to_vec(&json!({ "errors": errors }));
+                (status, errors.len(), body)
+            }
+            Answer::NoData(errors) => {
+                let body = serde_json::to_vec(&ResponseBody {
+                    data: &Json::Null,
+                    errors: Some(&errors),
+                });
+                (StatusCode::OK, errors.len(), body)
+            }
+            Answer::Data(data, errors) => {
+                let mut body = Vec::with_capacity(data.len() + 16);
+                body.extend_from_slice(b"{\"data\":");
+                body.extend_from_slice(&data);
+                if !errors.is_empty() {
+                    body.extend_from_slice(b",\"errors\":[");
+                    for (i, error) in errors.iter().enumerate() {
+                        if i > 0 {
+                            body.push(b',');
+                        }
+                        crate::json::write_serde(&mut body, error);
+                    }
+                    body.push(b']');
+                }
+                body.push(b'}');
+                (StatusCode::OK, errors.len(), Ok(body))
+            }
+        };
+        let body = body.unwrap_or_else(|_| {
+            br#"{"errors":[{"message":"the response could not be serialized"}]}"#.to_vec()
+        });
+        Answered {
+            status,
+            content_type: if graphql_response {
+                GRAPHQL_RESPONSE
             } else {
-                StatusCode::OK
-            };
-            (status, serde_json::to_vec(&json!({ "errors": errors })))
+                "application/json"
+            },
+            body: Bytes::from(body),
+            errors,
         }
-        Answer::NoData(errors) => {
-            metrics.record_graphql_errors(errors.len());
-            let body = ResponseBody {
-                data: &Json::Null,
-                errors: Some(errors),
-            };
-            (StatusCode::OK, serde_json::to_vec(&body))
+    }
+
+    /// A refusal before anything ran (a bad token), in the edge's own shape.
+    fn refusal(refusal: &Refusal) -> Answered {
+        Answered {
+            status: refusal.status,
+            content_type: "application/json",
+            body: Bytes::from(refusal.body()),
+            errors: 1,
         }
-        Answer::Data(data, errors) => {
-            metrics.record_graphql_errors(errors.len());
-            let body = ResponseBody {
-                data,
-                errors: (!errors.is_empty()).then_some(errors),
-            };
-            (StatusCode::OK, serde_json::to_vec(&body))
-        }
-    };
-    let body = body.unwrap_or_else(|_| {
-        br#"{"errors":[{"message":"the response could not be serialized"}]}"#.to_vec()
-    });
-    let content_type = if wants_graphql_response {
-        GRAPHQL_RESPONSE
-    } else {
-        "application/json"
-    };
-    (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+    }
+
+    fn into_response(self, metrics: &crate::metrics::Metrics) -> Response {
+        metrics.record_graphql_errors(self.errors);
+        (
+            self.status,
+            [(header::CONTENT_TYPE, self.content_type)],
+            self.body,
+        )
+            .into_response()
+    }
 }
 
 #[derive(serde::Serialize)]

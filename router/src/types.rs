@@ -151,6 +151,15 @@ impl Types {
                 .is_some_and(|members| members.contains(actual))
     }
 
+    /// The types an interface or union may be (objects, and interfaces implementing it).
+    pub fn possible_objects<'t>(&'t self, abstract_type: &str) -> impl Iterator<Item = &'t str> {
+        self.possible
+            .get(abstract_type)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+    }
+
     /// Whether `actual` is one of the types an interface or union `abstract_type` may be.
     pub fn is_possible(&self, abstract_type: &str, actual: &str) -> bool {
         self.possible

@@ -436,6 +436,8 @@ impl ReviewsQuery {
 pub const UP: u8 = 0;
 pub const FAILING: u8 = 1;
 pub const HANGING: u8 = 2;
+/// Answers after 300 ms: long enough for requests to meet in flight.
+pub const SLOW: u8 = 3;
 
 type Executor = Arc<
     dyn Fn(async_graphql::Request) -> futures::future::BoxFuture<'static, async_graphql::Response>
@@ -484,6 +486,7 @@ async fn handle(
     match served.mode.load(Ordering::SeqCst) {
         FAILING => return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down").into_response(),
         HANGING => tokio::time::sleep(Duration::from_secs(30)).await,
+        SLOW => tokio::time::sleep(Duration::from_millis(300)).await,
         _ => {}
     }
     let execute = served
@@ -580,6 +583,11 @@ impl Federation {
 
     /// Like [`Federation::start`], the router polling subgraph schemas every `secs` seconds.
     pub async fn start_polling(secs: u64) -> Self {
+        Self::start_with(|config| config.router.poll_interval_secs = secs).await
+    }
+
+    /// Like [`Federation::start`], with the router's config changed by `configure`.
+    pub async fn start_with(configure: impl FnOnce(&mut keygraph_kernel::config::Config)) -> Self {
         let subgraphs = start_subgraphs().await;
         let data = tempfile::tempdir().expect("tempdir");
         let signer = TestSigner::default();
@@ -597,7 +605,8 @@ impl Federation {
                 )
             })
             .collect();
-        config.router.poll_interval_secs = secs;
+        config.router.poll_interval_secs = 0;
+        configure(&mut config);
         let verifier =
             keygraph_kernel::token::TokenVerifier::from_config(&config.tokens).expect("verifier");
         let state = RouterState::new(config.router.clone(), Some(verifier)).expect("router state");
