@@ -65,7 +65,41 @@ fn main() -> anyhow::Result<()> {
     if let Ok(listen) = std::env::var("KEYGRAPH_BENCH_ROUTER_LISTEN") {
         return runtime.block_on(serve_router(listen));
     }
+    if let Ok(path) = std::env::var("KEYGRAPH_BENCH_SUBGRAPHS_ONLY") {
+        return runtime.block_on(serve_subgraphs(path.into()));
+    }
     runtime.block_on(bench())
+}
+
+/// For profiling a router by hand: only the subgraphs, with the supergraph written to `path`
+/// and the `KEYGRAPH_BENCH_SUBGRAPHS` value for a router child printed, until interrupted.
+async fn serve_subgraphs(path: std::path::PathBuf) -> anyhow::Result<()> {
+    let subgraphs = subgraphs::start(&subgraphs::Recorder::default()).await?;
+    std::fs::write(&path, compose(&subgraphs)?)?;
+    println!(
+        "KEYGRAPH_BENCH_SUBGRAPHS={}",
+        subgraphs
+            .iter()
+            .map(|s| format!("{}={}", s.name, s.url))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+fn compose(subgraphs: &[subgraphs::Subgraph]) -> anyhow::Result<String> {
+    let sdls: Vec<keygraph_router::supergraph::SubgraphSdl> = subgraphs
+        .iter()
+        .map(|s| keygraph_router::supergraph::SubgraphSdl {
+            name: s.name.to_owned(),
+            url: s.url.clone(),
+            sdl: s.sdl.clone(),
+        })
+        .collect();
+    let (supergraph, _warnings) =
+        keygraph_router::supergraph::compose(&sdls).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(supergraph)
 }
 
 /// The child process: our router over the supergraph file, with the mode's dedupe settings.
@@ -112,23 +146,37 @@ impl Drop for Router {
 
 impl Router {
     fn cpu_ms(&self) -> u64 {
+        let (user, system) = self.cpu_split_ms();
+        user + system
+    }
+
+    /// CPU in user space and in the kernel (the network stack, mostly), in ms.
+    fn cpu_split_ms(&self) -> (u64, u64) {
         let stat =
             std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
         // utime and stime, in USER_HZ (100 per second).
-        rest.split_whitespace()
+        let ticks: Vec<u64> = rest
+            .split_whitespace()
             .skip(11)
             .take(2)
             .filter_map(|f| f.parse::<u64>().ok())
-            .sum::<u64>()
-            * 10
+            .collect();
+        (
+            ticks.first().copied().unwrap_or(0) * 10,
+            ticks.get(1).copied().unwrap_or(0) * 10,
+        )
     }
 
     fn peak_rss_mb(&self) -> f64 {
+        self.memory_mb("VmHWM:")
+    }
+
+    fn memory_mb(&self, field: &str) -> f64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default()
             .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .find_map(|line| line.strip_prefix(field))
             .and_then(|rest| {
                 rest.trim()
                     .trim_end_matches("kB")
@@ -373,18 +421,8 @@ async fn bench() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let recorder = subgraphs::Recorder::default();
     let subgraphs = subgraphs::start(&recorder).await?;
-    let sdls: Vec<keygraph_router::supergraph::SubgraphSdl> = subgraphs
-        .iter()
-        .map(|s| keygraph_router::supergraph::SubgraphSdl {
-            name: s.name.to_owned(),
-            url: s.url.clone(),
-            sdl: s.sdl.clone(),
-        })
-        .collect();
-    let (supergraph, _warnings) =
-        keygraph_router::supergraph::compose(&sdls).map_err(|e| anyhow::anyhow!("{e}"))?;
     let supergraph_path = dir.path().join("supergraph.graphql");
-    std::fs::write(&supergraph_path, supergraph)?;
+    std::fs::write(&supergraph_path, compose(&subgraphs)?)?;
 
     let hive_bin = std::env::var("HIVE_ROUTER_BIN").ok();
     let mut routers: BTreeMap<&str, Vec<Router>> = BTreeMap::new();
@@ -400,6 +438,13 @@ async fn bench() -> anyhow::Result<()> {
         wait_until_serving(&http, router).await?;
     }
 
+    for router in routers.values().flatten() {
+        println!(
+            "{}: {:.1} MB resident once serving",
+            router.name,
+            router.memory_mb("VmRSS:")
+        );
+    }
     println!(
         "federated benchmark: {CONNECTIONS} connections (wrk), {} cores, {rounds} rounds of {seconds}s phases alternating routers{}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -467,6 +512,15 @@ async fn bench() -> anyhow::Result<()> {
         }
     }
 
+    for router in routers.values().flatten() {
+        let (user, system) = router.cpu_split_ms();
+        println!(
+            "{}: {:.0}% of its CPU in the kernel",
+            router.name,
+            100.0 * system as f64 / (user + system).max(1) as f64
+        );
+    }
+    println!();
     println!(
         "| scenario | router | req/s | p50 ms | p99 ms | CPU µs/req | floor µs | peak RSS MB | failed |"
     );

@@ -3,7 +3,7 @@
 //! The merged JSON a plan run produces is keyed by the client's response keys;
 //! [`crate::project`] then projects it onto the client's operation.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use hive_router_query_planner::planner::plan_nodes::{
     FetchNode, FetchNodePathSegment, FetchRewrite, FlattenNodePath, FlattenNodePathSegment,
     PlanNode, QueryPlan,
 };
+use rustc_hash::FxHashMap;
 use serde_json::{Map, Value as Json, json};
 
 use crate::inflight::Inflight;
@@ -116,17 +117,17 @@ impl PlanRun {
     }
 }
 
-/// One element of a response path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum PathElem {
-    Key(String),
+/// One element of a response path; keys are the plan's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PathElem<'p> {
+    Key(&'p str),
     Index(usize),
 }
 
-impl PathElem {
-    fn to_json(&self) -> Json {
+impl PathElem<'_> {
+    fn to_json(self) -> Json {
         match self {
-            PathElem::Key(k) => Json::String(k.clone()),
+            PathElem::Key(k) => Json::String(k.to_owned()),
             PathElem::Index(i) => json!(i),
         }
     }
@@ -145,9 +146,9 @@ struct EntityJob<'p> {
 /// The representations of one job (as JSON), deduplicated, each with the places its result
 /// goes.
 #[derive(Default)]
-struct Collected {
+struct Collected<'p> {
     representations: Vec<Vec<u8>>,
-    targets: Vec<Vec<Vec<PathElem>>>,
+    targets: Vec<Vec<Vec<PathElem<'p>>>>,
 }
 
 struct Execution<'r> {
@@ -370,7 +371,7 @@ impl<'r> Execution<'r> {
                     None => 0,
                 };
                 let target = c.targets.get(index)?.first()?;
-                let mut out: Vec<Json> = target.iter().map(PathElem::to_json).collect();
+                let mut out: Vec<Json> = target.iter().map(|e| e.to_json()).collect();
                 out.extend(path.iter().skip(2).cloned());
                 Some(out)
             }));
@@ -407,7 +408,7 @@ impl<'r> Execution<'r> {
         }
     }
 
-    fn collect(&self, data: &Value, job: &EntityJob<'_>) -> Collected {
+    fn collect<'p>(&self, data: &Value, job: &EntityJob<'p>) -> Collected<'p> {
         let graph = &self.run.graph;
         let mut locations = Vec::new();
         for path in &job.paths {
@@ -420,29 +421,29 @@ impl<'r> Execution<'r> {
             );
         }
         let mut collected = Collected::default();
-        let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
+        // By a hash of the representation's bytes; the bytes are compared on a hit.
+        let mut seen: FxHashMap<u64, usize> = FxHashMap::default();
         for location in locations {
             let Some(entity) = navigate(data, &location) else {
                 continue;
             };
-            let Some(mut representation) = project(entity, job.requires, graph) else {
-                // Key fields missing (e.g. null): this entity cannot be fetched.
+            let Some(written) = representation(entity, job, graph) else {
                 continue;
             };
-            // No type condition of `requires` matched: the fetch is not for this entity's
-            // type (`... on Admin` over a list of accounts).
-            if matches!(&representation, Value::Object(members) if members.is_empty()) {
-                continue;
-            }
-            for rewrite in job.input_rewrites.into_iter().flatten() {
-                apply_rewrite(&mut representation, rewrite, graph);
-            }
-            let mut written = Vec::new();
-            json::write(&mut written, &representation);
-            match seen.get(&written) {
-                Some(&index) => collected.targets[index].push(location),
+            let hash = rustc_hash::FxBuildHasher.hash_one(&written);
+            let known = seen
+                .get(&hash)
+                .copied()
+                .filter(|&index| collected.representations[index] == written)
+                .or_else(|| {
+                    seen.contains_key(&hash)
+                        .then(|| collected.representations.iter().position(|r| *r == written))
+                        .flatten()
+                });
+            match known {
+                Some(index) => collected.targets[index].push(location),
                 None => {
-                    seen.insert(written.clone(), collected.representations.len());
+                    seen.entry(hash).or_insert(collected.representations.len());
                     collected.representations.push(written);
                     collected.targets.push(vec![location]);
                 }
@@ -641,11 +642,11 @@ fn type_name(value: &Value) -> Option<&str> {
     value.get("__typename").and_then(Value::as_str)
 }
 
-fn collect_locations(
+fn collect_locations<'p>(
     value: &Value,
-    segments: &[FlattenNodePathSegment],
-    here: &mut Vec<PathElem>,
-    out: &mut Vec<Vec<PathElem>>,
+    segments: &'p [FlattenNodePathSegment],
+    here: &mut Vec<PathElem<'p>>,
+    out: &mut Vec<Vec<PathElem<'p>>>,
     graph: &Graph,
 ) {
     if let Value::Array(items) = value {
@@ -664,7 +665,7 @@ fn collect_locations(
         None => out.push(here.clone()),
         Some((FlattenNodePathSegment::Field(name), rest)) => {
             if let Some(child) = json::get(object, name) {
-                here.push(PathElem::Key(name.clone()));
+                here.push(PathElem::Key(name));
                 collect_locations(child, rest, here, out, graph);
                 here.pop();
             }
@@ -700,6 +701,107 @@ fn navigate_mut<'a>(mut value: &'a mut Value, path: &[PathElem]) -> Option<&'a m
         };
     }
     Some(value)
+}
+
+/// The representation of `entity` for `job`, as JSON; `None` when it cannot be fetched (a key
+/// field is missing, e.g. null) or the fetch is not for its type (no type condition of
+/// `requires` matched: `... on Admin` over a list of accounts).
+fn representation(entity: &Value, job: &EntityJob<'_>, graph: &Graph) -> Option<Vec<u8>> {
+    let mut written = Vec::with_capacity(64);
+    if job.input_rewrites.is_none()
+        && let Some(()) = write_requires(entity, job.requires, graph, &mut written)?
+    {
+        return (written.as_slice() != b"{}").then_some(written);
+    }
+    // Rewrites, or a key selected twice: build the value, then write it.
+    let mut representation = project(entity, job.requires, graph)?;
+    if matches!(&representation, Value::Object(members) if members.is_empty()) {
+        return None;
+    }
+    for rewrite in job.input_rewrites.into_iter().flatten() {
+        apply_rewrite(&mut representation, rewrite, graph);
+    }
+    written.clear();
+    json::write(&mut written, &representation);
+    Some(written)
+}
+
+/// Writes the representation of `value` for `selections` straight as JSON. `None`: a required
+/// field is missing; `Some(None)`: a key would be written twice (values to merge), so the
+/// caller builds it instead.
+fn write_requires(
+    value: &Value,
+    selections: &SelectionSet,
+    graph: &Graph,
+    out: &mut Vec<u8>,
+) -> Option<Option<()>> {
+    match value {
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                if write_requires(item, selections, graph, out)?.is_none() {
+                    return Some(None);
+                }
+            }
+            out.push(b']');
+        }
+        Value::Object(_) if !selections.items.is_empty() => {
+            out.push(b'{');
+            let mut written: Vec<&str> = Vec::new();
+            if write_requires_fields(value, selections, graph, out, &mut written)?.is_none() {
+                return Some(None);
+            }
+            out.push(b'}');
+        }
+        other => json::write(out, other),
+    }
+    Some(Some(()))
+}
+
+fn write_requires_fields<'s>(
+    value: &Value,
+    selections: &'s SelectionSet,
+    graph: &Graph,
+    out: &mut Vec<u8>,
+    written: &mut Vec<&'s str>,
+) -> Option<Option<()>> {
+    for item in &selections.items {
+        match item {
+            // As in `project_into`: `name` is the key in the data, `alias` the field name the
+            // subgraph expects.
+            SelectionItem::Field(field) => {
+                let child = value.get(&field.name)?;
+                let key = field.alias.as_deref().unwrap_or(&field.name);
+                if written.contains(&key) {
+                    return Some(None);
+                }
+                if !written.is_empty() {
+                    out.push(b',');
+                }
+                written.push(key);
+                json::write_str(out, key.as_bytes());
+                out.push(b':');
+                if field.selections.items.is_empty() {
+                    json::write(out, child);
+                } else if write_requires(child, &field.selections, graph, out)?.is_none() {
+                    return Some(None);
+                }
+            }
+            SelectionItem::InlineFragment(fragment) => {
+                if type_name(value).is_some_and(|t| graph.type_matches(t, &fragment.type_condition))
+                    && write_requires_fields(value, &fragment.selections, graph, out, written)?
+                        .is_none()
+                {
+                    return Some(None);
+                }
+            }
+            SelectionItem::FragmentSpread(_) => {}
+        }
+    }
+    Some(Some(()))
 }
 
 /// The representation of `value` for `requires`: its key (and required) fields by field name.
@@ -827,6 +929,7 @@ pub fn deep_merge(target: &mut Value, source: Value, graph: &Graph) {
                 *target = source;
                 return;
             }
+            target.reserve(source.len());
             for (key, value) in source {
                 let existing = target.iter().position(|(k, _)| *k == key);
                 if key.is("__typename")

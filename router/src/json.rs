@@ -7,38 +7,66 @@
 //! with SipHash; for answers of many small objects that was most of the router's work.
 
 use bytes::Bytes;
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Number, Value as Json};
 
 /// A JSON string: UTF-8, without its quotes and escapes.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Str(Bytes);
+#[derive(Clone)]
+pub struct Str {
+    bytes: Bytes,
+    /// Nothing in it needs escaping: written as it is. True of every string that was a slice
+    /// of an answer (JSON escapes quotes, backslashes and control characters, so a string
+    /// without escapes has none).
+    clean: bool,
+}
+
+impl PartialEq for Str {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for Str {}
+
+impl std::hash::Hash for Str {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.bytes.hash(state);
+    }
+}
 
 impl Str {
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        &self.bytes
     }
 
     /// The text; every `Str` is made from a `str`, so this never fails in practice.
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        std::str::from_utf8(&self.bytes).unwrap_or_default()
     }
 
     pub fn is(&self, text: &str) -> bool {
-        self.0 == text.as_bytes()
+        self.bytes == text.as_bytes()
+    }
+
+    fn owned(bytes: Bytes) -> Str {
+        let clean = !bytes.iter().any(|&b| needs_escape(b));
+        Str { bytes, clean }
     }
 }
 
 impl From<&str> for Str {
     fn from(text: &str) -> Self {
-        Str(Bytes::copy_from_slice(text.as_bytes()))
+        Str::owned(Bytes::copy_from_slice(text.as_bytes()))
     }
 }
 
 impl From<String> for Str {
     fn from(text: String) -> Self {
-        Str(Bytes::from(text))
+        Str::owned(Bytes::from(text))
     }
+}
+
+fn needs_escape(byte: u8) -> bool {
+    byte < 0x20 || byte == b'"' || byte == b'\\'
 }
 
 impl std::fmt::Debug for Str {
@@ -125,174 +153,389 @@ impl Value {
 pub fn get<'v>(members: &'v Object, key: &str) -> Option<&'v Value> {
     members
         .iter()
-        .find(|(k, _)| k.0 == key.as_bytes())
+        .find(|(k, _)| k.bytes == key.as_bytes())
         .map(|(_, v)| v)
 }
 
 pub fn get_mut<'v>(members: &'v mut Object, key: &str) -> Option<&'v mut Value> {
     members
         .iter_mut()
-        .find(|(k, _)| k.0 == key.as_bytes())
+        .find(|(k, _)| k.bytes == key.as_bytes())
         .map(|(_, v)| v)
 }
 
-/// Parses `bytes`; strings without escapes are slices of `bytes`.
-pub fn parse(bytes: &Bytes) -> Result<Value, serde_json::Error> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = Seed { source: bytes }.deserialize(&mut deserializer)?;
-    deserializer.end()?;
+/// Why an answer is not JSON, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} at byte {at}")]
+pub struct ParseError {
+    what: &'static str,
+    at: usize,
+}
+
+/// How deeply arrays and objects may nest in an answer (as serde_json's limit).
+const MAX_DEPTH: usize = 128;
+
+/// Parses `bytes` (RFC 8259 JSON, UTF-8); strings without escapes are slices of `bytes`.
+pub fn parse(bytes: &Bytes) -> Result<Value, ParseError> {
+    if std::str::from_utf8(bytes).is_err() {
+        return Err(ParseError {
+            what: "invalid UTF-8",
+            at: 0,
+        });
+    }
+    let mut parser = Parser {
+        source: bytes,
+        text: bytes,
+        at: 0,
+        depth: 0,
+    };
+    let value = parser.value()?;
+    parser.skip_whitespace();
+    if parser.at != parser.text.len() {
+        return Err(parser.error("trailing characters"));
+    }
     Ok(value)
 }
 
-#[derive(Clone, Copy)]
-struct Seed<'b> {
+struct Parser<'b> {
     source: &'b Bytes,
+    text: &'b [u8],
+    at: usize,
+    depth: usize,
 }
 
-impl Seed<'_> {
-    /// `text` as a slice of the source when it is one (no escapes), copied otherwise.
-    fn string(&self, text: &str) -> Str {
-        let source = self.source.as_ptr() as usize;
-        let start = text.as_ptr() as usize;
-        if start >= source && start + text.len() <= source + self.source.len() {
-            Str(self.source.slice_ref(text.as_bytes()))
+impl Parser<'_> {
+    fn error(&self, what: &'static str) -> ParseError {
+        ParseError { what, at: self.at }
+    }
+
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.text.get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.skip_whitespace();
+        self.text.get(self.at).copied()
+    }
+
+    fn expect(&mut self, byte: u8, what: &'static str) -> Result<(), ParseError> {
+        if self.peek() == Some(byte) {
+            self.at += 1;
+            Ok(())
         } else {
-            Str::from(text)
+            Err(self.error(what))
         }
     }
-}
 
-impl<'de> DeserializeSeed<'de> for Seed<'_> {
-    type Value = Value;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Seed<'_> {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("JSON")
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
-        Ok(Value::Bool(b))
-    }
-
-    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
-        Ok(Value::Number(n.into()))
-    }
-
-    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
-        Ok(Value::Number(n.into()))
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Value, E> {
-        Number::from_f64(n)
-            .map(Value::Number)
-            .ok_or_else(|| E::custom("a number JSON cannot hold"))
-    }
-
-    fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Value, E> {
-        Ok(Value::String(self.string(text)))
-    }
-
-    fn visit_str<E>(self, text: &str) -> Result<Value, E> {
-        Ok(Value::String(Str::from(text)))
-    }
-
-    fn visit_string<E>(self, text: String) -> Result<Value, E> {
-        Ok(Value::String(Str::from(text)))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(item) = seq.next_element_seed(self)? {
-            items.push(item);
+    fn value(&mut self) -> Result<Value, ParseError> {
+        match self.peek() {
+            Some(b'{') => self.object(),
+            Some(b'[') => self.array(),
+            Some(b'"') => self.string().map(Value::String),
+            Some(b't') => self.literal(b"true", Value::Bool(true)),
+            Some(b'f') => self.literal(b"false", Value::Bool(false)),
+            Some(b'n') => self.literal(b"null", Value::Null),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(_) => Err(self.error("expected a value")),
+            None => Err(self.error("unexpected end")),
         }
+    }
+
+    fn literal(&mut self, word: &[u8], value: Value) -> Result<Value, ParseError> {
+        if self.text[self.at..].starts_with(word) {
+            self.at += word.len();
+            Ok(value)
+        } else {
+            Err(self.error("expected a value"))
+        }
+    }
+
+    fn nest(&mut self) -> Result<(), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.error("nested too deeply"));
+        }
+        self.at += 1;
+        Ok(())
+    }
+
+    fn array(&mut self) -> Result<Value, ParseError> {
+        self.nest()?;
+        let mut items = Vec::new();
+        if self.peek() == Some(b']') {
+            self.at += 1;
+        } else {
+            loop {
+                items.push(self.value()?);
+                match self.peek() {
+                    Some(b',') => self.at += 1,
+                    Some(b']') => {
+                        self.at += 1;
+                        break;
+                    }
+                    _ => return Err(self.error("expected `,` or `]`")),
+                }
+            }
+        }
+        self.depth -= 1;
         Ok(Value::Array(items))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(0));
-        while let Some(key) = map.next_key_seed(KeySeed(self))? {
-            let value = map.next_value_seed(self)?;
-            members.push((key, value));
+    fn object(&mut self) -> Result<Value, ParseError> {
+        self.nest()?;
+        let mut members = Vec::new();
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+        } else {
+            loop {
+                if self.peek() != Some(b'"') {
+                    return Err(self.error("expected a key"));
+                }
+                let key = self.string()?;
+                self.expect(b':', "expected `:`")?;
+                members.push((key, self.value()?));
+                match self.peek() {
+                    Some(b',') => self.at += 1,
+                    Some(b'}') => {
+                        self.at += 1;
+                        break;
+                    }
+                    _ => return Err(self.error("expected `,` or `}`")),
+                }
+            }
         }
+        self.depth -= 1;
         Ok(Value::Object(members))
     }
-}
 
-struct KeySeed<'b>(Seed<'b>);
+    /// A string, `at` on its opening quote.
+    fn string(&mut self) -> Result<Str, ParseError> {
+        let start = self.at + 1;
+        let rest = &self.text[start..];
+        let Some(end) = memchr::memchr2(b'"', b'\\', rest) else {
+            self.at = self.text.len();
+            return Err(self.error("unterminated string"));
+        };
+        if has_control(&rest[..end]) {
+            self.at = start;
+            return Err(self.error("control character in a string"));
+        }
+        if rest[end] == b'\\' {
+            return self.escaped(start, start + end);
+        }
+        self.at = start + end + 1;
+        Ok(Str {
+            bytes: self.source.slice(start..start + end),
+            clean: true,
+        })
+    }
 
-impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
-    type Value = Str;
+    /// The rest of a string with escapes, from its first backslash at `at`.
+    fn escaped(&mut self, start: usize, mut at: usize) -> Result<Str, ParseError> {
+        let mut out = self.text[start..at].to_vec();
+        loop {
+            match self.text.get(at) {
+                Some(b'"') => break,
+                Some(b'\\') => {
+                    let escape = self.text.get(at + 1).copied();
+                    at += 2;
+                    let byte = match escape {
+                        Some(b'"') => b'"',
+                        Some(b'\\') => b'\\',
+                        Some(b'/') => b'/',
+                        Some(b'b') => 0x08,
+                        Some(b'f') => 0x0c,
+                        Some(b'n') => b'\n',
+                        Some(b'r') => b'\r',
+                        Some(b't') => b'\t',
+                        Some(b'u') => {
+                            self.at = at;
+                            let c = self.unicode_escape()?;
+                            at = self.at;
+                            let mut buffer = [0u8; 4];
+                            out.extend_from_slice(c.encode_utf8(&mut buffer).as_bytes());
+                            continue;
+                        }
+                        _ => {
+                            self.at = at - 1;
+                            return Err(self.error("invalid escape"));
+                        }
+                    };
+                    out.push(byte);
+                }
+                Some(&byte) if byte < 0x20 => {
+                    self.at = at;
+                    return Err(self.error("control character in a string"));
+                }
+                Some(&byte) => {
+                    out.push(byte);
+                    at += 1;
+                }
+                None => {
+                    self.at = at;
+                    return Err(self.error("unterminated string"));
+                }
+            }
+        }
+        self.at = at + 1;
+        String::from_utf8(out)
+            .map(Str::from)
+            .map_err(|_| self.error("invalid UTF-8 in an escape"))
+    }
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Str, D::Error> {
-        deserializer.deserialize_str(self)
+    /// `XXXX` after `\u` (with its low surrogate's `\uXXXX` when it is a high one).
+    fn unicode_escape(&mut self) -> Result<char, ParseError> {
+        let first = self.hex4()?;
+        let code = if (0xD800..0xDC00).contains(&first) {
+            if !self.text[self.at..].starts_with(b"\\u") {
+                return Err(self.error("lone surrogate"));
+            }
+            self.at += 2;
+            let second = self.hex4()?;
+            if !(0xDC00..0xE000).contains(&second) {
+                return Err(self.error("lone surrogate"));
+            }
+            0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
+        } else {
+            first
+        };
+        char::from_u32(code).ok_or_else(|| self.error("lone surrogate"))
+    }
+
+    fn hex4(&mut self) -> Result<u32, ParseError> {
+        let digits = self
+            .text
+            .get(self.at..self.at + 4)
+            .ok_or_else(|| self.error("short \\u escape"))?;
+        let mut code = 0;
+        for &digit in digits {
+            let value = char::from(digit)
+                .to_digit(16)
+                .ok_or_else(|| self.error("invalid \\u escape"))?;
+            code = code * 16 + value;
+        }
+        self.at += 4;
+        Ok(code)
+    }
+
+    fn number(&mut self) -> Result<Value, ParseError> {
+        let start = self.at;
+        let digits = |text: &[u8], mut at: usize| {
+            let from = at;
+            while text.get(at).is_some_and(u8::is_ascii_digit) {
+                at += 1;
+            }
+            (at, at > from)
+        };
+        let mut at = start + usize::from(self.text[start] == b'-');
+        let integer_start = at;
+        let (end, any) = digits(self.text, at);
+        if !any || (self.text[integer_start] == b'0' && end > integer_start + 1) {
+            return Err(self.error("invalid number"));
+        }
+        at = end;
+        let mut integer = true;
+        if self.text.get(at) == Some(&b'.') {
+            integer = false;
+            let (end, any) = digits(self.text, at + 1);
+            if !any {
+                return Err(self.error("invalid number"));
+            }
+            at = end;
+        }
+        if let Some(b'e' | b'E') = self.text.get(at) {
+            integer = false;
+            at += 1;
+            if let Some(b'+' | b'-') = self.text.get(at) {
+                at += 1;
+            }
+            let (end, any) = digits(self.text, at);
+            if !any {
+                return Err(self.error("invalid number"));
+            }
+            at = end;
+        }
+        self.at = at;
+        // Only ASCII digits, signs, dots and exponents: valid UTF-8.
+        let text = std::str::from_utf8(&self.text[start..at]).unwrap_or_default();
+        // `-0` is the float -0.0, as serde_json reads it.
+        if integer && text != "-0" {
+            if let Ok(n) = text.parse::<i64>() {
+                return Ok(Value::Number(n.into()));
+            }
+            if let Ok(n) = text.parse::<u64>() {
+                return Ok(Value::Number(n.into()));
+            }
+        }
+        text.parse::<f64>()
+            .ok()
+            .and_then(Number::from_f64)
+            .map(Value::Number)
+            .ok_or_else(|| self.error("a number JSON cannot hold"))
     }
 }
 
-impl<'de> Visitor<'de> for KeySeed<'_> {
-    type Value = Str;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an object key")
-    }
-
-    fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Str, E> {
-        Ok(self.0.string(text))
-    }
-
-    fn visit_str<E>(self, text: &str) -> Result<Str, E> {
-        Ok(Str::from(text))
-    }
-
-    fn visit_string<E>(self, text: String) -> Result<Str, E> {
-        Ok(Str::from(text))
+/// Writes a string value: as it is when it needs no escaping.
+pub fn write_string(out: &mut Vec<u8>, text: &Str) {
+    if text.clean {
+        out.reserve(text.bytes.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(&text.bytes);
+        out.push(b'"');
+    } else {
+        write_str(out, &text.bytes);
     }
 }
 
 /// Writes `text` as a JSON string, quoted and escaped.
 pub fn write_str(out: &mut Vec<u8>, text: &[u8]) {
+    out.reserve(text.len() + 2);
     out.push(b'"');
-    let mut start = 0;
-    for (i, &byte) in text.iter().enumerate() {
-        let escape: &[u8] = match byte {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => {
-                out.extend_from_slice(&text[start..i]);
+    let mut rest = text;
+    while let Some(at) = first_to_escape(rest) {
+        out.extend_from_slice(&rest[..at]);
+        let byte = rest[at];
+        match byte {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            _ => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 out.extend_from_slice(b"\\u00");
                 out.push(HEX[usize::from(byte >> 4)]);
                 out.push(HEX[usize::from(byte & 0xf)]);
-                start = i + 1;
-                continue;
             }
-            _ => continue,
-        };
-        out.extend_from_slice(&text[start..i]);
-        out.extend_from_slice(escape);
-        start = i + 1;
+        }
+        rest = &rest[at + 1..];
     }
-    out.extend_from_slice(&text[start..]);
+    out.extend_from_slice(rest);
     out.push(b'"');
+}
+
+/// Where the first byte that needs escaping is.
+fn first_to_escape(text: &[u8]) -> Option<usize> {
+    // A loop without an early exit, which the compiler vectorizes; escapes are rare.
+    let any = text
+        .iter()
+        .fold(0u8, |found, &byte| found | u8::from(needs_escape(byte)));
+    if any != 0 {
+        text.iter().position(|&byte| needs_escape(byte))
+    } else {
+        None
+    }
+}
+
+/// Whether `text` holds a control character (which JSON strings may not hold as they are).
+fn has_control(text: &[u8]) -> bool {
+    text.iter()
+        .fold(0u8, |found, &byte| found | u8::from(byte < 0x20))
+        != 0
 }
 
 pub fn write_number(out: &mut Vec<u8>, number: &Number) {
@@ -313,7 +556,7 @@ pub fn write(out: &mut Vec<u8>, value: &Value) {
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
         Value::Number(n) => write_number(out, n),
-        Value::String(s) => write_str(out, s.as_bytes()),
+        Value::String(s) => write_string(out, s),
         Value::Array(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
@@ -330,7 +573,7 @@ pub fn write(out: &mut Vec<u8>, value: &Value) {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_str(out, key.as_bytes());
+                write_string(out, key);
                 out.push(b':');
                 write(out, value);
             }
@@ -386,6 +629,30 @@ mod tests {
     }
 
     #[test]
+    fn every_byte_that_needs_it_is_escaped_wherever_it_is() {
+        for len in 0..20 {
+            for at in 0..len {
+                for byte in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+                    let mut text = vec![b'a'; len];
+                    text[at] = byte;
+                    let mut out = Vec::new();
+                    write_str(&mut out, &text);
+                    let back: String = serde_json::from_slice(&out).expect("valid JSON");
+                    assert_eq!(back.as_bytes(), text.as_slice());
+                }
+            }
+        }
+        // A chunk flagged without cause does not end the search.
+        let mut out = Vec::new();
+        write_str(&mut out, b"\x21\x21\x21\x21\x21\x21\x21\x21\x21\"");
+        assert_eq!(out, b"\"!!!!!!!!!\\\"\"");
+        // Bytes above 0x7f (UTF-8) pass as they are.
+        let mut out = Vec::new();
+        write_str(&mut out, "héllo wörld, ünïcode ✓".as_bytes());
+        assert_eq!(out, "\"héllo wörld, ünïcode ✓\"".as_bytes());
+    }
+
+    #[test]
     fn control_characters_are_escaped() {
         let mut out = Vec::new();
         write_str(&mut out, "a\u{0}\u{1f}\u{8}\u{c}b".as_bytes());
@@ -394,8 +661,44 @@ mod tests {
 
     #[test]
     fn invalid_json_is_an_error() {
-        for text in ["{", "[1,]", "{\"a\" 1}", "1 2"] {
-            assert!(parse(&Bytes::from(text)).is_err(), "{text}");
+        for text in [
+            "",
+            "{",
+            "[1,]",
+            "{\"a\" 1}",
+            "1 2",
+            "01",
+            "1.",
+            "-",
+            "1e",
+            "tru",
+            "\"a",
+            "\"\\x\"",
+            "\"\\ud800\"",
+            "\"\u{1}\"",
+            "{\"a\":1,}",
+            "nul",
+            "[1 2]",
+            "{1:2}",
+        ] {
+            assert!(parse(&Bytes::from(text)).is_err(), "{text:?}");
+        }
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert!(parse(&Bytes::from(deep)).is_err());
+        assert!(parse(&Bytes::from(vec![b'"', 0xff, b'"'])).is_err());
+    }
+
+    #[test]
+    fn parses_what_serde_json_parses_the_same() {
+        for text in [
+            r#"{"a":[1,-0,0.5,-1.5e3,2E-2,1e300,9223372036854775807,-9223372036854775808]}"#,
+            r#"["\u00e9\ud83d\ude00","\/\b\f\n\r\t", " spaced " , {} , [ ] ]"#,
+            " \n\t{ \"k\" : true , \"l\" : false , \"m\" : null } ",
+            "18446744073709551615",
+        ] {
+            let ours = parse(&Bytes::from(text)).expect(text).to_serde();
+            let theirs: Json = serde_json::from_str(text).expect(text);
+            assert_eq!(ours, theirs, "{text}");
         }
     }
 }

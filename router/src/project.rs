@@ -124,14 +124,16 @@ impl<'a> Writer<'a> {
         out: &mut Vec<u8>,
     ) -> Result<(), Nulled> {
         out.push(b'{');
+        // Subgraphs answer in the order asked, which is mostly the plan's: look for each key
+        // just after the last one found before searching the whole object.
+        let mut next = 0;
         for (i, field) in fields.fields.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            json::write_str(out, field.key.as_bytes());
-            out.push(b':');
+            out.extend_from_slice(&field.quoted_key);
             match &field.kind {
-                FieldKind::Typename => json::write_str(out, fields.type_name.as_bytes()),
+                FieldKind::Typename => out.extend_from_slice(&fields.quoted_type_name),
                 FieldKind::Introspection => {
                     match self.input.introspection.and_then(|a| a.get(&field.key)) {
                         Some(answer) => json::write_serde(out, answer),
@@ -140,7 +142,19 @@ impl<'a> Writer<'a> {
                 }
                 FieldKind::Missing => out.extend_from_slice(b"null"),
                 FieldKind::Data { coordinate, shape } => {
-                    let value = json::get(data, &field.key).unwrap_or(&NULL);
+                    let value = match data.get(next) {
+                        Some((key, value)) if key.is(&field.key) => {
+                            next += 1;
+                            value
+                        }
+                        _ => match data.iter().position(|(key, _)| key.is(&field.key)) {
+                            Some(found) => {
+                                next = found + 1;
+                                &data[found].1
+                            }
+                            None => &NULL,
+                        },
+                    };
                     self.path.push(Segment::Key(&field.key));
                     let start = out.len();
                     let completed = self.complete(coordinate, shape, value, out);
@@ -297,7 +311,7 @@ impl<'a> Writer<'a> {
                 },
             },
             (Leaf::Float, Value::Number(n)) => json::write_number(out, n),
-            (Leaf::String | Leaf::Id, Value::String(s)) => json::write_str(out, s.as_bytes()),
+            (Leaf::String | Leaf::Id, Value::String(s)) => json::write_string(out, s),
             (Leaf::String, Value::Bool(b)) => {
                 out.extend_from_slice(if *b { b"\"true\"" } else { b"\"false\"" })
             }
@@ -318,7 +332,7 @@ impl<'a> Writer<'a> {
             (Leaf::Boolean, _) => return refuse(self, "Boolean"),
             (Leaf::Id, _) => return refuse(self, "ID"),
             (Leaf::Enum { values, .. }, Value::String(s)) if values.contains(s.as_str()) => {
-                json::write_str(out, s.as_bytes());
+                json::write_string(out, s);
             }
             (Leaf::Enum { name, .. }, _) => {
                 return Err(self.bad_value(format!(

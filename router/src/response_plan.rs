@@ -32,13 +32,23 @@ pub struct ResponsePlan {
 #[derive(Debug)]
 pub struct Fields {
     pub type_name: String,
+    /// `"TypeName"`, as written for `__typename`.
+    pub quoted_type_name: Vec<u8>,
     pub fields: Vec<FieldPlan>,
 }
 
 #[derive(Debug)]
 pub struct FieldPlan {
     pub key: String,
+    /// `"key":`, as written before the value.
+    pub quoted_key: Vec<u8>,
     pub kind: FieldKind,
+}
+
+fn quoted(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + 2);
+    crate::json::write_str(&mut out, text.as_bytes());
+    out
 }
 
 #[derive(Debug)]
@@ -287,13 +297,17 @@ impl<'a> Compiler<'a> {
                     }
                 }
             };
+            let mut quoted_key = quoted(key);
+            quoted_key.push(b':');
             planned.push(FieldPlan {
                 key: key.to_owned(),
+                quoted_key,
                 kind,
             });
         }
         let fields = Arc::new(Fields {
             type_name: concrete.to_owned(),
+            quoted_type_name: quoted(concrete),
             fields: planned,
         });
         if !root {
