@@ -19,7 +19,7 @@ use rustc_hash::FxHashMap;
 use serde_json::{Map, Value as Json, json};
 
 use crate::inflight::Inflight;
-use crate::json::{self, Object, Str, Value};
+use crate::json::{self, Object, Sources, Value};
 use crate::plan::Graph;
 
 /// Headers passed on to every subgraph request.
@@ -76,10 +76,12 @@ pub struct PlanRun {
     pub is_query: bool,
 }
 
-/// What the plan run produced: the merged data and the subgraphs' errors.
+/// What the plan run produced: the merged data (its strings in `sources`) and the subgraphs'
+/// errors.
 #[derive(Debug)]
 pub struct Outcome {
     pub data: Value,
+    pub sources: Sources,
     pub errors: Vec<Json>,
     /// Bytes the subgraphs answered with: about the size of the response.
     pub received: usize,
@@ -91,6 +93,7 @@ impl PlanRun {
         let Some(node) = plan.node.as_ref() else {
             return Outcome {
                 data: Value::Object(Object::new()),
+                sources: Sources::default(),
                 errors: Vec::new(),
                 received: 0,
             };
@@ -98,16 +101,21 @@ impl PlanRun {
         let exec = Execution {
             run: self,
             variables,
-            data: Mutex::new(Value::Object(Object::new())),
+            state: Mutex::new(State {
+                data: Value::Object(Object::new()),
+                sources: Sources::default(),
+            }),
             errors: Mutex::new(Vec::new()),
             received: std::sync::atomic::AtomicUsize::new(0),
         };
         exec.node(node).await;
+        let State { data, sources } = exec
+            .state
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
         Outcome {
-            data: exec
-                .data
-                .into_inner()
-                .unwrap_or_else(PoisonError::into_inner),
+            data,
+            sources,
             errors: exec
                 .errors
                 .into_inner()
@@ -151,10 +159,16 @@ struct Collected<'p> {
     targets: Vec<Vec<Vec<PathElem<'p>>>>,
 }
 
+/// The merged data and the bytes its strings live in.
+struct State {
+    data: Value,
+    sources: Sources,
+}
+
 struct Execution<'r> {
     run: &'r PlanRun,
     variables: &'r Map<String, Json>,
-    data: Mutex<Value>,
+    state: Mutex<State>,
     errors: Mutex<Vec<Json>>,
     received: std::sync::atomic::AtomicUsize,
 }
@@ -321,11 +335,15 @@ impl<'r> Execution<'r> {
             .collect();
         self.push_errors(errors);
         if let Some(mut data) = response.data {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let State {
+                data: merged,
+                sources,
+            } = &mut *state;
             for rewrite in fetch.output_rewrites.iter().flatten() {
-                apply_rewrite(&mut data, rewrite, &self.run.graph);
+                apply_rewrite(&mut data, rewrite, &self.run.graph, sources);
             }
-            let mut merged = self.data.lock().unwrap_or_else(PoisonError::into_inner);
-            deep_merge(&mut merged, data, &self.run.graph);
+            deep_merge(merged, data, &self.run.graph, sources);
         }
     }
 
@@ -337,8 +355,11 @@ impl<'r> Execution<'r> {
         jobs: Vec<EntityJob<'_>>,
     ) {
         let collected: Vec<Collected> = {
-            let data = self.data.lock().unwrap_or_else(PoisonError::into_inner);
-            jobs.iter().map(|job| self.collect(&data, job)).collect()
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let State { data, sources } = &mut *state;
+            jobs.iter()
+                .map(|job| self.collect(data, sources, job))
+                .collect()
         };
         if collected.iter().all(|c| c.representations.is_empty()) {
             return;
@@ -380,9 +401,14 @@ impl<'r> Execution<'r> {
         let Some(Value::Object(mut data)) = response.data else {
             return;
         };
-        let mut merged = self.data.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let State {
+            data: merged,
+            sources,
+        } = &mut *state;
+        let graph = &self.run.graph;
         for (job, c) in jobs.iter().zip(collected) {
-            let Some(Value::Array(entities)) = take(&mut data, job.response_key) else {
+            let Some(Value::Array(entities)) = take(&mut data, job.response_key, sources) else {
                 continue;
             };
             for (mut entity, mut targets) in entities.into_iter().zip(c.targets) {
@@ -390,25 +416,30 @@ impl<'r> Execution<'r> {
                     continue;
                 }
                 for rewrite in job.output_rewrites.into_iter().flatten() {
-                    apply_rewrite(&mut entity, rewrite, &self.run.graph);
+                    apply_rewrite(&mut entity, rewrite, graph, sources);
                 }
                 // Every target but the last gets a copy; the last takes the entity.
                 let last = targets.pop();
                 for target in targets {
-                    if let Some(slot) = navigate_mut(&mut merged, &target) {
-                        deep_merge(slot, entity.clone(), &self.run.graph);
+                    if let Some(slot) = navigate_mut(merged, &target, sources) {
+                        deep_merge(slot, entity.clone(), graph, sources);
                     }
                 }
                 if let Some(target) = last
-                    && let Some(slot) = navigate_mut(&mut merged, &target)
+                    && let Some(slot) = navigate_mut(merged, &target, sources)
                 {
-                    deep_merge(slot, entity, &self.run.graph);
+                    deep_merge(slot, entity, graph, sources);
                 }
             }
         }
     }
 
-    fn collect<'p>(&self, data: &Value, job: &EntityJob<'p>) -> Collected<'p> {
+    fn collect<'p>(
+        &self,
+        data: &Value,
+        sources: &mut Sources,
+        job: &EntityJob<'p>,
+    ) -> Collected<'p> {
         let graph = &self.run.graph;
         let mut locations = Vec::new();
         for path in &job.paths {
@@ -418,16 +449,17 @@ impl<'r> Execution<'r> {
                 &mut Vec::new(),
                 &mut locations,
                 graph,
+                sources,
             );
         }
         let mut collected = Collected::default();
         // By a hash of the representation's bytes; the bytes are compared on a hit.
         let mut seen: FxHashMap<u64, usize> = FxHashMap::default();
         for location in locations {
-            let Some(entity) = navigate(data, &location) else {
+            let Some(entity) = navigate(data, &location, sources) else {
                 continue;
             };
-            let Some(written) = representation(entity, job, graph) else {
+            let Some(written) = representation(entity, job, graph, sources) else {
                 continue;
             };
             let hash = rustc_hash::FxBuildHasher.hash_one(&written);
@@ -512,7 +544,11 @@ impl<'r> Execution<'r> {
         };
         self.received
             .fetch_add(body.len(), std::sync::atomic::Ordering::Relaxed);
-        match SubgraphResponse::parse(&body) {
+        let parsed = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            SubgraphResponse::parse(body, &mut state.sources)
+        };
+        match parsed {
             Some(parsed) if parsed.data.is_some() || !parsed.errors.is_empty() => {
                 self.run.client.metrics.record_subgraph(service, true);
                 Ok(parsed)
@@ -579,8 +615,8 @@ struct SubgraphResponse {
 
 impl SubgraphResponse {
     /// `None` when the body is not a JSON object.
-    fn parse(body: &Bytes) -> Option<SubgraphResponse> {
-        let Ok(Value::Object(members)) = json::parse(body) else {
+    fn parse(body: Bytes, sources: &mut Sources) -> Option<SubgraphResponse> {
+        let Ok(Value::Object(members)) = sources.parse(body) else {
             return None;
         };
         let mut response = SubgraphResponse {
@@ -588,12 +624,12 @@ impl SubgraphResponse {
             errors: Vec::new(),
         };
         for (key, value) in members {
-            if key.is("data") && !value.is_null() {
+            if sources.is(key, "data") && !value.is_null() {
                 response.data = Some(value);
-            } else if key.is("errors")
+            } else if sources.is(key, "errors")
                 && let Value::Array(errors) = value
             {
-                response.errors = errors.iter().map(Value::to_serde).collect();
+                response.errors = errors.iter().map(|e| e.to_serde(sources)).collect();
             }
         }
         Some(response)
@@ -601,8 +637,8 @@ impl SubgraphResponse {
 }
 
 /// Removes and returns the member `key`.
-fn take(members: &mut Object, key: &str) -> Option<Value> {
-    let index = members.iter().position(|(k, _)| k.is(key))?;
+fn take(members: &mut Object, key: &str, sources: &Sources) -> Option<Value> {
+    let index = members.iter().position(|(k, _)| sources.is(*k, key))?;
     Some(members.swap_remove(index).1)
 }
 
@@ -638,8 +674,10 @@ fn subgraph_error(
     Json::Object(out)
 }
 
-fn type_name(value: &Value) -> Option<&str> {
-    value.get("__typename").and_then(Value::as_str)
+fn type_name<'s>(value: &Value, sources: &'s Sources) -> Option<&'s str> {
+    value
+        .get("__typename", sources)
+        .and_then(|t| t.as_str(sources))
 }
 
 fn collect_locations<'p>(
@@ -648,12 +686,13 @@ fn collect_locations<'p>(
     here: &mut Vec<PathElem<'p>>,
     out: &mut Vec<Vec<PathElem<'p>>>,
     graph: &Graph,
+    sources: &Sources,
 ) {
     if let Value::Array(items) = value {
         // A list where the path names a field: every element continues the path.
         for (i, item) in items.iter().enumerate() {
             here.push(PathElem::Index(i));
-            collect_locations(item, segments, here, out, graph);
+            collect_locations(item, segments, here, out, graph, sources);
             here.pop();
         }
         return;
@@ -664,27 +703,29 @@ fn collect_locations<'p>(
     match segments.split_first() {
         None => out.push(here.clone()),
         Some((FlattenNodePathSegment::Field(name), rest)) => {
-            if let Some(child) = json::get(object, name) {
+            if let Some(child) = json::get(object, name, sources) {
                 here.push(PathElem::Key(name));
-                collect_locations(child, rest, here, out, graph);
+                collect_locations(child, rest, here, out, graph, sources);
                 here.pop();
             }
         }
         Some((FlattenNodePathSegment::List, rest)) => {
-            collect_locations(value, rest, here, out, graph)
+            collect_locations(value, rest, here, out, graph, sources)
         }
         Some((FlattenNodePathSegment::TypeCondition(types), rest)) => {
-            if type_name(value).is_some_and(|t| types.iter().any(|c| graph.type_matches(t, c))) {
-                collect_locations(value, rest, here, out, graph);
+            if type_name(value, sources)
+                .is_some_and(|t| types.iter().any(|c| graph.type_matches(t, c)))
+            {
+                collect_locations(value, rest, here, out, graph, sources);
             }
         }
     }
 }
 
-fn navigate<'a>(mut value: &'a Value, path: &[PathElem]) -> Option<&'a Value> {
+fn navigate<'a>(mut value: &'a Value, path: &[PathElem], sources: &Sources) -> Option<&'a Value> {
     for elem in path {
         value = match (elem, value) {
-            (PathElem::Key(k), value) => value.get(k)?,
+            (PathElem::Key(k), value) => value.get(k, sources)?,
             (PathElem::Index(i), Value::Array(items)) => items.get(*i)?,
             (PathElem::Index(_), _) => return None,
         };
@@ -692,10 +733,14 @@ fn navigate<'a>(mut value: &'a Value, path: &[PathElem]) -> Option<&'a Value> {
     Some(value)
 }
 
-fn navigate_mut<'a>(mut value: &'a mut Value, path: &[PathElem]) -> Option<&'a mut Value> {
+fn navigate_mut<'a>(
+    mut value: &'a mut Value,
+    path: &[PathElem],
+    sources: &Sources,
+) -> Option<&'a mut Value> {
     for elem in path {
         value = match (elem, value) {
-            (PathElem::Key(k), value) => value.get_mut(k)?,
+            (PathElem::Key(k), value) => value.get_mut(k, sources)?,
             (PathElem::Index(i), Value::Array(items)) => items.get_mut(*i)?,
             (PathElem::Index(_), _) => return None,
         };
@@ -706,23 +751,28 @@ fn navigate_mut<'a>(mut value: &'a mut Value, path: &[PathElem]) -> Option<&'a m
 /// The representation of `entity` for `job`, as JSON; `None` when it cannot be fetched (a key
 /// field is missing, e.g. null) or the fetch is not for its type (no type condition of
 /// `requires` matched: `... on Admin` over a list of accounts).
-fn representation(entity: &Value, job: &EntityJob<'_>, graph: &Graph) -> Option<Vec<u8>> {
+fn representation(
+    entity: &Value,
+    job: &EntityJob<'_>,
+    graph: &Graph,
+    sources: &mut Sources,
+) -> Option<Vec<u8>> {
     let mut written = Vec::with_capacity(64);
     if job.input_rewrites.is_none()
-        && let Some(()) = write_requires(entity, job.requires, graph, &mut written)?
+        && let Some(()) = write_requires(entity, job.requires, graph, sources, &mut written)?
     {
         return (written.as_slice() != b"{}").then_some(written);
     }
     // Rewrites, or a key selected twice: build the value, then write it.
-    let mut representation = project(entity, job.requires, graph)?;
+    let mut representation = project(entity, job.requires, graph, sources)?;
     if matches!(&representation, Value::Object(members) if members.is_empty()) {
         return None;
     }
     for rewrite in job.input_rewrites.into_iter().flatten() {
-        apply_rewrite(&mut representation, rewrite, graph);
+        apply_rewrite(&mut representation, rewrite, graph, sources);
     }
     written.clear();
-    json::write(&mut written, &representation);
+    json::write(&mut written, &representation, sources);
     Some(written)
 }
 
@@ -733,6 +783,7 @@ fn write_requires(
     value: &Value,
     selections: &SelectionSet,
     graph: &Graph,
+    sources: &Sources,
     out: &mut Vec<u8>,
 ) -> Option<Option<()>> {
     match value {
@@ -742,7 +793,7 @@ fn write_requires(
                 if i > 0 {
                     out.push(b',');
                 }
-                if write_requires(item, selections, graph, out)?.is_none() {
+                if write_requires(item, selections, graph, sources, out)?.is_none() {
                     return Some(None);
                 }
             }
@@ -751,12 +802,14 @@ fn write_requires(
         Value::Object(_) if !selections.items.is_empty() => {
             out.push(b'{');
             let mut written: Vec<&str> = Vec::new();
-            if write_requires_fields(value, selections, graph, out, &mut written)?.is_none() {
+            if write_requires_fields(value, selections, graph, sources, out, &mut written)?
+                .is_none()
+            {
                 return Some(None);
             }
             out.push(b'}');
         }
-        other => json::write(out, other),
+        other => json::write(out, other, sources),
     }
     Some(Some(()))
 }
@@ -765,6 +818,7 @@ fn write_requires_fields<'s>(
     value: &Value,
     selections: &'s SelectionSet,
     graph: &Graph,
+    sources: &Sources,
     out: &mut Vec<u8>,
     written: &mut Vec<&'s str>,
 ) -> Option<Option<()>> {
@@ -773,7 +827,7 @@ fn write_requires_fields<'s>(
             // As in `project_into`: `name` is the key in the data, `alias` the field name the
             // subgraph expects.
             SelectionItem::Field(field) => {
-                let child = value.get(&field.name)?;
+                let child = value.get(&field.name, sources)?;
                 let key = field.alias.as_deref().unwrap_or(&field.name);
                 if written.contains(&key) {
                     return Some(None);
@@ -785,15 +839,23 @@ fn write_requires_fields<'s>(
                 json::write_str(out, key.as_bytes());
                 out.push(b':');
                 if field.selections.items.is_empty() {
-                    json::write(out, child);
-                } else if write_requires(child, &field.selections, graph, out)?.is_none() {
+                    json::write(out, child, sources);
+                } else if write_requires(child, &field.selections, graph, sources, out)?.is_none() {
                     return Some(None);
                 }
             }
             SelectionItem::InlineFragment(fragment) => {
-                if type_name(value).is_some_and(|t| graph.type_matches(t, &fragment.type_condition))
-                    && write_requires_fields(value, &fragment.selections, graph, out, written)?
-                        .is_none()
+                if type_name(value, sources)
+                    .is_some_and(|t| graph.type_matches(t, &fragment.type_condition))
+                    && write_requires_fields(
+                        value,
+                        &fragment.selections,
+                        graph,
+                        sources,
+                        out,
+                        written,
+                    )?
+                    .is_none()
                 {
                     return Some(None);
                 }
@@ -806,18 +868,23 @@ fn write_requires_fields<'s>(
 
 /// The representation of `value` for `requires`: its key (and required) fields by field name.
 /// `None` when a required field is missing.
-fn project(value: &Value, selections: &SelectionSet, graph: &Graph) -> Option<Value> {
+fn project(
+    value: &Value,
+    selections: &SelectionSet,
+    graph: &Graph,
+    sources: &mut Sources,
+) -> Option<Value> {
     match value {
         Value::Null => Some(Value::Null),
         Value::Array(items) => items
             .iter()
-            .map(|item| project(item, selections, graph))
+            .map(|item| project(item, selections, graph, sources))
             .collect::<Option<Vec<_>>>()
             .map(Value::Array),
         Value::Object(_) if selections.items.is_empty() => Some(value.clone()),
         Value::Object(_) => {
             let mut out = Object::new();
-            project_into(value, selections, graph, &mut out)?;
+            project_into(value, selections, graph, sources, &mut out)?;
             Some(Value::Object(out))
         }
         leaf => Some(leaf.clone()),
@@ -828,6 +895,7 @@ fn project_into(
     value: &Value,
     selections: &SelectionSet,
     graph: &Graph,
+    sources: &mut Sources,
     out: &mut Object,
 ) -> Option<()> {
     for item in &selections.items {
@@ -837,22 +905,26 @@ fn project_into(
             // required `comments(limit: 3)` sits beside the client's `comments(limit: 1)`),
             // `alias` the field name the subgraph expects in the representation.
             SelectionItem::Field(field) => {
-                let child = value.get(&field.name)?;
+                let child = value.get(&field.name, sources)?;
                 let projected = if field.selections.items.is_empty() {
                     child.clone()
                 } else {
-                    project(child, &field.selections, graph)?
+                    project(child, &field.selections, graph, sources)?
                 };
                 let key = field.alias.as_deref().unwrap_or(&field.name);
-                match json::get_mut(out, key) {
-                    Some(existing) => deep_merge(existing, projected, graph),
-                    None => out.push((Str::from(key), projected)),
+                match json::get_mut(out, key, sources) {
+                    Some(existing) => deep_merge(existing, projected, graph, sources),
+                    None => {
+                        let key = sources.make(key);
+                        out.push((key, projected));
+                    }
                 }
             }
             SelectionItem::InlineFragment(fragment) => {
-                if type_name(value).is_some_and(|t| graph.type_matches(t, &fragment.type_condition))
+                if type_name(value, sources)
+                    .is_some_and(|t| graph.type_matches(t, &fragment.type_condition))
                 {
-                    project_into(value, &fragment.selections, graph, out)?;
+                    project_into(value, &fragment.selections, graph, sources, out)?;
                 }
             }
             SelectionItem::FragmentSpread(_) => {}
@@ -861,28 +933,42 @@ fn project_into(
     Some(())
 }
 
-fn apply_rewrite(value: &mut Value, rewrite: &FetchRewrite, graph: &Graph) {
+fn apply_rewrite(value: &mut Value, rewrite: &FetchRewrite, graph: &Graph, sources: &mut Sources) {
     match rewrite {
-        FetchRewrite::ValueSetter(setter) => {
-            rewrite_at(value, &setter.path, graph, &mut |object, key| {
-                let set = Value::String(Str::from(setter.set_value_to.as_str()));
-                match json::get_mut(object, key) {
+        FetchRewrite::ValueSetter(setter) => rewrite_at(
+            value,
+            &setter.path,
+            graph,
+            sources,
+            &mut |object, key, sources| {
+                let set = Value::String(sources.make(&setter.set_value_to));
+                match json::get_mut(object, key, sources) {
                     Some(existing) => *existing = set,
-                    None => object.push((Str::from(key), set)),
-                }
-            })
-        }
-        FetchRewrite::KeyRenamer(renamer) => {
-            rewrite_at(value, &renamer.path, graph, &mut |object, key| {
-                if let Some(index) = object.iter().position(|(k, _)| k.is(key)) {
-                    let (_, moved) = object.remove(index);
-                    match json::get_mut(object, &renamer.rename_key_to) {
-                        Some(existing) => *existing = moved,
-                        None => object.push((Str::from(renamer.rename_key_to.as_str()), moved)),
+                    None => {
+                        let key = sources.make(key);
+                        object.push((key, set));
                     }
                 }
-            })
-        }
+            },
+        ),
+        FetchRewrite::KeyRenamer(renamer) => rewrite_at(
+            value,
+            &renamer.path,
+            graph,
+            sources,
+            &mut |object, key, sources| {
+                if let Some(index) = object.iter().position(|(k, _)| sources.is(*k, key)) {
+                    let (_, moved) = object.remove(index);
+                    match json::get_mut(object, &renamer.rename_key_to, sources) {
+                        Some(existing) => *existing = moved,
+                        None => {
+                            let key = sources.make(&renamer.rename_key_to);
+                            object.push((key, moved));
+                        }
+                    }
+                }
+            },
+        ),
     }
 }
 
@@ -890,20 +976,22 @@ fn rewrite_at(
     value: &mut Value,
     path: &[FetchNodePathSegment],
     graph: &Graph,
-    action: &mut dyn FnMut(&mut Object, &str),
+    sources: &mut Sources,
+    action: &mut dyn FnMut(&mut Object, &str, &mut Sources),
 ) {
     if let Value::Array(items) = value {
         for item in items {
-            rewrite_at(item, path, graph, action);
+            rewrite_at(item, path, graph, sources, action);
         }
         return;
     }
     match path.split_first() {
         None => {}
         Some((FetchNodePathSegment::TypenameEquals(types), rest))
-            if type_name(value).is_some_and(|t| types.iter().any(|c| graph.type_matches(t, c))) =>
+            if type_name(value, sources)
+                .is_some_and(|t| types.iter().any(|c| graph.type_matches(t, c))) =>
         {
-            rewrite_at(value, rest, graph, action);
+            rewrite_at(value, rest, graph, sources, action);
         }
         Some((FetchNodePathSegment::TypenameEquals(_), _)) => {}
         Some((FetchNodePathSegment::Key(key), rest)) => {
@@ -911,9 +999,9 @@ fn rewrite_at(
                 return;
             };
             if rest.is_empty() {
-                action(object, key);
-            } else if let Some(child) = json::get_mut(object, key) {
-                rewrite_at(child, rest, graph, action);
+                action(object, key, sources);
+            } else if let Some(child) = json::get_mut(object, key, sources) {
+                rewrite_at(child, rest, graph, sources, action);
             }
         }
     }
@@ -922,7 +1010,7 @@ fn rewrite_at(
 /// Merges `source` into `target`: objects key by key, lists of equal length element-wise,
 /// anything else replaced. A `__typename` naming an interface (an `@interfaceObject`
 /// subgraph's answer) does not replace a concrete type already known.
-pub fn deep_merge(target: &mut Value, source: Value, graph: &Graph) {
+pub fn deep_merge(target: &mut Value, source: Value, graph: &Graph, sources: &Sources) {
     match (target, source) {
         (Value::Object(target), Value::Object(source)) => {
             if target.is_empty() {
@@ -931,22 +1019,22 @@ pub fn deep_merge(target: &mut Value, source: Value, graph: &Graph) {
             }
             target.reserve(source.len());
             for (key, value) in source {
-                let existing = target.iter().position(|(k, _)| *k == key);
-                if key.is("__typename")
-                    && existing.is_some()
-                    && value.as_str().is_some_and(|t| graph.is_abstract(t))
+                let existing = target.iter().position(|(k, _)| sources.same(*k, key));
+                if existing.is_some()
+                    && sources.is(key, "__typename")
+                    && value.as_str(sources).is_some_and(|t| graph.is_abstract(t))
                 {
                     continue;
                 }
                 match existing {
-                    Some(index) => deep_merge(&mut target[index].1, value, graph),
+                    Some(index) => deep_merge(&mut target[index].1, value, graph, sources),
                     None => target.push((key, value)),
                 }
             }
         }
         (Value::Array(target), Value::Array(source)) if target.len() == source.len() => {
             for (existing, value) in target.iter_mut().zip(source) {
-                deep_merge(existing, value, graph);
+                deep_merge(existing, value, graph, sources);
             }
         }
         (target, source) => *target = source,

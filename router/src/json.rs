@@ -1,78 +1,118 @@
-//! JSON as the executor holds subgraph answers: parsed without copying their strings (each
-//! string and key is a slice of the answer's own bytes, shared by reference count), objects as
-//! small vectors in the order they were written, and written back straight into a byte
+//! JSON as the executor holds subgraph answers: parsed without copying their strings, objects
+//! as small vectors in the order they were written, and written back straight into a byte
 //! buffer.
 //!
-//! `serde_json::Value` allocates every string and keeps every object in an `IndexMap` hashed
-//! with SipHash; for answers of many small objects that was most of the router's work.
+//! A request's answers are kept whole in its [`Sources`]; a string or key is a [`Str`], a
+//! small copyable range of one of them (escaped strings, the few the router makes, get a
+//! buffer of their own). So parsing allocates only the vectors of arrays and objects, a value
+//! is 32 bytes, and copying one costs no reference counting. (`serde_json::Value` allocates
+//! every string and keeps every object in an `IndexMap` hashed with SipHash; for answers of
+//! many small objects that was most of the router's work.)
 
 use bytes::Bytes;
 use serde_json::{Number, Value as Json};
 
-/// A JSON string: UTF-8, without its quotes and escapes.
-#[derive(Clone)]
+/// A JSON string, without its quotes and escapes: a range of a buffer of its [`Sources`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Str {
-    bytes: Bytes,
-    /// Nothing in it needs escaping: written as it is. True of every string that was a slice
+    source: u32,
+    start: u32,
+    len: u32,
+    /// Nothing in it needs escaping: written as it is. True of every string that was a range
     /// of an answer (JSON escapes quotes, backslashes and control characters, so a string
     /// without escapes has none).
     clean: bool,
 }
 
-impl PartialEq for Str {
-    fn eq(&self, other: &Self) -> bool {
-        self.bytes == other.bytes
-    }
+/// The bytes a request's values live in: every answer, and the strings made along the way.
+/// All of it is UTF-8 (answers are checked when parsed).
+#[derive(Debug, Default)]
+pub struct Sources {
+    buffers: Vec<Bytes>,
 }
 
-impl Eq for Str {}
-
-impl std::hash::Hash for Str {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.bytes.hash(state);
-    }
-}
-
-impl Str {
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
+impl Sources {
+    pub fn bytes(&self, text: Str) -> &[u8] {
+        let start = text.start as usize;
+        self.buffers
+            .get(text.source as usize)
+            .and_then(|buffer| buffer.get(start..start + text.len as usize))
+            .unwrap_or_default()
     }
 
-    /// The text; every `Str` is made from a `str`, so this never fails in practice.
-    pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes).unwrap_or_default()
+    /// The text (every buffer is UTF-8, so this does not fail).
+    pub fn text(&self, text: Str) -> &str {
+        std::str::from_utf8(self.bytes(text)).unwrap_or_default()
     }
 
-    pub fn is(&self, text: &str) -> bool {
-        self.bytes == text.as_bytes()
+    pub fn is(&self, text: Str, other: &str) -> bool {
+        text.len as usize == other.len() && self.bytes(text) == other.as_bytes()
     }
 
-    fn owned(bytes: Bytes) -> Str {
-        let clean = !bytes.iter().any(|&b| needs_escape(b));
-        Str { bytes, clean }
+    pub fn same(&self, a: Str, b: Str) -> bool {
+        (a.source == b.source && a.start == b.start && a.len == b.len)
+            || (a.len == b.len && self.bytes(a) == self.bytes(b))
     }
-}
 
-impl From<&str> for Str {
-    fn from(text: &str) -> Self {
-        Str::owned(Bytes::copy_from_slice(text.as_bytes()))
+    /// A string the router makes (a key it writes, a value it sets).
+    pub fn make(&mut self, text: &str) -> Str {
+        self.keep(Bytes::copy_from_slice(text.as_bytes()))
     }
-}
 
-impl From<String> for Str {
-    fn from(text: String) -> Self {
-        Str::owned(Bytes::from(text))
+    /// `bytes` as one string (UTF-8 by the caller's word).
+    fn keep(&mut self, bytes: Bytes) -> Str {
+        let clean = first_to_escape(&bytes).is_none();
+        let len = bytes.len() as u32;
+        let source = self.buffers.len() as u32;
+        self.buffers.push(bytes);
+        Str {
+            source,
+            start: 0,
+            len,
+            clean,
+        }
+    }
+
+    /// Parses an answer (RFC 8259 JSON, UTF-8) and keeps its bytes; its strings without
+    /// escapes are ranges of them.
+    pub fn parse(&mut self, bytes: Bytes) -> Result<Value, ParseError> {
+        if std::str::from_utf8(&bytes).is_err() {
+            return Err(ParseError {
+                what: "invalid UTF-8",
+                at: 0,
+            });
+        }
+        if bytes.len() > u32::MAX as usize {
+            return Err(ParseError {
+                what: "an answer over 4 GiB",
+                at: 0,
+            });
+        }
+        let source = self.buffers.len() as u32;
+        self.buffers.push(bytes.clone());
+        let mut parser = Parser {
+            text: &bytes,
+            source,
+            sources: self,
+            at: 0,
+            depth: 0,
+        };
+        let value = parser.value()?;
+        parser.skip_whitespace();
+        if parser.at != parser.text.len() {
+            return Err(parser.error("trailing characters"));
+        }
+        Ok(value)
+    }
+
+    /// How many bytes of answers and strings are kept.
+    pub fn size(&self) -> usize {
+        self.buffers.iter().map(Bytes::len).sum()
     }
 }
 
 fn needs_escape(byte: u8) -> bool {
     byte < 0x20 || byte == b'"' || byte == b'\\'
-}
-
-impl std::fmt::Debug for Str {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self.as_str(), f)
-    }
 }
 
 /// Object members in the order written.
@@ -94,73 +134,80 @@ impl Value {
     }
 
     /// The member `key` of an object.
-    pub fn get(&self, key: &str) -> Option<&Value> {
+    pub fn get<'v>(&'v self, key: &str, sources: &Sources) -> Option<&'v Value> {
         match self {
-            Value::Object(members) => get(members, key),
+            Value::Object(members) => get(members, key, sources),
             _ => None,
         }
     }
 
-    pub fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
+    pub fn get_mut<'v>(&'v mut self, key: &str, sources: &Sources) -> Option<&'v mut Value> {
         match self {
-            Value::Object(members) => get_mut(members, key),
+            Value::Object(members) => get_mut(members, key, sources),
             _ => None,
         }
     }
 
-    pub fn as_str(&self) -> Option<&str> {
+    pub fn as_str<'s>(&self, sources: &'s Sources) -> Option<&'s str> {
         match self {
-            Value::String(s) => Some(s.as_str()),
+            Value::String(s) => Some(sources.text(*s)),
             _ => None,
         }
     }
 
     /// The same value as `serde_json::Value`, for the rare paths that want one (errors).
-    pub fn to_serde(&self) -> Json {
+    pub fn to_serde(&self, sources: &Sources) -> Json {
         match self {
             Value::Null => Json::Null,
             Value::Bool(b) => Json::Bool(*b),
             Value::Number(n) => Json::Number(n.clone()),
-            Value::String(s) => Json::String(s.as_str().to_owned()),
-            Value::Array(items) => Json::Array(items.iter().map(Value::to_serde).collect()),
+            Value::String(s) => Json::String(sources.text(*s).to_owned()),
+            Value::Array(items) => {
+                Json::Array(items.iter().map(|item| item.to_serde(sources)).collect())
+            }
             Value::Object(members) => Json::Object(
                 members
                     .iter()
-                    .map(|(k, v)| (k.as_str().to_owned(), v.to_serde()))
+                    .map(|(k, v)| (sources.text(*k).to_owned(), v.to_serde(sources)))
                     .collect(),
             ),
         }
     }
 
-    /// A `serde_json::Value` as a value (copying it).
-    pub fn from_serde(value: &Json) -> Value {
+    /// A `serde_json::Value` as a value (copying its strings into `sources`).
+    pub fn from_serde(value: &Json, sources: &mut Sources) -> Value {
         match value {
             Json::Null => Value::Null,
             Json::Bool(b) => Value::Bool(*b),
             Json::Number(n) => Value::Number(n.clone()),
-            Json::String(s) => Value::String(Str::from(s.as_str())),
-            Json::Array(items) => Value::Array(items.iter().map(Value::from_serde).collect()),
+            Json::String(s) => Value::String(sources.make(s)),
+            Json::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|item| Value::from_serde(item, sources))
+                    .collect(),
+            ),
             Json::Object(members) => Value::Object(
                 members
                     .iter()
-                    .map(|(k, v)| (Str::from(k.as_str()), Value::from_serde(v)))
+                    .map(|(k, v)| (sources.make(k), Value::from_serde(v, sources)))
                     .collect(),
             ),
         }
     }
 }
 
-pub fn get<'v>(members: &'v Object, key: &str) -> Option<&'v Value> {
+pub fn get<'v>(members: &'v Object, key: &str, sources: &Sources) -> Option<&'v Value> {
     members
         .iter()
-        .find(|(k, _)| k.bytes == key.as_bytes())
+        .find(|(k, _)| sources.is(*k, key))
         .map(|(_, v)| v)
 }
 
-pub fn get_mut<'v>(members: &'v mut Object, key: &str) -> Option<&'v mut Value> {
+pub fn get_mut<'v>(members: &'v mut Object, key: &str, sources: &Sources) -> Option<&'v mut Value> {
     members
         .iter_mut()
-        .find(|(k, _)| k.bytes == key.as_bytes())
+        .find(|(k, _)| sources.is(*k, key))
         .map(|(_, v)| v)
 }
 
@@ -175,31 +222,10 @@ pub struct ParseError {
 /// How deeply arrays and objects may nest in an answer (as serde_json's limit).
 const MAX_DEPTH: usize = 128;
 
-/// Parses `bytes` (RFC 8259 JSON, UTF-8); strings without escapes are slices of `bytes`.
-pub fn parse(bytes: &Bytes) -> Result<Value, ParseError> {
-    if std::str::from_utf8(bytes).is_err() {
-        return Err(ParseError {
-            what: "invalid UTF-8",
-            at: 0,
-        });
-    }
-    let mut parser = Parser {
-        source: bytes,
-        text: bytes,
-        at: 0,
-        depth: 0,
-    };
-    let value = parser.value()?;
-    parser.skip_whitespace();
-    if parser.at != parser.text.len() {
-        return Err(parser.error("trailing characters"));
-    }
-    Ok(value)
-}
-
 struct Parser<'b> {
-    source: &'b Bytes,
     text: &'b [u8],
+    source: u32,
+    sources: &'b mut Sources,
     at: usize,
     depth: usize,
 }
@@ -327,7 +353,9 @@ impl Parser<'_> {
         }
         self.at = start + end + 1;
         Ok(Str {
-            bytes: self.source.slice(start..start + end),
+            source: self.source,
+            start: start as u32,
+            len: end as u32,
             clean: true,
         })
     }
@@ -380,9 +408,10 @@ impl Parser<'_> {
             }
         }
         self.at = at + 1;
-        String::from_utf8(out)
-            .map(Str::from)
-            .map_err(|_| self.error("invalid UTF-8 in an escape"))
+        match String::from_utf8(out) {
+            Ok(text) => Ok(self.sources.keep(Bytes::from(text))),
+            Err(_) => Err(self.error("invalid UTF-8 in an escape")),
+        }
     }
 
     /// `XXXX` after `\u` (with its low surrogate's `\uXXXX` when it is a high one).
@@ -478,14 +507,15 @@ impl Parser<'_> {
 }
 
 /// Writes a string value: as it is when it needs no escaping.
-pub fn write_string(out: &mut Vec<u8>, text: &Str) {
+pub fn write_string(out: &mut Vec<u8>, text: Str, sources: &Sources) {
+    let bytes = sources.bytes(text);
     if text.clean {
-        out.reserve(text.bytes.len() + 2);
+        out.reserve(bytes.len() + 2);
         out.push(b'"');
-        out.extend_from_slice(&text.bytes);
+        out.extend_from_slice(bytes);
         out.push(b'"');
     } else {
-        write_str(out, &text.bytes);
+        write_str(out, bytes);
     }
 }
 
@@ -550,20 +580,20 @@ pub fn write_number(out: &mut Vec<u8>, number: &Number) {
 }
 
 /// Writes `value` as JSON.
-pub fn write(out: &mut Vec<u8>, value: &Value) {
+pub fn write(out: &mut Vec<u8>, value: &Value, sources: &Sources) {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
         Value::Number(n) => write_number(out, n),
-        Value::String(s) => write_string(out, s),
+        Value::String(s) => write_string(out, *s, sources),
         Value::Array(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                write(out, item);
+                write(out, item, sources);
             }
             out.push(b']');
         }
@@ -573,9 +603,9 @@ pub fn write(out: &mut Vec<u8>, value: &Value) {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_string(out, key);
+                write_string(out, *key, sources);
                 out.push(b':');
-                write(out, value);
+                write(out, value, sources);
             }
             out.push(b'}');
         }
@@ -592,40 +622,47 @@ pub fn write_serde(out: &mut Vec<u8>, value: &Json) {
 mod tests {
     use super::*;
 
+    fn parse(text: &[u8]) -> Result<Value, ParseError> {
+        Sources::default().parse(Bytes::copy_from_slice(text))
+    }
+
     #[test]
     fn parses_and_writes_back_the_same_json() {
         let text = r#"{"data":{"a":[1,-2,3.5,true,null,"x\"y\\z\n\u0001é"],"b":{},"c":[]},"n":18446744073709551615}"#;
-        let bytes = Bytes::from(text);
-        let value = parse(&bytes).expect("parses");
+        let mut sources = Sources::default();
+        let value = sources.parse(Bytes::from(text)).expect("parses");
         let mut out = Vec::new();
-        write(&mut out, &value);
+        write(&mut out, &value, &sources);
         let again: Json = serde_json::from_slice(&out).expect("valid JSON");
         assert_eq!(again, serde_json::from_str::<Json>(text).expect("valid"));
-        assert_eq!(Value::from_serde(&again), value);
-        assert_eq!(value.to_serde(), again);
+        assert_eq!(value.to_serde(&sources), again);
+        let copied = Value::from_serde(&again, &mut sources);
+        assert_eq!(copied.to_serde(&sources), again);
     }
 
     #[test]
     fn strings_without_escapes_are_slices_of_the_answer() {
-        let bytes = Bytes::from(r#"{"name":"Ada","quoted":"a\"b"}"#);
-        let value = parse(&bytes).expect("parses");
+        let mut sources = Sources::default();
+        let value = sources
+            .parse(Bytes::from(r#"{"name":"Ada","quoted":"a\"b"}"#))
+            .expect("parses");
         let Value::Object(members) = &value else {
             panic!("an object")
         };
         let (key, name) = &members[0];
-        let inside = |s: &[u8]| {
-            let (start, end) = (
-                bytes.as_ptr() as usize,
-                bytes.as_ptr() as usize + bytes.len(),
-            );
-            (s.as_ptr() as usize) >= start && (s.as_ptr() as usize) < end
-        };
-        assert!(inside(key.as_bytes()));
         let Value::String(name) = name else {
             panic!("a string")
         };
-        assert!(inside(name.as_bytes()));
-        assert_eq!(value.get("quoted").and_then(Value::as_str), Some("a\"b"));
+        // The key and the name are ranges of the answer; the escaped string has its own.
+        assert_eq!((key.source, key.start, key.len, key.clean), (0, 2, 4, true));
+        assert_eq!((name.source, name.start), (0, 9));
+        assert_eq!(sources.text(*name), "Ada");
+        let Some(Value::String(quoted)) = value.get("quoted", &sources) else {
+            panic!("a string")
+        };
+        assert_eq!(quoted.source, 1);
+        assert!(!quoted.clean);
+        assert_eq!(sources.text(*quoted), "a\"b");
     }
 
     #[test]
@@ -681,11 +718,11 @@ mod tests {
             "[1 2]",
             "{1:2}",
         ] {
-            assert!(parse(&Bytes::from(text)).is_err(), "{text:?}");
+            assert!(parse(text.as_bytes()).is_err(), "{text:?}");
         }
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
-        assert!(parse(&Bytes::from(deep)).is_err());
-        assert!(parse(&Bytes::from(vec![b'"', 0xff, b'"'])).is_err());
+        assert!(parse(deep.as_bytes()).is_err());
+        assert!(parse(&[b'"', 0xff, b'"']).is_err());
     }
 
     #[test]
@@ -696,7 +733,11 @@ mod tests {
             " \n\t{ \"k\" : true , \"l\" : false , \"m\" : null } ",
             "18446744073709551615",
         ] {
-            let ours = parse(&Bytes::from(text)).expect(text).to_serde();
+            let mut sources = Sources::default();
+            let ours = sources
+                .parse(Bytes::copy_from_slice(text.as_bytes()))
+                .expect(text)
+                .to_serde(&sources);
             let theirs: Json = serde_json::from_str(text).expect(text);
             assert_eq!(ours, theirs, "{text}");
         }

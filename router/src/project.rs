@@ -9,7 +9,7 @@
 
 use serde_json::{Map, Value as Json, json};
 
-use crate::json::{self, Object, Value};
+use crate::json::{self, Object, Sources, Value};
 use crate::response_plan::{
     FieldKind, Fields, Leaf, ResponsePlan, Selection, SelectionKind, Shape,
 };
@@ -56,8 +56,9 @@ struct Nulled;
 pub struct Input<'a> {
     pub types: &'a Types,
     pub plan: &'a ResponsePlan,
-    /// The plan run's merged data.
+    /// The plan run's merged data, and the bytes its strings live in.
     pub data: &'a Value,
+    pub sources: &'a Sources,
     /// Errors already reported (by subgraphs): a null they explain is not reported again.
     pub reported: &'a [Json],
     /// Answers to the operation's `__schema` / `__type` root fields, by response key.
@@ -126,6 +127,7 @@ impl<'a> Writer<'a> {
         out.push(b'{');
         // Subgraphs answer in the order asked, which is mostly the plan's: look for each key
         // just after the last one found before searching the whole object.
+        let sources = self.input.sources;
         let mut next = 0;
         for (i, field) in fields.fields.iter().enumerate() {
             if i > 0 {
@@ -143,11 +145,14 @@ impl<'a> Writer<'a> {
                 FieldKind::Missing => out.extend_from_slice(b"null"),
                 FieldKind::Data { coordinate, shape } => {
                     let value = match data.get(next) {
-                        Some((key, value)) if key.is(&field.key) => {
+                        Some((key, value)) if sources.is(*key, &field.key) => {
                             next += 1;
                             value
                         }
-                        _ => match data.iter().position(|(key, _)| key.is(&field.key)) {
+                        _ => match data
+                            .iter()
+                            .position(|(key, _)| sources.is(*key, &field.key))
+                        {
                             Some(found) => {
                                 next = found + 1;
                                 &data[found].1
@@ -246,7 +251,9 @@ impl<'a> Writer<'a> {
         let fields = match selection.kind {
             SelectionKind::Object => selection.by_type.first().map(|(_, f)| f),
             SelectionKind::Interface | SelectionKind::Union => {
-                let typename = json::get(object, "__typename").and_then(Value::as_str);
+                let sources = self.input.sources;
+                let typename =
+                    json::get(object, "__typename", sources).and_then(|t| t.as_str(sources));
                 let types = self.input.types;
                 match typename {
                     // A type clients cannot see (`@inaccessible`) is null to them.
@@ -289,10 +296,11 @@ impl<'a> Writer<'a> {
     /// CoerceResult of a leaf, as graphql-js serializes built-in scalars; other scalars are
     /// the owning subgraph's to judge.
     fn leaf(&mut self, leaf: &Leaf, value: &Value, out: &mut Vec<u8>) -> Result<(), Nulled> {
+        let sources = self.input.sources;
         let refuse = |writer: &mut Self, name: &str| {
             Err(writer.bad_value(format!(
                 "{name} cannot represent value: {}",
-                value.to_serde()
+                value.to_serde(writer.input.sources)
             )))
         };
         match (leaf, value) {
@@ -311,7 +319,7 @@ impl<'a> Writer<'a> {
                 },
             },
             (Leaf::Float, Value::Number(n)) => json::write_number(out, n),
-            (Leaf::String | Leaf::Id, Value::String(s)) => json::write_string(out, s),
+            (Leaf::String | Leaf::Id, Value::String(s)) => json::write_string(out, *s, sources),
             (Leaf::String, Value::Bool(b)) => {
                 out.extend_from_slice(if *b { b"\"true\"" } else { b"\"false\"" })
             }
@@ -325,22 +333,22 @@ impl<'a> Writer<'a> {
                 json::write_number(out, n);
                 out.push(b'"');
             }
-            (Leaf::Boolean, Value::Bool(_)) => json::write(out, value),
+            (Leaf::Boolean, Value::Bool(_)) => json::write(out, value, sources),
             (Leaf::Int, _) => return refuse(self, "Int"),
             (Leaf::Float, _) => return refuse(self, "Float"),
             (Leaf::String, _) => return refuse(self, "String"),
             (Leaf::Boolean, _) => return refuse(self, "Boolean"),
             (Leaf::Id, _) => return refuse(self, "ID"),
-            (Leaf::Enum { values, .. }, Value::String(s)) if values.contains(s.as_str()) => {
-                json::write_string(out, s);
+            (Leaf::Enum { values, .. }, Value::String(s)) if values.contains(sources.text(*s)) => {
+                json::write_string(out, *s, sources);
             }
             (Leaf::Enum { name, .. }, _) => {
                 return Err(self.bad_value(format!(
                     "Enum \"{name}\" cannot represent value: {}",
-                    value.to_serde()
+                    value.to_serde(sources)
                 )));
             }
-            (Leaf::Custom | Leaf::Unknown, _) => json::write(out, value),
+            (Leaf::Custom | Leaf::Unknown, _) => json::write(out, value, sources),
         }
         Ok(())
     }
@@ -403,10 +411,13 @@ mod tests {
         let operation = operation.expect("the operation is valid");
         let reported = reported.as_array().cloned().unwrap_or_default();
         let plan = crate::response_plan::compile(&types, &operation, &Map::new());
+        let mut sources = Sources::default();
+        let data = Value::from_serde(&data, &mut sources);
         let projected = project(&Input {
             types: &types,
             plan: &plan,
-            data: &Value::from_serde(&data),
+            data: &data,
+            sources: &sources,
             reported: &reported,
             introspection: None,
             size_hint: 0,

@@ -634,6 +634,7 @@ impl Call {
             types: &graph.types,
             plan: &response_plan,
             data: &outcome.data,
+            sources: &outcome.sources,
             reported: &outcome.errors,
             introspection: introspection.as_ref().map(|(answers, _)| answers),
             size_hint: outcome.received,
