@@ -151,12 +151,16 @@ struct EntityJob<'p> {
     response_key: &'p str,
 }
 
-/// The representations of one job (as JSON), deduplicated, each with the places its result
-/// goes.
+/// The representations of one job (as JSON), deduplicated, and where their entities go: for
+/// each location the job's paths lead to, in the order [`locations`] visits them, the index of
+/// its representation (none when it has none: a key field is null, or its type is not the
+/// fetch's).
 #[derive(Default)]
-struct Collected<'p> {
+struct Collected {
     representations: Vec<Vec<u8>>,
-    targets: Vec<Vec<Vec<PathElem<'p>>>>,
+    assigned: Vec<Option<u32>>,
+    /// How many locations each representation's entity goes to.
+    uses: Vec<u32>,
 }
 
 /// The merged data and the bytes its strings live in.
@@ -382,16 +386,17 @@ impl<'r> Execution<'r> {
             errors.push(subgraph_error(error, service, |path| {
                 // ["_entities", i, rest...] -> where entity i sits in the client's response.
                 let key = path.first()?.as_str()?;
-                let (_, c) = jobs
+                let c = jobs
                     .iter()
                     .zip(&collected)
-                    .find(|(j, _)| j.response_key == key)?;
+                    .find(|(j, _)| j.response_key == key)?
+                    .1;
                 // Without an index the error is about every entity: name the first.
                 let index = match path.get(1) {
                     Some(index) => usize::try_from(index.as_u64()?).ok()?,
                     None => 0,
                 };
-                let target = c.targets.get(index)?.first()?;
+                let target = self.location_of(job_paths(&jobs, key)?, c, index)?;
                 let mut out: Vec<Json> = target.iter().map(|e| e.to_json()).collect();
                 out.extend(path.iter().skip(2).cloned());
                 Some(out)
@@ -408,58 +413,96 @@ impl<'r> Execution<'r> {
         } = &mut *state;
         let graph = &self.run.graph;
         for (job, c) in jobs.iter().zip(collected) {
-            let Some(Value::Array(entities)) = take(&mut data, job.response_key, sources) else {
+            let Some(Value::Array(mut entities)) = take(&mut data, job.response_key, sources)
+            else {
                 continue;
             };
-            for (mut entity, mut targets) in entities.into_iter().zip(c.targets) {
-                if entity.is_null() {
-                    continue;
-                }
+            for entity in entities.iter_mut().filter(|e| !e.is_null()) {
                 for rewrite in job.output_rewrites.into_iter().flatten() {
-                    apply_rewrite(&mut entity, rewrite, graph, sources);
+                    apply_rewrite(entity, rewrite, graph, sources);
                 }
-                // Every target but the last gets a copy; the last takes the entity.
-                let last = targets.pop();
-                for target in targets {
-                    if let Some(slot) = navigate_mut(merged, &target, sources) {
-                        deep_merge(slot, entity.clone(), graph, sources);
+            }
+            // The same walk as `collect`'s, so the n-th location is the n-th it assigned.
+            let Collected {
+                assigned, mut uses, ..
+            } = c;
+            let mut assigned = assigned.into_iter();
+            let sources = &*sources;
+            for path in &job.paths {
+                locations_mut(merged, path.as_slice(), graph, sources, &mut |slot| {
+                    let Some(Some(index)) = assigned.next() else {
+                        return;
+                    };
+                    let index = index as usize;
+                    let (Some(entity), Some(left)) = (entities.get_mut(index), uses.get_mut(index))
+                    else {
+                        return;
+                    };
+                    if entity.is_null() {
+                        return;
                     }
-                }
-                if let Some(target) = last
-                    && let Some(slot) = navigate_mut(merged, &target, sources)
-                {
+                    // Every location but the last gets a copy; the last takes the entity.
+                    *left = left.saturating_sub(1);
+                    let entity = if *left == 0 {
+                        std::mem::replace(entity, Value::Null)
+                    } else {
+                        entity.clone()
+                    };
                     deep_merge(slot, entity, graph, sources);
-                }
+                });
             }
         }
     }
 
-    fn collect<'p>(
+    /// The response path of the first location representation `index` of `collected` goes
+    /// to (for a subgraph error about that entity).
+    fn location_of<'p>(
         &self,
-        data: &Value,
-        sources: &mut Sources,
-        job: &EntityJob<'p>,
-    ) -> Collected<'p> {
+        paths: &[&'p FlattenNodePath],
+        collected: &Collected,
+        index: usize,
+    ) -> Option<Vec<PathElem<'p>>> {
+        let visit = collected
+            .assigned
+            .iter()
+            .position(|a| a.is_some_and(|a| a as usize == index))?;
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut found = Vec::new();
+        for path in paths {
+            locations(
+                &state.data,
+                path.as_slice(),
+                &mut Some((&mut Vec::new(), &mut found)),
+                &mut Vec::new(),
+                &self.run.graph,
+                &state.sources,
+            );
+        }
+        found.into_iter().nth(visit)
+    }
+
+    fn collect(&self, data: &Value, sources: &mut Sources, job: &EntityJob<'_>) -> Collected {
         let graph = &self.run.graph;
-        let mut locations = Vec::new();
+        let mut entities = Vec::new();
         for path in &job.paths {
-            collect_locations(
+            locations(
                 data,
                 path.as_slice(),
-                &mut Vec::new(),
-                &mut locations,
+                &mut None,
+                &mut entities,
                 graph,
                 sources,
             );
         }
-        let mut collected = Collected::default();
+        let mut collected = Collected {
+            assigned: Vec::with_capacity(entities.len()),
+            ..Collected::default()
+        };
         // By a hash of the representation's bytes; the bytes are compared on a hit.
         let mut seen: FxHashMap<u64, usize> = FxHashMap::default();
-        for location in locations {
-            let Some(entity) = navigate(data, &location, sources) else {
-                continue;
-            };
+        for entity in entities {
             let Some(written) = representation(entity, job, graph, sources) else {
+                collected.assigned.push(None);
                 continue;
             };
             let hash = rustc_hash::FxBuildHasher.hash_one(&written);
@@ -472,14 +515,19 @@ impl<'r> Execution<'r> {
                         .then(|| collected.representations.iter().position(|r| *r == written))
                         .flatten()
                 });
-            match known {
-                Some(index) => collected.targets[index].push(location),
+            let index = match known {
+                Some(index) => index,
                 None => {
                     seen.entry(hash).or_insert(collected.representations.len());
                     collected.representations.push(written);
-                    collected.targets.push(vec![location]);
+                    collected.uses.push(0);
+                    collected.representations.len() - 1
                 }
+            };
+            if let Some(uses) = collected.uses.get_mut(index) {
+                *uses += 1;
             }
+            collected.assigned.push(u32::try_from(index).ok());
         }
         collected
     }
@@ -638,7 +686,7 @@ impl SubgraphResponse {
 
 /// Removes and returns the member `key`.
 fn take(members: &mut Object, key: &str, sources: &Sources) -> Option<Value> {
-    let index = members.iter().position(|(k, _)| sources.is(*k, key))?;
+    let index = json::position(members, key, sources)?;
     Some(members.swap_remove(index).1)
 }
 
@@ -680,20 +728,33 @@ fn type_name<'s>(value: &Value, sources: &'s Sources) -> Option<&'s str> {
         .and_then(|t| t.as_str(sources))
 }
 
-fn collect_locations<'p>(
-    value: &Value,
+/// The paths of a job as in `jobs` (for errors, which name it by its response key).
+fn job_paths<'j, 'p>(jobs: &'j [EntityJob<'p>], key: &str) -> Option<&'j [&'p FlattenNodePath]> {
+    jobs.iter()
+        .find(|j| j.response_key == key)
+        .map(|j| j.paths.as_slice())
+}
+
+/// The objects `segments` lead to from `value`, in document order, into `out`; with `paths`
+/// (a stack and where to put them), their response paths too.
+fn locations<'a, 'p>(
+    value: &'a Value,
     segments: &'p [FlattenNodePathSegment],
-    here: &mut Vec<PathElem<'p>>,
-    out: &mut Vec<Vec<PathElem<'p>>>,
+    paths: &mut Option<(&mut Vec<PathElem<'p>>, &mut Vec<Vec<PathElem<'p>>>)>,
+    out: &mut Vec<&'a Value>,
     graph: &Graph,
     sources: &Sources,
 ) {
     if let Value::Array(items) = value {
         // A list where the path names a field: every element continues the path.
         for (i, item) in items.iter().enumerate() {
-            here.push(PathElem::Index(i));
-            collect_locations(item, segments, here, out, graph, sources);
-            here.pop();
+            if let Some((here, _)) = paths {
+                here.push(PathElem::Index(i));
+            }
+            locations(item, segments, paths, out, graph, sources);
+            if let Some((here, _)) = paths {
+                here.pop();
+            }
         }
         return;
     }
@@ -701,51 +762,71 @@ fn collect_locations<'p>(
         return;
     };
     match segments.split_first() {
-        None => out.push(here.clone()),
+        None => {
+            out.push(value);
+            if let Some((here, found)) = paths {
+                found.push(here.clone());
+            }
+        }
         Some((FlattenNodePathSegment::Field(name), rest)) => {
             if let Some(child) = json::get(object, name, sources) {
-                here.push(PathElem::Key(name));
-                collect_locations(child, rest, here, out, graph, sources);
-                here.pop();
+                if let Some((here, _)) = paths {
+                    here.push(PathElem::Key(name));
+                }
+                locations(child, rest, paths, out, graph, sources);
+                if let Some((here, _)) = paths {
+                    here.pop();
+                }
             }
         }
         Some((FlattenNodePathSegment::List, rest)) => {
-            collect_locations(value, rest, here, out, graph, sources)
+            locations(value, rest, paths, out, graph, sources)
         }
         Some((FlattenNodePathSegment::TypeCondition(types), rest)) => {
             if type_name(value, sources)
                 .is_some_and(|t| types.iter().any(|c| graph.type_matches(t, c)))
             {
-                collect_locations(value, rest, here, out, graph, sources);
+                locations(value, rest, paths, out, graph, sources);
             }
         }
     }
 }
 
-fn navigate<'a>(mut value: &'a Value, path: &[PathElem], sources: &Sources) -> Option<&'a Value> {
-    for elem in path {
-        value = match (elem, value) {
-            (PathElem::Key(k), value) => value.get(k, sources)?,
-            (PathElem::Index(i), Value::Array(items)) => items.get(*i)?,
-            (PathElem::Index(_), _) => return None,
-        };
-    }
-    Some(value)
-}
-
-fn navigate_mut<'a>(
-    mut value: &'a mut Value,
-    path: &[PathElem],
+/// [`locations`] for changing them: `visit` gets each, in the same order.
+fn locations_mut(
+    value: &mut Value,
+    segments: &[FlattenNodePathSegment],
+    graph: &Graph,
     sources: &Sources,
-) -> Option<&'a mut Value> {
-    for elem in path {
-        value = match (elem, value) {
-            (PathElem::Key(k), value) => value.get_mut(k, sources)?,
-            (PathElem::Index(i), Value::Array(items)) => items.get_mut(*i)?,
-            (PathElem::Index(_), _) => return None,
-        };
+    visit: &mut dyn FnMut(&mut Value),
+) {
+    if let Value::Array(items) = value {
+        for item in items {
+            locations_mut(item, segments, graph, sources, visit);
+        }
+        return;
     }
-    Some(value)
+    if !matches!(value, Value::Object(_)) {
+        return;
+    }
+    match segments.split_first() {
+        None => visit(value),
+        Some((FlattenNodePathSegment::Field(name), rest)) => {
+            if let Some(child) = value.get_mut(name, sources) {
+                locations_mut(child, rest, graph, sources, visit);
+            }
+        }
+        Some((FlattenNodePathSegment::List, rest)) => {
+            locations_mut(value, rest, graph, sources, visit)
+        }
+        Some((FlattenNodePathSegment::TypeCondition(types), rest)) => {
+            if type_name(value, sources)
+                .is_some_and(|t| types.iter().any(|c| graph.type_matches(t, c)))
+            {
+                locations_mut(value, rest, graph, sources, visit);
+            }
+        }
+    }
 }
 
 /// The representation of `entity` for `job`, as JSON; `None` when it cannot be fetched (a key
@@ -836,7 +917,7 @@ fn write_requires_fields<'s>(
                     out.push(b',');
                 }
                 written.push(key);
-                json::write_str(out, key.as_bytes());
+                json::write_name(out, key);
                 out.push(b':');
                 if field.selections.items.is_empty() {
                     json::write(out, child, sources);
@@ -957,7 +1038,7 @@ fn apply_rewrite(value: &mut Value, rewrite: &FetchRewrite, graph: &Graph, sourc
             graph,
             sources,
             &mut |object, key, sources| {
-                if let Some(index) = object.iter().position(|(k, _)| sources.is(*k, key)) {
+                if let Some(index) = json::position(object, key, sources) {
                     let (_, moved) = object.remove(index);
                     match json::get_mut(object, &renamer.rename_key_to, sources) {
                         Some(existing) => *existing = moved,
