@@ -18,12 +18,23 @@ use crate::types::Types;
 /// The code of the error a fetch that failed as a whole is reported with ([`crate::execute`]).
 pub const FETCH_FAILED: &str = "SUBGRAPH_UNAVAILABLE";
 
-/// The client's `data` as JSON bytes (an object, or `null`), and the errors of positions that
-/// became null here.
+/// The start of the response body, `{"data":` and the client's data (an object, or `null`),
+/// for the caller to finish (errors, closing brace) in place; and the errors of positions
+/// that became null here.
 #[derive(Debug)]
 pub struct Projected {
-    pub data: Vec<u8>,
+    pub body: Vec<u8>,
     pub errors: Vec<Json>,
+}
+
+/// What [`Projected::body`] starts with.
+pub const BODY_START: &[u8] = b"{\"data\":";
+
+impl Projected {
+    /// The data alone.
+    pub fn data(&self) -> &[u8] {
+        self.body.get(BODY_START.len()..).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -95,12 +106,13 @@ pub fn project(input: &Input<'_>) -> Projected {
         _ => &empty,
     };
     let mut out = Vec::with_capacity(input.size_hint + input.size_hint / 8 + 64);
+    out.extend_from_slice(BODY_START);
     if writer.object(&input.plan.root, data, &mut out).is_err() {
-        out.clear();
+        out.truncate(BODY_START.len());
         out.extend_from_slice(b"null");
     }
     Projected {
-        data: out,
+        body: out,
         errors: writer.errors,
     }
 }
@@ -423,7 +435,7 @@ mod tests {
             size_hint: 0,
         });
         Projected {
-            data: serde_json::from_slice(&projected.data).expect("valid JSON"),
+            data: serde_json::from_slice(projected.data()).expect("valid JSON"),
             errors: projected.errors,
         }
     }

@@ -644,7 +644,7 @@ impl Call {
             errors.extend(introspection_errors);
         }
         errors.extend(projected.errors);
-        respond(Answer::Data(projected.data, errors))
+        respond(Answer::Data(projected.body, errors))
     }
 }
 
@@ -655,7 +655,8 @@ enum Answer {
     RequestError(Vec<Json>),
     /// The operation was accepted but could not run (planning failed, access refused).
     NoData(Vec<Json>),
-    /// It ran: data (as JSON bytes), with the errors of the positions that failed.
+    /// It ran: the body's start (`{"data":` and the data, from the projection), with the
+    /// errors of the positions that failed.
     Data(Vec<u8>, Vec<Json>),
 }
 
@@ -687,10 +688,7 @@ impl Answered {
                 });
                 (StatusCode::OK, errors.len(), body)
             }
-            Answer::Data(data, errors) => {
-                let mut body = Vec::with_capacity(data.len() + 16);
-                body.extend_from_slice(b"{\"data\":");
-                body.extend_from_slice(&data);
+            Answer::Data(mut body, errors) => {
                 if !errors.is_empty() {
                     body.extend_from_slice(b",\"errors\":[");
                     for (i, error) in errors.iter().enumerate() {
