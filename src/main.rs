@@ -80,6 +80,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
+    keygraph_kernel::process::prefer_small_pages();
     let cli = Cli::parse();
     if let Some(Command::Probe { url }) = &cli.command {
         return probe(url).await;

@@ -13,6 +13,7 @@ pub mod limits;
 pub mod outbox;
 pub mod pagination;
 pub mod permissions;
+pub mod process;
 pub mod ratelimit;
 pub mod secrets;
 pub mod telemetry;

@@ -104,6 +104,8 @@ fn compose(subgraphs: &[subgraphs::Subgraph]) -> anyhow::Result<String> {
 
 /// The child process: our router over the supergraph file, with the mode's dedupe settings.
 async fn serve_router(listen: String) -> anyhow::Result<()> {
+    // As the `keygraph` binary does.
+    keygraph_kernel::process::prefer_small_pages();
     let mut config = Config::from_sources(None, Vec::new())?;
     config.log.filter = "error".into();
     config.router.listen = listen.parse()?;
