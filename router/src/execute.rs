@@ -3,6 +3,7 @@
 //! The merged JSON a plan run produces is keyed by the client's response keys;
 //! [`crate::project`] then projects it onto the client's operation.
 
+use std::cell::OnceCell;
 use std::hash::BuildHasher as _;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -381,22 +382,27 @@ impl<'r> Execution<'r> {
                 return;
             }
         };
+        // Per job, where each representation's entity first sits: walked for when an error
+        // names one, once however many errors there are.
+        let first_locations: Vec<OnceCell<Vec<Option<Vec<PathElem>>>>> =
+            jobs.iter().map(|_| OnceCell::new()).collect();
         let mut errors = Vec::new();
         for error in response.errors {
             errors.push(subgraph_error(error, service, |path| {
                 // ["_entities", i, rest...] -> where entity i sits in the client's response.
                 let key = path.first()?.as_str()?;
-                let c = jobs
-                    .iter()
-                    .zip(&collected)
-                    .find(|(j, _)| j.response_key == key)?
-                    .1;
+                let at = jobs.iter().position(|j| j.response_key == key)?;
+                let (job, c) = (jobs.get(at)?, collected.get(at)?);
                 // Without an index the error is about every entity: name the first.
                 let index = match path.get(1) {
                     Some(index) => usize::try_from(index.as_u64()?).ok()?,
                     None => 0,
                 };
-                let target = self.location_of(job_paths(&jobs, key)?, c, index)?;
+                let target = first_locations
+                    .get(at)?
+                    .get_or_init(|| self.first_locations(&job.paths, c))
+                    .get(index)?
+                    .as_ref()?;
                 let mut out: Vec<Json> = target.iter().map(|e| e.to_json()).collect();
                 out.extend(path.iter().skip(2).cloned());
                 Some(out)
@@ -454,18 +460,13 @@ impl<'r> Execution<'r> {
         }
     }
 
-    /// The response path of the first location representation `index` of `collected` goes
-    /// to (for a subgraph error about that entity).
-    fn location_of<'p>(
+    /// For each representation of `collected`, the response path of the first location its
+    /// entity goes to (for subgraph errors about that entity).
+    fn first_locations<'p>(
         &self,
         paths: &[&'p FlattenNodePath],
         collected: &Collected,
-        index: usize,
-    ) -> Option<Vec<PathElem<'p>>> {
-        let visit = collected
-            .assigned
-            .iter()
-            .position(|a| a.is_some_and(|a| a as usize == index))?;
+    ) -> Vec<Option<Vec<PathElem<'p>>>> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let mut found = Vec::new();
         for path in paths {
@@ -478,7 +479,15 @@ impl<'r> Execution<'r> {
                 &state.sources,
             );
         }
-        found.into_iter().nth(visit)
+        let mut first = vec![None; collected.representations.len()];
+        for (assigned, path) in collected.assigned.iter().zip(found) {
+            if let Some(slot) = assigned.and_then(|index| first.get_mut(index as usize))
+                && slot.is_none()
+            {
+                *slot = Some(path);
+            }
+        }
+        first
     }
 
     fn collect(&self, data: &Value, sources: &mut Sources, job: &EntityJob<'_>) -> Collected {
@@ -726,13 +735,6 @@ fn type_name<'s>(value: &Value, sources: &'s Sources) -> Option<&'s str> {
     value
         .get("__typename", sources)
         .and_then(|t| t.as_str(sources))
-}
-
-/// The paths of a job as in `jobs` (for errors, which name it by its response key).
-fn job_paths<'j, 'p>(jobs: &'j [EntityJob<'p>], key: &str) -> Option<&'j [&'p FlattenNodePath]> {
-    jobs.iter()
-        .find(|j| j.response_key == key)
-        .map(|j| j.paths.as_slice())
 }
 
 /// The objects `segments` lead to from `value`, in document order, into `out`; with `paths`
@@ -1023,13 +1025,7 @@ fn apply_rewrite(value: &mut Value, rewrite: &FetchRewrite, graph: &Graph, sourc
             sources,
             &mut |object, key, sources| {
                 let set = Value::String(sources.make(&setter.set_value_to));
-                match json::get_mut(object, key, sources) {
-                    Some(existing) => *existing = set,
-                    None => {
-                        let key = sources.make(key);
-                        object.push((key, set));
-                    }
-                }
+                set_member(object, key, set, sources);
             },
         ),
         FetchRewrite::KeyRenamer(renamer) => rewrite_at(
@@ -1040,16 +1036,21 @@ fn apply_rewrite(value: &mut Value, rewrite: &FetchRewrite, graph: &Graph, sourc
             &mut |object, key, sources| {
                 if let Some(index) = json::position(object, key, sources) {
                     let (_, moved) = object.remove(index);
-                    match json::get_mut(object, &renamer.rename_key_to, sources) {
-                        Some(existing) => *existing = moved,
-                        None => {
-                            let key = sources.make(&renamer.rename_key_to);
-                            object.push((key, moved));
-                        }
-                    }
+                    set_member(object, &renamer.rename_key_to, moved, sources);
                 }
             },
         ),
+    }
+}
+
+/// Sets the member `key` of `object` to `value`, replacing it or adding it at the end.
+fn set_member(object: &mut Object, key: &str, value: Value, sources: &mut Sources) {
+    match json::get_mut(object, key, sources) {
+        Some(existing) => *existing = value,
+        None => {
+            let key = sources.make(key);
+            object.push((key, value));
+        }
     }
 }
 
