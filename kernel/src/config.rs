@@ -59,6 +59,29 @@ pub struct Config {
     pub authz: AuthzConfig,
     pub auth: AuthConfig,
     pub router: RouterConfig,
+    pub redis: RedisConfig,
+}
+
+/// Where limits and throttles shared by replicas are counted (see `counters`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: Option<String>,
+    pub timeout_ms: u64,
+    pub when_unavailable: WhenUnavailable,
+    pub key_prefix: String,
+}
+
+/// What limits and throttles do while Redis does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenUnavailable {
+    /// Count in this process's memory.
+    Local,
+    /// Apply no limit.
+    Allow,
+    /// Refuse what needs a counter (503).
+    Refuse,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -81,7 +104,20 @@ pub struct HttpConfig {
     pub body_limit_bytes: usize,
     pub request_timeout_secs: u64,
     pub shutdown_grace_secs: u64,
-    pub trust_forwarded_for: bool,
+    /// Proxies (addresses or CIDR ranges) whose forwarding header is believed.
+    pub trusted_proxies: Vec<String>,
+    pub forwarded_header: ForwardedHeader,
+}
+
+/// The header trusted proxies write the proxy chain in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum ForwardedHeader {
+    #[default]
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=...`.
+    #[serde(rename = "forwarded")]
+    Forwarded,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,6 +211,7 @@ pub struct AuthConfig {
 #[serde(deny_unknown_fields)]
 pub struct ThrottleConfig {
     pub free_attempts: u32,
+    pub address_free_attempts: u32,
     pub base_delay_secs: u64,
     pub max_account_delay_secs: u64,
     pub max_address_delay_secs: u64,
@@ -201,7 +238,7 @@ pub struct RouterConfig {
     pub graphiql: bool,
     pub limits: RouterLimits,
     pub dedupe: RouterDedupe,
-    pub rate_limit: RateLimitConfig,
+    pub rate_limit: RouterRateLimit,
     pub cors: CorsConfig,
 }
 
@@ -235,6 +272,9 @@ pub struct RouterDedupe {
 #[serde(deny_unknown_fields)]
 pub struct CorsConfig {
     pub allowed_origins: Vec<String>,
+    /// Also any `http://localhost`, `127.0.0.1` or `[::1]` origin, on any port. Unset in the
+    /// file: on in development mode, off in production (resolved when the config loads).
+    pub allow_localhost: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -242,6 +282,23 @@ pub struct CorsConfig {
 pub struct IdentityLinks {
     pub verify_email: String,
     pub reset_password: String,
+}
+
+/// The router's request limits, per client address and per signed-in user.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterRateLimit {
+    pub window_secs: u64,
+    pub per_address: KindLimits,
+    pub per_user: KindLimits,
+}
+
+/// Requests allowed per window, by kind of operation (subscriptions count as queries).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KindLimits {
+    pub query: u32,
+    pub mutation: u32,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -304,6 +361,12 @@ impl Config {
                 path: e.path().to_string(),
                 message: e.into_inner().to_string(),
             })?;
+        let mut config = config;
+        config
+            .router
+            .cors
+            .allow_localhost
+            .get_or_insert(config.mode == Mode::Development);
         config.validate()?;
         Ok(config)
     }
@@ -343,6 +406,20 @@ impl Config {
             );
         }
         self.validate_router()?;
+        if let Err(message) = crate::address::TrustedProxies::parse(&self.http.trusted_proxies) {
+            return fail("http.trusted_proxies", message);
+        }
+        if let Some(url) = &self.redis.url
+            && !(url.starts_with("redis://") || url.starts_with("unix://"))
+        {
+            return fail(
+                "redis.url",
+                format!("`{url}` is not a redis://host:port/db (or unix://) URL"),
+            );
+        }
+        if !(1..=10_000).contains(&self.redis.timeout_ms) {
+            return fail("redis.timeout_ms", "must be 1 to 10000".into());
+        }
         let auth = &self.auth;
         validate_database_url("auth.database_url", auth.database_url.as_deref())?;
         validate_http_url("auth.identity_url", Some(&auth.identity_url))?;
@@ -538,10 +615,15 @@ impl Config {
         {
             return fail("router.limits".into(), "every limit must be at least 1");
         }
-        if router.rate_limit.max == 0 || router.rate_limit.window_secs == 0 {
+        let rate = router.rate_limit;
+        if rate.window_secs == 0
+            || [rate.per_address, rate.per_user]
+                .iter()
+                .any(|l| l.query == 0 || l.mutation == 0)
+        {
             return fail(
                 "router.rate_limit".into(),
-                "max and window_secs must be at least 1",
+                "window_secs and every limit must be at least 1",
             );
         }
         Ok(())

@@ -12,6 +12,8 @@ pub enum ErrorCode {
     NotFound,
     Conflict,
     RateLimited,
+    /// A dependency is down for a moment; retrying shortly may work.
+    ServiceUnavailable,
     InternalServerError,
 }
 
@@ -24,6 +26,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ErrorCode::InternalServerError => "INTERNAL_SERVER_ERROR",
         }
     }

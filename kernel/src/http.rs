@@ -21,6 +21,7 @@ use tokio::{net::TcpListener, sync::watch};
 use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument;
 
+pub use crate::address::ClientAddresses;
 use crate::{config::HttpConfig, internal::LocalServices};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -115,13 +116,14 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     http: &HttpConfig,
+    addresses: ClientAddresses,
     readiness: ReadinessCheck,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
     serve_layered(
         service,
         listener,
-        with_standard_layers(app, http, readiness),
+        with_standard_layers(app, http, addresses, readiness),
         http,
         shutdown,
     )
@@ -163,30 +165,63 @@ pub async fn bind(service: &str, addr: SocketAddr) -> std::io::Result<TcpListene
     })
 }
 
+/// How a subgraph is served: the HTTP settings, how client addresses are found, and the
+/// services of this process.
+pub struct Shell<'a> {
+    pub http: &'a HttpConfig,
+    pub addresses: ClientAddresses,
+    pub local: &'a LocalServices,
+}
+
+impl<'a> Shell<'a> {
+    /// A subgraph's shell: it believes the router's statements of client addresses.
+    pub fn for_subgraph(
+        http: &'a HttpConfig,
+        internal_token: &str,
+        local: &'a LocalServices,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            http,
+            addresses: ClientAddresses::for_subgraph(http, internal_token)?,
+            local,
+        })
+    }
+}
+
 /// Serves a database-backed service (readiness pings the database) until `shutdown`, then
-/// closes its pool. While it serves, services in this process reach it through `local`.
+/// closes its pool. While it serves, services in this process reach it through `shell.local`.
 pub async fn serve_with_database(
     service: &'static str,
     listener: TcpListener,
     app: Router,
     db: sea_orm::DatabaseConnection,
-    http: &HttpConfig,
-    local: &LocalServices,
+    shell: Shell<'_>,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    let app = with_standard_layers(app, http, database_readiness(db.clone()));
-    local.register(addr, app.clone());
-    let served = serve_layered(service, listener, app, http, shutdown).await;
-    local.unregister(addr);
+    let app = with_standard_layers(
+        app,
+        shell.http,
+        shell.addresses,
+        database_readiness(db.clone()),
+    );
+    shell.local.register(addr, app.clone());
+    let served = serve_layered(service, listener, app, shell.http, shutdown).await;
+    shell.local.unregister(addr);
     served?;
     db.close()
         .await
         .map_err(|e| std::io::Error::other(format!("{service}: closing the database: {e}")))
 }
 
-/// Adds `/health/live`, `/health/ready`, request metadata and spans, timeout and body limit.
-pub fn with_standard_layers(app: Router, http: &HttpConfig, readiness: ReadinessCheck) -> Router {
+/// Adds `/health/live`, `/health/ready`, request metadata (the client address found by
+/// `addresses`) and spans, timeout and body limit.
+pub fn with_standard_layers(
+    app: Router,
+    http: &HttpConfig,
+    addresses: ClientAddresses,
+    readiness: ReadinessCheck,
+) -> Router {
     let health = Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
@@ -199,7 +234,7 @@ pub fn with_standard_layers(app: Router, http: &HttpConfig, readiness: Readiness
             Duration::from_secs(http.request_timeout_secs),
         ))
         .layer(middleware::from_fn_with_state(
-            http.trust_forwarded_for,
+            Arc::new(addresses),
             request_context,
         ))
 }
@@ -223,7 +258,7 @@ async fn ready(State(readiness): State<ReadinessCheck>) -> Response {
 /// Assigns the request id (a valid incoming one is kept), finds the client address, records
 /// [`RequestMeta`] in the request and logs the outcome inside a span.
 async fn request_context(
-    State(trust_forwarded_for): State<bool>,
+    State(addresses): State<Arc<ClientAddresses>>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -238,19 +273,9 @@ async fn request_context(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
-    let forwarded = trust_forwarded_for
-        .then(|| {
-            request
-                .headers()
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|v| v.trim().parse::<IpAddr>().ok())
-        })
-        .flatten();
     let meta = RequestMeta {
         request_id: request_id.clone(),
-        client_addr: forwarded.or(peer),
+        client_addr: addresses.resolve(peer, request.headers()),
         user_agent: request
             .headers()
             .get(header::USER_AGENT)

@@ -1,8 +1,10 @@
 //! Shared infrastructure of Keygraph services. No business logic lives here.
 
+pub mod address;
 pub mod batching;
 pub mod cache;
 pub mod config;
+pub mod counters;
 pub mod db;
 pub mod error;
 pub mod graphql;

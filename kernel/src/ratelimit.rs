@@ -27,13 +27,23 @@ impl SlidingWindowLimiter {
 
     /// Records an event for `key` if allowed; otherwise returns how long until one is.
     pub fn try_acquire(&self, key: &str) -> Result<(), Duration> {
+        self.try_acquire_within(key, self.max, self.window)
+    }
+
+    /// [`SlidingWindowLimiter::try_acquire`] with a limit and window of the caller's (one
+    /// limiter serving keys of several limits; the window must be the same for a key).
+    pub fn try_acquire_within(
+        &self,
+        key: &str,
+        max: usize,
+        window: Duration,
+    ) -> Result<(), Duration> {
         let now = Instant::now();
         let mut events = self
             .events
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if events.len() > SWEEP_ABOVE {
-            let window = self.window;
             events.retain(|_, times| {
                 times
                     .back()
@@ -43,13 +53,13 @@ impl SlidingWindowLimiter {
         let times = events.entry(key.to_owned()).or_default();
         while times
             .front()
-            .is_some_and(|t| now.duration_since(*t) >= self.window)
+            .is_some_and(|t| now.duration_since(*t) >= window)
         {
             times.pop_front();
         }
-        if times.len() >= self.max {
+        if times.len() >= max {
             let oldest = times.front().copied().unwrap_or(now);
-            return Err(self.window.saturating_sub(now.duration_since(oldest)));
+            return Err(window.saturating_sub(now.duration_since(oldest)));
         }
         times.push_back(now);
         Ok(())

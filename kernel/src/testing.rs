@@ -103,10 +103,24 @@ impl TestServer {
     ) -> Self {
         let base = Self::base_of(&listener);
         let http_config = config.http.clone();
+        // The router is the edge; every other service believes the router's statements.
+        let addresses = match (service, config.internal.token.as_deref()) {
+            ("router", _) | (_, None) => http::ClientAddresses::for_edge(&http_config),
+            (_, Some(token)) => http::ClientAddresses::for_subgraph(&http_config, token),
+        }
+        .expect("valid trusted proxies");
         tokio::spawn(async move {
-            http::serve(service, listener, router, &http_config, readiness, shutdown)
-                .await
-                .expect("serve");
+            http::serve(
+                service,
+                listener,
+                router,
+                &http_config,
+                addresses,
+                readiness,
+                shutdown,
+            )
+            .await
+            .expect("serve");
         });
         Self {
             base,

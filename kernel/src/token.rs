@@ -108,6 +108,64 @@ pub enum TokenError {
     RevocationsUnavailable,
 }
 
+impl TokenError {
+    /// Why, in one word a client can act on: `expired` and `ended` (refresh or sign in again),
+    /// `malformed` and `invalid` (the token is not one of ours), `unverifiable` (it could not
+    /// be checked right now; retry).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TokenError::Expired => "expired",
+            TokenError::Revoked => "ended",
+            TokenError::Malformed(_)
+            | TokenError::UnsupportedAlgorithm(_)
+            | TokenError::WrongType(_)
+            | TokenError::MissingKeyId => "malformed",
+            TokenError::UnknownKey(_)
+            | TokenError::BadSignature
+            | TokenError::NotYetValid
+            | TokenError::WrongIssuer
+            | TokenError::WrongAudience
+            | TokenError::InvalidClaims(_) => "invalid",
+            TokenError::KeysUnavailable | TokenError::RevocationsUnavailable => "unverifiable",
+        }
+    }
+}
+
+/// The response header a subgraph that signed someone in (`login`, `refresh`) names the
+/// tokens it issued in: `access=<access token>; refresh=<refresh token>`. The router uses the
+/// access token for the rest of that request's fetches (so `login { user { email } }` reads
+/// the user as the user), and ends the session when neither token reached the client.
+pub const ISSUED_TOKENS_HEADER: &str = "keygraph-issued-tokens";
+
+/// Tokens a subgraph issued during a request (see [`ISSUED_TOKENS_HEADER`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedTokens {
+    pub access: String,
+    pub refresh: String,
+}
+
+impl IssuedTokens {
+    pub fn header_value(&self) -> String {
+        format!("access={}; refresh={}", self.access, self.refresh)
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        let mut access = None;
+        let mut refresh = None;
+        for part in value.split(';') {
+            match part.trim().split_once('=') {
+                Some(("access", token)) if !token.is_empty() => access = Some(token.to_owned()),
+                Some(("refresh", token)) if !token.is_empty() => refresh = Some(token.to_owned()),
+                _ => return None,
+            }
+        }
+        Some(Self {
+            access: access?,
+            refresh: refresh?,
+        })
+    }
+}
+
 /// How long a token with a session waits for a verifier's first list of ended sessions
 /// before it is refused (only just after start, or while auth has never been reachable).
 const FIRST_REVOCATIONS_WAIT: Duration = Duration::from_secs(3);

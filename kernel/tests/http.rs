@@ -25,7 +25,17 @@ async fn shutdown_finishes_in_flight_requests_then_stops() {
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (trigger, shutdown) = Shutdown::new();
     let server = tokio::spawn(async move {
-        http::serve("probe", listener, app, &config.http, ready, shutdown).await
+        let addresses = http::ClientAddresses::for_edge(&config.http).expect("addresses");
+        http::serve(
+            "probe",
+            listener,
+            app,
+            &config.http,
+            addresses,
+            ready,
+            shutdown,
+        )
+        .await
     });
 
     let client = reqwest::Client::new();

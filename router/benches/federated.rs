@@ -110,7 +110,8 @@ async fn serve_router(listen: String) -> anyhow::Result<()> {
     config.log.filter = "error".into();
     config.router.listen = listen.parse()?;
     config.router.poll_interval_secs = 0;
-    config.router.rate_limit.max = u32::MAX;
+    config.router.rate_limit.per_address.query = u32::MAX;
+    config.router.rate_limit.per_address.mutation = u32::MAX;
     config.router.supergraph_file = Some(std::env::var("KEYGRAPH_BENCH_SUPERGRAPH")?.into());
     let dedupe = std::env::var("KEYGRAPH_BENCH_DEDUPE").is_ok_and(|v| v == "on");
     config.router.dedupe.client_requests = dedupe;
@@ -129,7 +130,8 @@ async fn serve_router(listen: String) -> anyhow::Result<()> {
         })
         .collect();
     let (_trigger, shutdown) = Shutdown::new();
-    keygraph_router::server::serve(&config, None, shutdown).await
+    keygraph_router::server::serve(&config, keygraph_router::server::Edge::default(), shutdown)
+        .await
 }
 
 /// A router under test, in its own process.

@@ -46,7 +46,8 @@ async fn serve_router(listen: String) -> anyhow::Result<()> {
     config.log.filter = "error".into();
     config.router.listen = listen.parse()?;
     config.router.poll_interval_secs = 0;
-    config.router.rate_limit.max = u32::MAX;
+    config.router.rate_limit.per_address.query = u32::MAX;
+    config.router.rate_limit.per_address.mutation = u32::MAX;
     config.router.subgraphs = std::env::var("KEYGRAPH_BENCH_SUBGRAPHS")?
         .split(',')
         .filter_map(|pair| pair.split_once('='))
@@ -61,7 +62,8 @@ async fn serve_router(listen: String) -> anyhow::Result<()> {
         })
         .collect();
     let (_trigger, shutdown) = Shutdown::new();
-    keygraph_router::server::serve(&config, None, shutdown).await
+    keygraph_router::server::serve(&config, keygraph_router::server::Edge::default(), shutdown)
+        .await
 }
 
 struct ChildRouter(std::process::Child);

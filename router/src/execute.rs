@@ -19,6 +19,8 @@ use hive_router_query_planner::planner::plan_nodes::{
 use rustc_hash::FxHashMap;
 use serde_json::{Map, Value as Json, json};
 
+use keygraph_kernel::token::{ISSUED_TOKENS_HEADER, IssuedTokens};
+
 use crate::inflight::Inflight;
 use crate::json::{self, Object, Sources, Value};
 use crate::plan::Graph;
@@ -31,6 +33,8 @@ pub struct Forwarded {
     /// Whether the client sent `request_id` (otherwise the router made it up).
     pub request_id_from_client: bool,
     pub traceparent: Option<String>,
+    /// The client's address, stated for subgraphs with the router's proof.
+    pub client_address: Option<String>,
 }
 
 /// Where a subgraph lives and how long one request to it may take.
@@ -63,9 +67,16 @@ pub struct SubgraphRequestKey {
 /// A subgraph's answer as it came, or why none came.
 #[derive(Clone)]
 pub enum Fetched {
-    Answer { status: u16, body: Bytes },
+    Answer {
+        status: u16,
+        body: Bytes,
+        /// Tokens the subgraph issued (it signed someone in), from its response header.
+        issued: Option<IssuedTokens>,
+    },
     TimedOut,
-    Failed { broke_off: bool },
+    Failed {
+        broke_off: bool,
+    },
 }
 
 /// What a request's plan run needs besides the plan: the graph, the subgraph client, the
@@ -86,6 +97,8 @@ pub struct Outcome {
     pub errors: Vec<Json>,
     /// Bytes the subgraphs answered with: about the size of the response.
     pub received: usize,
+    /// Tokens a subgraph issued during a mutation, and which subgraph.
+    pub issued: Option<(String, IssuedTokens)>,
 }
 
 impl PlanRun {
@@ -97,6 +110,7 @@ impl PlanRun {
                 sources: Sources::default(),
                 errors: Vec::new(),
                 received: 0,
+                issued: None,
             };
         };
         let exec = Execution {
@@ -108,6 +122,7 @@ impl PlanRun {
             }),
             errors: Mutex::new(Vec::new()),
             received: std::sync::atomic::AtomicUsize::new(0),
+            issued: Mutex::new(None),
         };
         exec.node(node).await;
         let State { data, sources } = exec
@@ -122,6 +137,10 @@ impl PlanRun {
                 .into_inner()
                 .unwrap_or_else(PoisonError::into_inner),
             received: exec.received.into_inner(),
+            issued: exec
+                .issued
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner),
         }
     }
 }
@@ -176,6 +195,8 @@ struct Execution<'r> {
     state: Mutex<State>,
     errors: Mutex<Vec<Json>>,
     received: std::sync::atomic::AtomicUsize,
+    /// Tokens issued by an earlier fetch of this mutation: the later fetches act with them.
+    issued: Mutex<Option<(String, IssuedTokens)>>,
 }
 
 impl<'r> Execution<'r> {
@@ -558,10 +579,14 @@ impl<'r> Execution<'r> {
         // Variables hold representations and client input: debug level only.
         tracing::debug!(service, body = %String::from_utf8_lossy(&body), "subgraph request");
         let body = Bytes::from(body);
+        let mut headers = forwarded.clone();
+        if let Some((_, issued)) = &*self.issued.lock().unwrap_or_else(PoisonError::into_inner) {
+            headers.authorization = Some(format!("Bearer {}", issued.access));
+        }
         let request = fetch(
             self.run.client.http.clone(),
             endpoint.clone(),
-            forwarded.clone(),
+            headers,
             body.clone(),
             service.to_owned(),
         );
@@ -581,7 +606,20 @@ impl<'r> Execution<'r> {
             _ => request.await,
         };
         let (status, body) = match fetched {
-            Fetched::Answer { status, body } => (status, body),
+            Fetched::Answer {
+                status,
+                body,
+                issued,
+            } => {
+                // Only a mutation signs someone in; a query's answer may be shared.
+                if let Some(issued) = issued
+                    && !self.run.is_query
+                {
+                    *self.issued.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some((service.to_owned(), issued));
+                }
+                (status, body)
+            }
             Fetched::TimedOut => {
                 return Err(unavailable(format!(
                     "subgraph `{service}` did not answer within {}s",
@@ -645,6 +683,9 @@ async fn fetch(
     if let Some(traceparent) = &forwarded.traceparent {
         request = request.header("traceparent", traceparent);
     }
+    if let Some(address) = &forwarded.client_address {
+        request = request.header(keygraph_kernel::address::CLIENT_ADDRESS_HEADER, address);
+    }
     let failed = |e: reqwest::Error, broke_off: bool| {
         tracing::warn!(service, error = %e, "subgraph request failed");
         if e.is_timeout() {
@@ -658,8 +699,17 @@ async fn fetch(
         Err(e) => return failed(e, false),
     };
     let status = response.status().as_u16();
+    let issued = response
+        .headers()
+        .get(ISSUED_TOKENS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(IssuedTokens::parse);
     match response.bytes().await {
-        Ok(body) => Fetched::Answer { status, body },
+        Ok(body) => Fetched::Answer {
+            status,
+            body,
+            issued,
+        },
         Err(e) => failed(e, true),
     }
 }

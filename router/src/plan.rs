@@ -17,8 +17,8 @@ use hive_router_query_planner::planner::{Planner, QueryPlannerOptions};
 use hive_router_query_planner::state::supergraph_state::{SupergraphDefinition, SupergraphState};
 use hive_router_query_planner::utils::cancellation::CancellationToken;
 use keygraph_kernel::config::{RouterConfig, RouterLimits, SubgraphEndpoint};
+use keygraph_kernel::guard::Authentication;
 use keygraph_kernel::limits::{LimitExceeded, Limits};
-use keygraph_kernel::token::Principal;
 use serde_json::{Map, Value as Json, json};
 
 use crate::api_schema;
@@ -45,8 +45,12 @@ pub enum PlanError {
     /// Planning ran out of its time budget, or the request went away.
     #[error("planning the operation took longer than {budget_ms} ms")]
     PlanningTimedOut { budget_ms: u64 },
-    #[error("{0}")]
-    Unauthenticated(String),
+    #[error("{message}")]
+    Unauthenticated {
+        message: String,
+        /// Why the token sent was refused (`expired`, `ended`, ...); none when none was sent.
+        reason: Option<&'static str>,
+    },
     #[error("{0}")]
     Forbidden(String),
 }
@@ -59,7 +63,7 @@ impl PlanError {
                 keygraph_kernel::limits::OPERATION_LIMIT_EXCEEDED
             }
             PlanError::Planning(_) => "QUERY_PLANNING_FAILED",
-            PlanError::Unauthenticated(_) => "UNAUTHENTICATED",
+            PlanError::Unauthenticated { .. } => "UNAUTHENTICATED",
             PlanError::Forbidden(_) => "FORBIDDEN",
         }
     }
@@ -78,6 +82,13 @@ impl PlanError {
                     "limit": "planning_timeout_ms",
                     "max": budget_ms,
                 },
+            })],
+            PlanError::Unauthenticated {
+                reason: Some(reason),
+                ..
+            } => vec![json!({
+                "message": self.to_string(),
+                "extensions": { "code": self.code(), "reason": reason },
             })],
             _ => {
                 vec![json!({ "message": self.to_string(), "extensions": { "code": self.code() } })]
@@ -148,15 +159,27 @@ impl PreparedPlan {
     }
 
     /// Refuses the operation when a field or type it selects needs a token or scopes the
-    /// caller does not have.
-    pub fn check_access(&self, principal: Option<&Principal>) -> Result<(), PlanError> {
+    /// caller does not have; a token that was sent and refused says why.
+    pub fn check_access(&self, authentication: &Authentication) -> Result<(), PlanError> {
+        let principal = authentication.principal();
         for requirement in &self.requirements {
             match (requirement, principal) {
                 (Requirement::Authenticated { coordinate }, None)
                 | (Requirement::Scopes { coordinate, .. }, None) => {
-                    return Err(PlanError::Unauthenticated(format!(
-                        "`{coordinate}` needs a signed-in caller: send an access token as `Authorization: Bearer <token>`"
-                    )));
+                    return Err(match authentication {
+                        Authentication::Invalid(refused) => PlanError::Unauthenticated {
+                            message: format!(
+                                "`{coordinate}` needs a signed-in caller, and the access token sent was refused: {refused}"
+                            ),
+                            reason: Some(refused.reason()),
+                        },
+                        _ => PlanError::Unauthenticated {
+                            message: format!(
+                                "`{coordinate}` needs a signed-in caller: send an access token as `Authorization: Bearer <token>`"
+                            ),
+                            reason: None,
+                        },
+                    });
                 }
                 (Requirement::Scopes { coordinate, groups }, Some(principal)) => {
                     let granted = groups

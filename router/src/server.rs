@@ -12,10 +12,11 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use keygraph_kernel::config::{Config, RouterConfig};
+use keygraph_kernel::address::AddressProof;
+use keygraph_kernel::config::{Config, CorsConfig, RouterConfig};
+use keygraph_kernel::counters::{Counters, Unavailable};
 use keygraph_kernel::guard::Authentication;
 use keygraph_kernel::http::{BodyLimit, ReadinessCheck, RequestMeta, Shutdown};
-use keygraph_kernel::ratelimit::SlidingWindowLimiter;
 use keygraph_kernel::token::TokenVerifier;
 use serde_json::{Map, Value as Json, json};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -33,8 +34,7 @@ const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 pub struct RouterState {
     graph: RwLock<Option<Arc<Graph>>>,
     http: reqwest::Client,
-    verifier: Option<TokenVerifier>,
-    limiter: SlidingWindowLimiter,
+    edge: Edge,
     config: RouterConfig,
     metrics: Arc<crate::metrics::Metrics>,
     /// Client requests in flight, when identical ones share an answer.
@@ -43,8 +43,19 @@ pub struct RouterState {
     subgraph_inflight: Option<Arc<Inflight<SubgraphRequestKey, Fetched>>>,
 }
 
+/// What the edge checks requests with.
+#[derive(Default)]
+pub struct Edge {
+    /// Verifies access tokens (none: tokens are passed on unchecked, as in the benchmarks).
+    pub verifier: Option<TokenVerifier>,
+    /// Signs the client address passed on to subgraphs (none: it is not passed on).
+    pub address_proof: Option<AddressProof>,
+    /// Where the rate limits are counted.
+    pub counters: Arc<Counters>,
+}
+
 impl RouterState {
-    pub fn new(config: RouterConfig, verifier: Option<TokenVerifier>) -> Result<Arc<Self>, String> {
+    pub fn new(config: RouterConfig, edge: Edge) -> Result<Arc<Self>, String> {
         let http = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(64)
@@ -54,11 +65,7 @@ impl RouterState {
         Ok(Arc::new(Self {
             graph: RwLock::new(None),
             http,
-            verifier,
-            limiter: SlidingWindowLimiter::new(
-                config.rate_limit.max,
-                Duration::from_secs(config.rate_limit.window_secs),
-            ),
+            edge,
             client_inflight: config.dedupe.client_requests.then(Arc::default),
             subgraph_inflight: config.dedupe.subgraph_requests.then(Arc::default),
             config,
@@ -203,9 +210,7 @@ pub fn routes(state: Arc<RouterState>) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/graphiql/{asset}", get(graphiql_asset));
-    if let Some(cors) = cors_layer(&state.config.cors.allowed_origins) {
-        router = router.layer(cors);
-    }
+    router = router.layer(cors_layer(&state.config.cors));
     router.with_state(state)
 }
 
@@ -226,10 +231,18 @@ async fn track(
 /// Prometheus text exposition of the router's metrics.
 async fn metrics(State(state): State<Arc<RouterState>>) -> Response {
     let graph = state.graph();
-    let body = state.metrics.render(
+    let mut body = state.metrics.render(
         graph.as_ref().map_or(0, |g| g.cached_plans()),
         graph.is_some(),
     );
+    let counters = &state.edge.counters;
+    body.push_str(&format!(
+        "# HELP keygraph_router_shared_counters_unavailable_total Rate-limit decisions taken without Redis (it failed or was resting), as redis.when_unavailable says.\n\
+         # TYPE keygraph_router_shared_counters_unavailable_total counter\n\
+         keygraph_router_shared_counters_unavailable_total{{shared=\"{}\"}} {}\n",
+        counters.is_shared(),
+        counters.unavailable_total()
+    ));
     (
         [(
             header::CONTENT_TYPE,
@@ -260,27 +273,50 @@ async fn ready(State(state): State<Arc<RouterState>>) -> Response {
     }
 }
 
-fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
-    if origins.is_empty() {
-        return None;
-    }
-    let allow = if origins.iter().any(|o| o == "*") {
+/// CORS for browsers on other origins: the configured ones, and in development any
+/// `localhost` one. Preflights are answered whatever the origin; only an allowed one gets the
+/// headers that let the browser go on.
+fn cors_layer(cors: &CorsConfig) -> CorsLayer {
+    let allow = if cors.allowed_origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+        let listed: Vec<HeaderValue> = cors
+            .allowed_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
+            .collect();
+        let localhost = cors.allow_localhost.unwrap_or(false);
+        AllowOrigin::predicate(move |origin, _| {
+            listed.contains(origin) || (localhost && is_localhost_origin(origin.as_bytes()))
+        })
     };
-    Some(
-        CorsLayer::new()
-            .allow_origin(allow)
-            .allow_methods([Method::GET, Method::POST])
-            .allow_headers([
-                header::CONTENT_TYPE,
-                header::AUTHORIZATION,
-                header::HeaderName::from_static("x-request-id"),
-                header::HeaderName::from_static("traceparent"),
-            ])
-            .max_age(Duration::from_secs(600)),
-    )
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::HeaderName::from_static("x-request-id"),
+            header::HeaderName::from_static("traceparent"),
+        ])
+        .expose_headers([header::HeaderName::from_static("x-request-id")])
+        .max_age(Duration::from_secs(600))
+}
+
+/// `http://localhost`, `http://127.0.0.1` or `http://[::1]`, with or without a port.
+fn is_localhost_origin(origin: &[u8]) -> bool {
+    let Some(host) = origin.strip_prefix(b"http://") else {
+        return false;
+    };
+    [&b"localhost"[..], b"127.0.0.1", b"[::1]"]
+        .iter()
+        .any(|name| match host.strip_prefix(*name) {
+            Some(b"") => true,
+            Some(rest) => rest
+                .strip_prefix(b":")
+                .is_some_and(|port| !port.is_empty() && port.iter().all(u8::is_ascii_digit)),
+            None => false,
+        })
 }
 
 /// A GraphQL request as sent over HTTP.
@@ -476,18 +512,6 @@ async fn execute(
     headers: &HeaderMap,
     meta: &RequestMeta,
 ) -> Response {
-    if let Some(addr) = meta.client_addr
-        && let Err(wait) = state.limiter.try_acquire(&addr.to_string())
-    {
-        let seconds = wait.as_secs().max(1);
-        let mut refusal = Refusal::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "RATE_LIMITED",
-            format!("too many requests from this address; retry in {seconds}s"),
-        );
-        refusal.retry_after = Some(seconds);
-        return refusal.into_response();
-    }
     let Some(graph) = state.graph() else {
         return Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -500,7 +524,9 @@ async fn execute(
     let preparation = graph
         .prepare_off_thread(key, &request.query, request.operation_name.as_deref())
         .await;
-    if over_get && preparation.kind == Some(OperationKind::Mutation) {
+    // Documents that cannot run are limited as queries: refusing them costs a lookup.
+    let kind = preparation.kind.unwrap_or(OperationKind::Query);
+    if over_get && kind == OperationKind::Mutation {
         let mut response = Refusal::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "BAD_REQUEST",
@@ -512,6 +538,16 @@ async fn execute(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
+    let authentication = match &state.edge.verifier {
+        None => Authentication::Anonymous,
+        Some(verifier) => keygraph_kernel::graphql::authenticate(verifier, headers).await,
+    };
+    if let Err(refusal) = state
+        .rate_limit(meta.client_addr, authentication.principal(), kind)
+        .await
+    {
+        return refusal.into_response();
+    }
     let graphql_response = wants_graphql_response(headers);
     let call = Call {
         state: state.clone(),
@@ -520,6 +556,7 @@ async fn execute(
         variables: request.variables,
         headers: headers.clone(),
         meta: meta.clone(),
+        authentication,
         graphql_response,
     };
     let answered = match (&state.client_inflight, call.preparation.kind) {
@@ -542,6 +579,68 @@ async fn execute(
     answered.into_response(&state.metrics)
 }
 
+impl RouterState {
+    /// Counts the request against its client address's limit and its user's, for its kind;
+    /// the first limit reached refuses it with the seconds to wait.
+    async fn rate_limit(
+        &self,
+        address: Option<std::net::IpAddr>,
+        user: Option<&keygraph_kernel::token::Principal>,
+        kind: OperationKind,
+    ) -> Result<(), Refusal> {
+        let rate = self.config.rate_limit;
+        let window = Duration::from_secs(rate.window_secs);
+        let (name, per_address, per_user) = match kind {
+            OperationKind::Mutation => (
+                "mutation",
+                rate.per_address.mutation,
+                rate.per_user.mutation,
+            ),
+            OperationKind::Query | OperationKind::Subscription => {
+                ("query", rate.per_address.query, rate.per_user.query)
+            }
+        };
+        let mut checks = Vec::with_capacity(2);
+        if let Some(address) = address {
+            checks.push((
+                format!("rate:address:{address}:{name}"),
+                per_address,
+                "this address",
+            ));
+        }
+        if let Some(user) = user {
+            checks.push((
+                format!("rate:user:{}:{name}", user.user_id),
+                per_user,
+                "this user",
+            ));
+        }
+        for (key, max, whose) in checks {
+            match self.edge.counters.hit(&key, max, window).await {
+                Ok(Ok(())) => {}
+                Ok(Err(wait)) => {
+                    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+                    let mut refusal = Refusal::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "RATE_LIMITED",
+                        format!("too many {name} requests from {whose}; retry in {seconds}s"),
+                    );
+                    refusal.retry_after = Some(seconds);
+                    return Err(refusal);
+                }
+                Err(Unavailable) => {
+                    return Err(Refusal::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "SERVICE_UNAVAILABLE",
+                        "rate limits cannot be counted right now (Redis does not answer); retry shortly",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn wants_graphql_response(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
@@ -558,6 +657,9 @@ struct Call {
     variables: Map<String, Json>,
     headers: HeaderMap,
     meta: RequestMeta,
+    /// What the `Authorization` header proved. The header itself is passed on to subgraphs
+    /// whatever it proved: they come to the same verdict, and fields needing no token run.
+    authentication: Authentication,
     graphql_response: bool,
 }
 
@@ -570,6 +672,13 @@ impl Call {
             request_id: self.meta.request_id.clone(),
             request_id_from_client,
             traceparent: header_string(&self.headers, "traceparent"),
+            client_address: self
+                .state
+                .edge
+                .address_proof
+                .as_ref()
+                .zip(self.meta.client_addr)
+                .map(|(proof, address)| proof.state(address)),
         }
     }
 
@@ -583,22 +692,6 @@ impl Call {
             }
             Err(err) => return respond(Answer::NoData(err.to_errors())),
         };
-        let principal = match &state.verifier {
-            None => None,
-            Some(verifier) => {
-                match keygraph_kernel::graphql::authenticate(verifier, &self.headers).await {
-                    Authentication::Anonymous => None,
-                    Authentication::Authenticated(principal) => Some(principal),
-                    Authentication::Invalid(reason) => {
-                        return Answered::refusal(&Refusal::new(
-                            StatusCode::UNAUTHORIZED,
-                            "UNAUTHENTICATED",
-                            format!("the access token was refused: {reason}"),
-                        ));
-                    }
-                }
-            }
-        };
         let variables = match prepared
             .operation
             .coerce_variables(&graph.types, self.variables.clone())
@@ -606,8 +699,12 @@ impl Call {
             Ok(variables) => variables,
             Err(errors) => return respond(Answer::RequestError(errors)),
         };
-        if let Err(err) = prepared.check_access(principal.as_ref()) {
-            return respond(Answer::NoData(err.to_errors()));
+        if let Err(err) = prepared.check_access(&self.authentication) {
+            let status = match err {
+                PlanError::Forbidden(_) => StatusCode::FORBIDDEN,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            return respond(Answer::AccessRefused(status, err.to_errors()));
         }
         let run = PlanRun {
             graph: graph.clone(),
@@ -627,8 +724,9 @@ impl Call {
                 None => None,
             }
         };
-        let (outcome, introspection) =
+        let (mut outcome, introspection) =
             tokio::join!(run.execute(&prepared.plan, &variables), introspection);
+        let issued = outcome.issued.take();
         let response_plan = prepared.response_plan(&graph.types, &variables);
         let projected = crate::project::project(&crate::project::Input {
             types: &graph.types,
@@ -639,6 +737,12 @@ impl Call {
             introspection: introspection.as_ref().map(|(answers, _)| answers),
             size_hint: outcome.received,
         });
+        if let Some((service, issued)) = issued {
+            let delivered = |token: &str| memchr::memmem::find(&projected.body, token.as_bytes());
+            if delivered(&issued.access).is_none() && delivered(&issued.refresh).is_none() {
+                end_undelivered_session(state, graph, &service, &issued);
+            }
+        }
         let mut errors = outcome.errors;
         if let Some((_, introspection_errors)) = introspection {
             errors.extend(introspection_errors);
@@ -648,12 +752,53 @@ impl Call {
     }
 }
 
+/// A subgraph signed someone in during this request, but neither token reached the client
+/// (the field holding them failed, or was not selected): the session is ended with the
+/// issuing subgraph's `logout`, acting with the access token, so no session is left that
+/// nobody can use. Runs in the background; a failure is logged.
+fn end_undelivered_session(
+    state: &Arc<RouterState>,
+    graph: &Graph,
+    service: &str,
+    issued: &keygraph_kernel::token::IssuedTokens,
+) {
+    let Some(endpoint) = graph.endpoint(service).cloned() else {
+        return;
+    };
+    let http = state.http.clone();
+    let (service, bearer) = (service.to_owned(), format!("Bearer {}", issued.access));
+    tokio::spawn(async move {
+        let ended = http
+            .post(endpoint.url)
+            .timeout(endpoint.timeout)
+            .header(header::AUTHORIZATION, bearer)
+            .json(&json!({ "query": "mutation { logout }" }))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status);
+        match ended {
+            Ok(_) => tracing::info!(
+                service,
+                "a session was opened but its tokens never reached the client; it was ended"
+            ),
+            Err(error) => tracing::warn!(
+                service,
+                %error,
+                "a session was opened but its tokens never reached the client, and ending it failed"
+            ),
+        }
+    });
+}
+
 /// What a request gets back.
 enum Answer {
     /// The operation did not run (it does not parse or validate, or its variables are wrong):
     /// errors only, and 400 for clients that speak `application/graphql-response+json`.
     RequestError(Vec<Json>),
-    /// The operation was accepted but could not run (planning failed, access refused).
+    /// The operation may not run for this caller (access directives): errors only, 401 or 403
+    /// for clients that speak `application/graphql-response+json`.
+    AccessRefused(StatusCode, Vec<Json>),
+    /// The operation was accepted but could not run (planning failed).
     NoData(Vec<Json>),
     /// It ran: the body's start (`{"data":` and the data, from the projection), with the
     /// errors of the positions that failed.
@@ -675,6 +820,15 @@ impl Answered {
             Answer::RequestError(errors) => {
                 let status = if graphql_response {
                     StatusCode::BAD_REQUEST
+                } else {
+                    StatusCode::OK
+                };
+                let body = serde_json::to_vec(&json!({ "errors": errors }));
+                (status, errors.len(), body)
+            }
+            Answer::AccessRefused(status, errors) => {
+                let status = if graphql_response {
+                    status
                 } else {
                     StatusCode::OK
                 };
@@ -715,16 +869,6 @@ impl Answered {
             },
             body: Bytes::from(body),
             errors,
-        }
-    }
-
-    /// A refusal before anything ran (a bad token), in the edge's own shape.
-    fn refusal(refusal: &Refusal) -> Answered {
-        Answered {
-            status: refusal.status,
-            content_type: "application/json",
-            body: Bytes::from(refusal.body()),
-            errors: 1,
         }
     }
 
@@ -790,17 +934,18 @@ async fn graphiql_asset(axum::extract::Path(asset): axum::extract::Path<String>)
 pub async fn run(config: &Config, internal_token: &str, shutdown: Shutdown) -> anyhow::Result<()> {
     let verifier = TokenVerifier::for_service(&config.tokens, internal_token)
         .map_err(|e| anyhow::anyhow!("router: token keys: {e}"))?;
-    serve(config, Some(verifier), shutdown).await
+    let counters = Counters::from_config(&config.redis).map_err(anyhow::Error::msg)?;
+    let edge = Edge {
+        verifier: Some(verifier),
+        address_proof: Some(AddressProof::new(internal_token)),
+        counters: Arc::new(counters),
+    };
+    serve(config, edge, shutdown).await
 }
 
-/// Serves the router with `verifier` (none: tokens are forwarded unchecked, as in the
-/// benchmark) until `shutdown`.
-pub async fn serve(
-    config: &Config,
-    verifier: Option<TokenVerifier>,
-    shutdown: Shutdown,
-) -> anyhow::Result<()> {
-    let state = RouterState::new(config.router.clone(), verifier).map_err(anyhow::Error::msg)?;
+/// Serves the router with `edge` until `shutdown`.
+pub async fn serve(config: &Config, edge: Edge, shutdown: Shutdown) -> anyhow::Result<()> {
+    let state = RouterState::new(config.router.clone(), edge).map_err(anyhow::Error::msg)?;
     let listener = keygraph_kernel::http::bind("router", config.router.listen).await?;
     tokio::spawn(keep_supergraph_current(state.clone(), shutdown.clone()));
     keygraph_kernel::http::serve(
@@ -808,6 +953,8 @@ pub async fn serve(
         listener,
         routes(state.clone()),
         &config.http,
+        keygraph_kernel::http::ClientAddresses::for_edge(&config.http)
+            .map_err(anyhow::Error::msg)?,
         readiness(state),
         shutdown,
     )

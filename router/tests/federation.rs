@@ -352,11 +352,159 @@ async fn requires_scopes_is_enforced_at_the_router() {
         answer.data(),
         &json!({ "topProducts": [{ "name": "Table", "cost": 400 }] })
     );
-    // A forged token is refused before anything runs.
+    // A token that is refused (stale, ended, forged) does not sink the request: what needs no
+    // token runs, and what needs one says why the token was refused.
     let answer = fed
-        .query_as("{ topProducts { name } }", "not-a-token")
+        .query_as("{ topProducts(first: 1) { name } }", "not-a-token")
         .await;
-    answer.expect_error("UNAUTHENTICATED", "refused");
+    assert_eq!(
+        answer.data(),
+        &json!({ "topProducts": [{ "name": "Table" }] })
+    );
+    let answer = fed.query_as(query, "not-a-token").await;
+    answer.expect_error("UNAUTHENTICATED", "the access token sent was refused");
+    assert_eq!(answer.0["errors"][0]["extensions"]["reason"], "malformed");
+    let mut claims = fed.signer.claims(user, &["billing.*"]);
+    claims.exp = claims.iat - 120;
+    let expired = fed.signer.sign(&claims);
+    let answer = fed.query_as(query, &expired).await;
+    assert_eq!(
+        answer.0["errors"][0]["extensions"]["reason"], "expired",
+        "{}",
+        answer.0
+    );
+}
+
+/// Access refusals are request errors (nothing ran): 200 for `application/json`, 401 or 403
+/// for `application/graphql-response+json`, as the GraphQL over HTTP spec has it; and never
+/// a 401 for a stale token on an operation that needs none.
+#[tokio::test]
+async fn access_refusals_follow_graphql_over_http_status_codes() {
+    let fed = Federation::start().await;
+    let url = format!("{}/graphql", fed.router.base);
+    let post = |query: &'static str, token: Option<String>, accept: &'static str| {
+        let mut request = fed
+            .router
+            .http
+            .post(&url)
+            .header("accept", accept)
+            .json(&json!({ "query": query }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let guarded = "{ topProducts(first: 1) { cost } }";
+    let reader = fed.signer.token(uuid_v7(), &["identity.user.read"]);
+    for (token, graphql_response, json) in [
+        (None, 401, 200),
+        (Some("stale".to_owned()), 401, 200),
+        (Some(reader), 403, 200),
+    ] {
+        let response = post(guarded, token.clone(), "application/graphql-response+json")
+            .await
+            .expect("request");
+        assert_eq!(response.status(), graphql_response, "{token:?}");
+        let body: serde_json::Value = response.json().await.expect("json");
+        assert!(body.get("data").is_none(), "nothing ran: {body}");
+        let response = post(guarded, token.clone(), "application/json")
+            .await
+            .expect("request");
+        assert_eq!(response.status(), json, "{token:?}");
+    }
+    let response = post(
+        "{ topProducts(first: 1) { name } }",
+        Some("stale".to_owned()),
+        "application/graphql-response+json",
+    )
+    .await
+    .expect("request");
+    assert_eq!(response.status(), 200);
+}
+
+/// Browsers: preflights are answered (never 405); in development any localhost origin is
+/// allowed, other origins only when configured; in production only configured ones.
+#[tokio::test]
+async fn cors_allows_localhost_in_development_and_answers_preflights() {
+    async fn preflight(base: &str, origin: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .request(reqwest::Method::OPTIONS, format!("{base}/graphql"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type, authorization",
+            )
+            .send()
+            .await
+            .expect("preflight")
+    }
+    let allowed = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let development = Federation::start_with(|config| {
+        config.router.cors.allowed_origins = vec!["https://app.example.com".into()];
+    })
+    .await;
+    let base = &development.router.base;
+    for origin in [
+        "http://localhost:5173",
+        "http://127.0.0.1:3000",
+        "http://[::1]:8080",
+        "http://localhost",
+        "https://app.example.com",
+    ] {
+        let response = preflight(base, origin).await;
+        assert!(
+            response.status().is_success(),
+            "{origin}: {}",
+            response.status()
+        );
+        assert_eq!(allowed(&response).as_deref(), Some(origin));
+        let methods = response
+            .headers()
+            .get("access-control-allow-methods")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(methods.contains("POST"), "{methods}");
+    }
+    for origin in [
+        "https://evil.example",
+        "http://localhost.evil.example",
+        "http://localhost:5173.evil.example",
+        "https://localhost:5173",
+    ] {
+        let response = preflight(base, origin).await;
+        assert!(
+            response.status().is_success(),
+            "{origin}: {}",
+            response.status()
+        );
+        assert_eq!(allowed(&response), None, "{origin}");
+    }
+    let response = development
+        .router
+        .http
+        .post(format!("{base}/graphql"))
+        .header("origin", "http://localhost:5173")
+        .json(&json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(allowed(&response).as_deref(), Some("http://localhost:5173"));
+
+    let production = Federation::start_with(|config| {
+        config.router.cors.allow_localhost = Some(false);
+    })
+    .await;
+    let response = preflight(&production.router.base, "http://localhost:5173").await;
+    assert!(response.status().is_success(), "{}", response.status());
+    assert_eq!(allowed(&response), None);
 }
 
 fn uuid_v7() -> uuid::Uuid {

@@ -609,7 +609,17 @@ impl Federation {
         configure(&mut config);
         let verifier =
             keygraph_kernel::token::TokenVerifier::from_config(&config.tokens).expect("verifier");
-        let state = RouterState::new(config.router.clone(), Some(verifier)).expect("router state");
+        let state = RouterState::new(
+            config.router.clone(),
+            keygraph_router::server::Edge {
+                verifier: Some(verifier),
+                address_proof: Some(keygraph_kernel::address::AddressProof::new(
+                    keygraph_kernel::testing::INTERNAL_TOKEN,
+                )),
+                counters: Default::default(),
+            },
+        )
+        .expect("router state");
         let (trigger, shutdown) = TestServer::shutdown_pair();
         tokio::spawn(keep_supergraph_current(state.clone(), shutdown.clone()));
         let router = TestServer::start(

@@ -68,7 +68,18 @@ pub async fn build(
         Duration::from_secs(config.auth.access_token_ttl_secs),
     );
     keys.ensure_keys().await?;
-    let auth = Arc::new(Auth::new(db.clone(), keys, config, internal_token, local)?);
+    let counters = Arc::new(
+        keygraph_kernel::counters::Counters::from_config(&config.redis)
+            .map_err(anyhow::Error::msg)?,
+    );
+    let auth = Arc::new(Auth::new(
+        db.clone(),
+        keys,
+        config,
+        internal_token,
+        local,
+        counters,
+    )?);
     let verifier = TokenVerifier::for_service(&config.tokens, internal_token)?;
     let router = Router::new()
         .route(
@@ -100,8 +111,8 @@ pub async fn run(
         listener,
         service.router,
         service.db,
-        &config.http,
-        local,
+        http::Shell::for_subgraph(&config.http, internal_token, local)
+            .map_err(anyhow::Error::msg)?,
         shutdown,
     )
     .await?;

@@ -11,6 +11,7 @@ use keygraph_kernel::{
     guard::{Authenticated, HasPermission, require_principal},
     limits::Limits,
     permissions::auth as codes,
+    token::{ISSUED_TOKENS_HEADER, IssuedTokens},
 };
 
 use crate::{
@@ -70,6 +71,16 @@ pub struct AuthPayload {
     pub session_id: ID,
     /// The signed-in user.
     pub user: User,
+}
+
+/// Names the issued tokens in a response header for the router (see [`ISSUED_TOKENS_HEADER`]).
+fn announce(ctx: &Context<'_>, tokens: Tokens) -> AuthPayload {
+    let issued = IssuedTokens {
+        access: tokens.access_token.clone(),
+        refresh: tokens.refresh_token.clone(),
+    };
+    ctx.insert_http_header(ISSUED_TOKENS_HEADER, issued.header_value());
+    tokens.into()
 }
 
 impl From<Tokens> for AuthPayload {
@@ -151,19 +162,17 @@ impl Mutation {
         email: String,
         password: String,
     ) -> ApiResult<AuthPayload> {
-        Ok(auth(ctx)
+        let tokens = auth(ctx)
             .login(request_meta(ctx), &email, &password)
-            .await?
-            .into())
+            .await?;
+        Ok(announce(ctx, tokens))
     }
 
     /// Exchanges a refresh token for a new access and refresh token (the old one is spent).
     /// Presenting a spent refresh token again ends its session.
     async fn refresh(&self, ctx: &Context<'_>, refresh_token: String) -> ApiResult<AuthPayload> {
-        Ok(auth(ctx)
-            .refresh(request_meta(ctx), &refresh_token)
-            .await?
-            .into())
+        let tokens = auth(ctx).refresh(request_meta(ctx), &refresh_token).await?;
+        Ok(announce(ctx, tokens))
     }
 
     /// Ends the session of the token making this request.

@@ -1,12 +1,13 @@
 //! Auth rules: sign-in, access tokens, rotating refresh tokens, sessions and their end. No
 //! GraphQL types here.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use keygraph_kernel::{
-    ApiError,
+    ApiError, ErrorCode,
     config::Config,
+    counters::Counters,
     db::{begin_write, execute_in_order, write_turn},
     http::RequestMeta,
     internal::{InternalCallError, InternalClient, LocalServices},
@@ -26,7 +27,7 @@ use uuid::Uuid;
 use crate::{
     entity::{refresh_token, session},
     keys::{KeyError, KeyRing},
-    throttle::LoginThrottle,
+    throttle::{LoginThrottle, Refused},
 };
 
 /// One answer for every kind of failed sign-in.
@@ -42,6 +43,10 @@ pub enum AuthError {
     InvalidInput(&'static str, String),
     #[error("too many failed sign-ins; try again in {0} seconds")]
     Throttled(u64),
+    #[error(
+        "sign-in is unavailable for a moment (the shared throttle does not answer); retry shortly"
+    )]
+    ThrottleUnavailable,
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -67,6 +72,9 @@ impl From<AuthError> for ApiError {
                 let mut e = ApiError::rate_limited(secs);
                 e.message = err.to_string();
                 e
+            }
+            AuthError::ThrottleUnavailable => {
+                ApiError::new(ErrorCode::ServiceUnavailable, err.to_string())
             }
             AuthError::NotFound(m) => ApiError::not_found(m),
             AuthError::Forbidden(m) => ApiError::forbidden(m),
@@ -158,6 +166,7 @@ impl Auth {
         config: &Config,
         internal_token: &str,
         local: &LocalServices,
+        counters: Arc<Counters>,
     ) -> Result<Self, InternalCallError> {
         let auth = &config.auth;
         Ok(Self {
@@ -165,7 +174,7 @@ impl Auth {
             keys,
             identity: InternalClient::new(&auth.identity_url, internal_token)?.with_local(local),
             authz: InternalClient::new(&auth.authz_url, internal_token)?.with_local(local),
-            throttle: LoginThrottle::new(auth.throttle),
+            throttle: LoginThrottle::new(auth.throttle, counters),
             settings: Settings {
                 issuer: config.tokens.issuer.clone(),
                 audience: config.tokens.audience.clone(),
@@ -196,7 +205,11 @@ impl Auth {
         let attempt = self
             .throttle
             .begin(&account_key, meta.client_addr)
-            .map_err(AuthError::Throttled)?;
+            .await
+            .map_err(|refused| match refused {
+                Refused::Wait(secs) => AuthError::Throttled(secs),
+                Refused::Unavailable => AuthError::ThrottleUnavailable,
+            })?;
         let check: CredentialCheck = self
             .identity
             .post_json(
@@ -208,19 +221,19 @@ impl Auth {
         let account = match (check.valid, check.user) {
             (true, Some(account)) if account.status == "active" => account,
             _ => {
-                attempt.finish(false);
+                attempt.finish(false).await;
                 self.record_failed_login(meta, &account_key).await?;
                 return Err(AuthError::InvalidCredentials);
             }
         };
         if !account.email_verified && !self.settings.allow_unverified {
-            attempt.finish(false);
+            attempt.finish(false).await;
             self.record_failed_login(meta, &account_key).await?;
             return Err(AuthError::Unauthenticated(
                 "confirm your email address first: open the link we mailed you".into(),
             ));
         }
-        attempt.finish(true);
+        attempt.finish(true).await;
         let grants = self.grants(account.id).await?;
         let now = Utc::now();
         let session_id = Uuid::now_v7();

@@ -1,71 +1,61 @@
-//! Failed sign-ins slow down, per account and per client address, with a delay that doubles
-//! after a few free attempts. The per-account delay is capped low (an attacker failing on
-//! purpose can make a real user wait at most that long); the per-address cap is high.
+//! Sign-in attempts slow down per account from one client address, and per client address,
+//! with a delay that doubles after a few free attempts.
 //!
-//! Per account, attempts still in flight count like failures, so a burst of attempts at one
-//! account is throttled before any of them finishes. Per address only finished failures
-//! count, so many people signing in successfully from one address (an office, a NAT) are not
-//! slowed. A success clears the account's failures.
+//! - Attempts in flight count like failures, so a burst is throttled before any of its
+//!   attempts finishes.
+//! - The account is counted per address: one address's failures never delay sign-ins from
+//!   another, so whoever guesses at a user's password cannot lock the user out. The per
+//!   account delay is capped low, the per address one high.
+//! - Per address, more attempts are free (`address_free_attempts`), so many people signing in
+//!   at once from one address (an office, a NAT) are not slowed.
+//! - A success clears the account's failures from that address.
+//!
+//! The counters are [`Counters`]: in Redis when configured (shared by every auth replica), in
+//! memory otherwise.
 
-use std::{
-    collections::HashMap,
-    net::IpAddr,
-    sync::{Arc, Mutex, MutexGuard},
-    time::{Duration, Instant},
-};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use keygraph_kernel::config::ThrottleConfig;
+use keygraph_kernel::counters::{Counters, Ending, Tally, Unavailable, unix_ms};
+use sha2::{Digest, Sha256};
 
-#[derive(Clone, Copy)]
-struct Failures {
-    count: u32,
-    last: Instant,
-}
-
-#[derive(Default)]
-struct Counters {
-    accounts: HashMap<String, Failures>,
-    in_flight: HashMap<String, u32>,
-    addresses: HashMap<IpAddr, Failures>,
-}
+/// How long an attempt that never ends (its process died) counts as in flight.
+const STALE_AFTER: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 pub struct LoginThrottle {
     config: ThrottleConfig,
-    counters: Arc<Mutex<Counters>>,
+    counters: Arc<Counters>,
+}
+
+/// Why an attempt may not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Too many attempts: wait this many seconds.
+    Wait(u64),
+    /// The shared counters do not answer (and are configured to refuse meanwhile).
+    Unavailable,
 }
 
 /// A sign-in attempt in progress. Report how it ended with [`Attempt::finish`]; dropped
 /// without that (say the credential check could not be made) it counts as neither.
 pub struct Attempt {
     throttle: LoginThrottle,
-    account: String,
-    address: Option<IpAddr>,
+    keys: Vec<String>,
+    id: String,
     finished: bool,
 }
 
-/// Entries kept before stale ones are swept.
-const SWEEP_ABOVE: usize = 10_000;
-
 impl LoginThrottle {
-    pub fn new(config: ThrottleConfig) -> Self {
-        Self {
-            config,
-            counters: Arc::default(),
-        }
+    pub fn new(config: ThrottleConfig, counters: Arc<Counters>) -> Self {
+        Self { config, counters }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Counters> {
-        self.counters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn delay(&self, count: u32, cap: u64) -> Duration {
-        if count < self.config.free_attempts {
+    fn delay(&self, count: u32, free: u32, cap: u64) -> Duration {
+        if count < free {
             return Duration::ZERO;
         }
-        let doublings = (count - self.config.free_attempts).min(20);
+        let doublings = (count - free).min(20);
         Duration::from_secs(
             self.config
                 .base_delay_secs
@@ -74,92 +64,112 @@ impl LoginThrottle {
         )
     }
 
-    /// Starts an attempt, or says how many seconds to wait.
-    pub fn begin(&self, account: &str, address: Option<IpAddr>) -> Result<Attempt, u64> {
-        let now = Instant::now();
-        let window = Duration::from_secs(self.config.window_secs);
-        let mut counters = self.lock();
-        let fresh = |f: &Failures| now.duration_since(f.last) < window;
-        if counters.accounts.len() > SWEEP_ABOVE {
-            counters.accounts.retain(|_, f| fresh(f));
-        }
-        if counters.addresses.len() > SWEEP_ABOVE {
-            counters.addresses.retain(|_, f| fresh(f));
-        }
-        let failures = counters.accounts.get(account).filter(|f| fresh(f)).copied();
-        let in_flight = counters.in_flight.get(account).copied().unwrap_or(0);
-        let account_count = failures.map_or(0, |f| f.count) + in_flight;
-        let account_since = if in_flight > 0 {
+    /// When a key's next attempt may start, in Unix milliseconds: other attempts in flight
+    /// count as failures happening now.
+    fn ready_at(&self, tally: Tally, now: u64, free: u32, cap: u64) -> u64 {
+        let others = tally.in_flight.saturating_sub(1);
+        let count = tally.failures.saturating_add(others);
+        let since = if others > 0 {
             now
         } else {
-            failures.map_or(now, |f| f.last)
+            tally.last_failure_ms
         };
-        let account_ready =
-            account_since + self.delay(account_count, self.config.max_account_delay_secs);
-        let address_ready = address
-            .and_then(|a| counters.addresses.get(&a).filter(|f| fresh(f)).copied())
-            .map(|f| f.last + self.delay(f.count, self.config.max_address_delay_secs));
-        let ready = address_ready.map_or(account_ready, |a| a.max(account_ready));
-        if ready > now {
-            return Err((ready - now).as_secs_f64().ceil().max(1.0) as u64);
-        }
-        *counters.in_flight.entry(account.to_owned()).or_default() += 1;
-        Ok(Attempt {
+        since + self.delay(count, free, cap).as_millis() as u64
+    }
+
+    /// The counted keys: the account from this address first (a success clears it), then the
+    /// address. The account is hashed: no email address is written to Redis.
+    fn keys(account: &str, address: Option<IpAddr>) -> Vec<String> {
+        let digest = Sha256::digest(account.as_bytes());
+        let account: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let address = address.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        vec![
+            format!("login:account:{account}:from:{address}"),
+            format!("login:address:{address}"),
+        ]
+    }
+
+    /// Starts an attempt, or says why not.
+    pub async fn begin(&self, account: &str, address: Option<IpAddr>) -> Result<Attempt, Refused> {
+        let keys = Self::keys(account, address);
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let window = Duration::from_secs(self.config.window_secs);
+        let tallies = self
+            .counters
+            .start_attempt(&keys, &id, window, STALE_AFTER)
+            .await
+            .map_err(|Unavailable| Refused::Unavailable)?;
+        let mut attempt = Attempt {
             throttle: self.clone(),
-            account: account.to_owned(),
-            address,
+            keys,
+            id,
             finished: false,
-        })
+        };
+        let now = unix_ms();
+        let config = &self.config;
+        let account_ready = tallies.first().map_or(0, |t| {
+            self.ready_at(*t, now, config.free_attempts, config.max_account_delay_secs)
+        });
+        let address_ready = tallies.get(1).map_or(0, |t| {
+            self.ready_at(
+                *t,
+                now,
+                config.address_free_attempts,
+                config.max_address_delay_secs,
+            )
+        });
+        let ready = account_ready.max(address_ready);
+        if ready > now {
+            // It leaves the in-flight counts and counts as nothing.
+            attempt.finished = true;
+            attempt.end(Ending::Abandoned).await;
+            return Err(Refused::Wait((ready - now).div_ceil(1000).max(1)));
+        }
+        Ok(attempt)
     }
 }
 
 impl Attempt {
-    /// Records the outcome: a failure counts against the account and the address; a success
-    /// clears the account's failures.
-    pub fn finish(mut self, succeeded: bool) {
+    /// Records the outcome: a failure counts against the account from this address and
+    /// against the address; a success clears the account's failures from this address.
+    pub async fn finish(mut self, succeeded: bool) {
         self.finished = true;
-        let now = Instant::now();
-        let mut counters = self.throttle.lock();
-        release(&mut counters, &self.account);
-        if succeeded {
-            counters.accounts.remove(&self.account);
-            return;
-        }
-        let bump = |f: &mut Failures| {
-            f.count = f.count.saturating_add(1);
-            f.last = now;
+        let ending = if succeeded {
+            Ending::Succeeded { clear: 1 }
+        } else {
+            Ending::Failed
         };
-        bump(
-            counters
-                .accounts
-                .entry(self.account.clone())
-                .or_insert(Failures {
-                    count: 0,
-                    last: now,
-                }),
-        );
-        if let Some(address) = self.address {
-            bump(counters.addresses.entry(address).or_insert(Failures {
-                count: 0,
-                last: now,
-            }));
-        }
+        self.end(ending).await;
+    }
+
+    async fn end(&self, ending: Ending) {
+        let window = Duration::from_secs(self.throttle.config.window_secs);
+        self.throttle
+            .counters
+            .end_attempt(&self.keys, &self.id, ending, window)
+            .await;
     }
 }
 
 impl Drop for Attempt {
     fn drop(&mut self) {
-        if !self.finished {
-            release(&mut self.throttle.lock(), &self.account);
+        if self.finished {
+            return;
         }
-    }
-}
-
-fn release(counters: &mut Counters, account: &str) {
-    if let Some(n) = counters.in_flight.get_mut(account) {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            counters.in_flight.remove(account);
+        let (throttle, keys, id) = (
+            self.throttle.clone(),
+            std::mem::take(&mut self.keys),
+            std::mem::take(&mut self.id),
+        );
+        let window = Duration::from_secs(throttle.config.window_secs);
+        // Outside a runtime nothing can be awaited; the attempt then expires by itself.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                throttle
+                    .counters
+                    .end_attempt(&keys, &id, Ending::Abandoned, window)
+                    .await;
+            });
         }
     }
 }
@@ -169,85 +179,131 @@ mod tests {
     use super::*;
 
     fn throttle() -> LoginThrottle {
-        LoginThrottle::new(ThrottleConfig {
-            free_attempts: 3,
-            base_delay_secs: 2,
-            max_account_delay_secs: 30,
-            max_address_delay_secs: 900,
-            window_secs: 900,
-        })
+        LoginThrottle::new(
+            ThrottleConfig {
+                free_attempts: 3,
+                address_free_attempts: 6,
+                base_delay_secs: 2,
+                max_account_delay_secs: 30,
+                max_address_delay_secs: 900,
+                window_secs: 900,
+            },
+            Arc::new(Counters::in_memory()),
+        )
     }
 
     fn ip(text: &str) -> Option<IpAddr> {
         text.parse().ok()
     }
 
-    #[test]
-    fn free_failures_then_progressive_waits() {
+    async fn fail(t: &LoginThrottle, account: &str, address: &str) {
+        t.begin(account, ip(address))
+            .await
+            .map_err(|_| ())
+            .expect("free")
+            .finish(false)
+            .await;
+    }
+
+    #[tokio::test]
+    async fn free_failures_then_progressive_waits() {
         let t = throttle();
         for _ in 0..3 {
-            t.begin("a@example.com", ip("10.0.0.1"))
-                .map_err(|_| ())
-                .expect("free")
-                .finish(false);
+            fail(&t, "a@example.com", "10.0.0.1").await;
         }
-        let wait = t
-            .begin("a@example.com", ip("10.0.0.2"))
-            .map(|_| ())
-            .expect_err("throttled");
-        assert!((1..=2).contains(&wait), "{wait}");
-        t.begin("b@example.com", ip("10.0.0.3"))
-            .map_err(|_| ())
-            .expect("independent")
-            .finish(false);
+        let refused = t.begin("a@example.com", ip("10.0.0.1")).await.err();
+        assert!(matches!(refused, Some(Refused::Wait(1..=2))), "{refused:?}");
+        fail(&t, "b@example.com", "10.0.0.1").await;
     }
 
-    #[test]
-    fn a_burst_at_one_account_is_throttled_before_it_finishes() {
+    #[tokio::test]
+    async fn one_addresss_failures_never_delay_another_address() {
         let t = throttle();
-        let held: Vec<Attempt> = (0..3)
-            .map(|_| {
-                t.begin("c@example.com", None)
+        for _ in 0..3 {
+            fail(&t, "owner@example.com", "10.0.0.66").await;
+        }
+        assert!(t.begin("owner@example.com", ip("10.0.0.66")).await.is_err());
+        t.begin("owner@example.com", ip("10.0.0.7"))
+            .await
+            .map_err(|_| ())
+            .expect("the owner, elsewhere, signs in at once")
+            .finish(true)
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_burst_is_throttled_before_it_finishes() {
+        let t = throttle();
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(
+                t.begin("c@example.com", ip("10.0.0.2"))
+                    .await
                     .map_err(|_| ())
-                    .expect("free")
-            })
-            .collect();
+                    .expect("free"),
+            );
+        }
         assert!(
-            t.begin("c@example.com", None).is_err(),
-            "in-flight attempts count"
+            t.begin("c@example.com", ip("10.0.0.2")).await.is_err(),
+            "in-flight attempts count against the account"
         );
-        drop(held);
+        // Per address as well: different accounts, one address.
+        for i in 0..3 {
+            held.push(
+                t.begin(&format!("d{i}@example.com"), ip("10.0.0.2"))
+                    .await
+                    .map_err(|_| ())
+                    .expect("within the address's free attempts"),
+            );
+        }
         assert!(
-            t.begin("c@example.com", None).is_ok(),
-            "unfinished attempts count as neither"
+            t.begin("e@example.com", ip("10.0.0.2")).await.is_err(),
+            "in-flight attempts count against the address"
+        );
+        for attempt in held {
+            attempt.finish(true).await;
+        }
+        assert!(
+            t.begin("e@example.com", ip("10.0.0.2")).await.is_ok(),
+            "finished successes count as nothing against the address"
         );
     }
 
-    #[test]
-    fn successes_from_one_address_are_not_throttled() {
+    #[tokio::test]
+    async fn successes_from_one_address_are_not_throttled() {
         let t = throttle();
         for i in 0..50 {
             t.begin(&format!("user{i}@example.com"), ip("10.0.0.9"))
+                .await
                 .map_err(|_| ())
                 .expect("no throttling for successes")
-                .finish(true);
+                .finish(true)
+                .await;
         }
     }
 
-    #[test]
-    fn account_delay_is_capped_and_success_clears_it() {
+    #[tokio::test]
+    async fn account_delay_is_capped_and_success_clears_it() {
         let t = throttle();
-        assert_eq!(t.delay(40, 30), Duration::from_secs(30));
-        assert_eq!(t.delay(3, 30), Duration::from_secs(2));
-        assert_eq!(t.delay(4, 30), Duration::from_secs(4));
-        t.begin("d@example.com", None)
+        assert_eq!(t.delay(40, 3, 30), Duration::from_secs(30));
+        assert_eq!(t.delay(3, 3, 30), Duration::from_secs(2));
+        assert_eq!(t.delay(4, 3, 30), Duration::from_secs(4));
+        for _ in 0..2 {
+            fail(&t, "f@example.com", "10.0.0.3").await;
+        }
+        t.begin("f@example.com", ip("10.0.0.3"))
+            .await
             .map_err(|_| ())
-            .expect("first")
-            .finish(false);
-        t.begin("d@example.com", None)
-            .map_err(|_| ())
-            .expect("second")
-            .finish(true);
-        assert!(!t.lock().accounts.contains_key("d@example.com"));
+            .expect("third")
+            .finish(true)
+            .await;
+        for _ in 0..3 {
+            fail(&t, "f@example.com", "10.0.0.3").await;
+        }
+        // Three failures since the success, not five.
+        assert!(matches!(
+            t.begin("f@example.com", ip("10.0.0.3")).await.err(),
+            Some(Refused::Wait(1..=2))
+        ));
     }
 }

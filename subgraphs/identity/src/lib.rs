@@ -127,8 +127,8 @@ pub async fn run(
         listener,
         service.router,
         service.db,
-        &config.http,
-        local,
+        http::Shell::for_subgraph(&config.http, internal_token, local)
+            .map_err(anyhow::Error::msg)?,
         shutdown,
     )
     .await?;

@@ -141,7 +141,10 @@ impl Stack {
         let register = |service: usize, router: &axum::Router, db| {
             if calls == Calls::InProcess {
                 let readiness = http::database_readiness(db);
-                let layered = http::with_standard_layers(router.clone(), &config.http, readiness);
+                let addresses = http::ClientAddresses::for_subgraph(&config.http, INTERNAL_TOKEN)
+                    .expect("addresses");
+                let layered =
+                    http::with_standard_layers(router.clone(), &config.http, addresses, readiness);
                 local.register(internal[service], layered);
             }
         };
