@@ -53,6 +53,7 @@ async fn session_addresses(stack: &Stack, token: &str) -> Vec<String> {
 keygraph_kernel::on_both_backends!(
     one_guesser_never_locks_the_owner_out,
     sign_in_answers_with_the_users_fields_and_leaves_no_orphan_session,
+    the_router_refuses_guarded_fields_itself_and_says_why,
 );
 
 /// Thirty concurrent wrong sign-ins from one address, each at a made-up account: attempts in
@@ -175,6 +176,88 @@ async fn sign_in_answers_with_the_users_fields_and_leaves_no_orphan_session(back
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The sum of the router's `/metrics` samples of `metric`.
+async fn metric(stack: &Stack, metric: &str) -> u64 {
+    let metrics = stack
+        .http
+        .get(stack.graphql.replace("/graphql", "/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    metrics
+        .lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(metric))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Subgraph requests the router has made.
+async fn subgraph_requests(stack: &Stack) -> u64 {
+    metric(stack, "keygraph_router_subgraph_requests_total").await
+}
+
+/// Keygraph's guarded fields carry access directives: the router refuses them before any
+/// subgraph is called. A token of an ended session is not a 401 for the whole request:
+/// sign-in still works with it, and guarded fields say the session ended.
+async fn the_router_refuses_guarded_fields_itself_and_says_why(backend: Backend) {
+    let Some(stack) = Stack::start(backend, Topology::Embedded).await else {
+        return;
+    };
+    let before = subgraph_requests(&stack).await;
+    for query in [
+        "{ users { totalCount } }",
+        "{ me { email } }",
+        "mutation { logoutAll }",
+    ] {
+        let answer = stack.gql(query, json!({}), None).await;
+        assert_eq!(code(&answer), "UNAUTHENTICATED", "{answer}");
+        assert!(answer.get("data").is_none(), "nothing ran: {answer}");
+    }
+    assert_eq!(
+        subgraph_requests(&stack).await,
+        before,
+        "no subgraph was called"
+    );
+
+    let answer = login_from(&stack.http, &stack.graphql, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let token = data(&answer)["login"]["accessToken"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let answer = stack
+        .gql("mutation { logout }", json!({}), Some(&token))
+        .await;
+    assert_eq!(data(&answer)["logout"], true);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let answer = stack.gql("{ me { email } }", json!({}), Some(&token)).await;
+        if answer["errors"][0]["extensions"]["reason"] == "ended" {
+            assert_eq!(code(&answer), "UNAUTHENTICATED");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ended session is not named: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let answer = gql_with(
+        &stack.http,
+        &stack.graphql,
+        LOGIN,
+        json!({ "e": ADMIN_EMAIL, "p": ADMIN_PASSWORD }),
+        Some(&token),
+    )
+    .await;
+    assert!(
+        data(&answer)["login"]["accessToken"].is_string(),
+        "{answer}"
+    );
 }
 
 /// A subgraph believes the client address the router states, never one a client claims:
@@ -458,22 +541,8 @@ async fn redis_stopped_mid_test_falls_back_to_local_counts() {
     redis.stop();
     // In memory, from zero: four more, then the limit.
     assert_eq!(count_allowed(&client, &stack.graphql, 6).await, 4);
-    let metrics = stack
-        .http
-        .get(stack.graphql.replace("/graphql", "/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let unavailable = metrics
-        .lines()
-        .find(|l| l.starts_with("keygraph_router_shared_counters_unavailable_total"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .expect("the outage is counted");
-    assert!(unavailable >= 6, "{metrics}");
+    let unavailable = metric(&stack, "keygraph_router_shared_counters_unavailable_total").await;
+    assert!(unavailable >= 6, "the outage is counted: {unavailable}");
     redis.restart();
     // The shared count again (an empty Redis: it lost its data), after the rest period.
     tokio::time::sleep(keygraph_kernel::counters::RETRY_AFTER + Duration::from_millis(300)).await;

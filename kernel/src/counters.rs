@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::ConnectionManager;
@@ -147,6 +147,11 @@ end
 return 1
 ";
 
+// The scripts, hashed once (Redis runs them by hash, loading them on first use).
+static HIT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(HIT));
+static START_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(START));
+static END_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(END));
+
 impl Counters {
     /// Counters in this process's memory.
     pub fn in_memory() -> Self {
@@ -214,8 +219,7 @@ impl Counters {
         let Some(shared) = &self.redis else {
             return local();
         };
-        let script = redis::Script::new(HIT);
-        let mut invocation = script.key(shared.key(key));
+        let mut invocation = HIT_SCRIPT.key(shared.key(key));
         invocation
             .arg(window.as_millis() as u64)
             .arg(max)
@@ -245,8 +249,7 @@ impl Counters {
         let Some(shared) = &self.redis else {
             return local();
         };
-        let script = redis::Script::new(START);
-        let mut invocation = script.prepare_invoke();
+        let mut invocation = START_SCRIPT.prepare_invoke();
         shared.pair_keys(&mut invocation, keys);
         invocation.arg(id).arg(stale.as_millis() as u64);
         match shared.run::<Vec<u64>>(&invocation).await {
@@ -279,8 +282,7 @@ impl Counters {
         let Some(shared) = &self.redis else {
             return;
         };
-        let script = redis::Script::new(END);
-        let mut invocation = script.prepare_invoke();
+        let mut invocation = END_SCRIPT.prepare_invoke();
         shared.pair_keys(&mut invocation, keys);
         let (outcome, clear) = match ending {
             Ending::Abandoned => ("abandoned", 0),

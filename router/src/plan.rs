@@ -684,6 +684,53 @@ mod tests {
 
     const ME: &str = "{ me { id email roles { name } permissions } }";
 
+    fn access(query: &str, authentication: &Authentication) -> Result<(), PlanError> {
+        match &graph().prepare(query, None).outcome {
+            Ok(prepared) => prepared.check_access(authentication),
+            Err(err) => panic!("{query} does not prepare: {err}"),
+        }
+    }
+
+    /// Keygraph's own guarded fields carry access directives, so the router refuses them
+    /// before any subgraph is called; sign-in and its payload need no token.
+    #[test]
+    fn keygraph_fields_are_guarded_at_the_router() {
+        let anonymous = Authentication::Anonymous;
+        for query in [
+            ME,
+            "{ users { totalCount } }",
+            "{ roles { totalCount } }",
+            "{ sessions { id } }",
+            "mutation { logout }",
+            "mutation { deleteRole(id: \"x\") }",
+        ] {
+            assert!(
+                matches!(
+                    access(query, &anonymous),
+                    Err(PlanError::Unauthenticated { .. })
+                ),
+                "{query}"
+            );
+        }
+        let login = "mutation { login(email: \"a@b.c\", password: \"p\") { accessToken user { email roles { name } permissions } } }";
+        assert!(access(login, &anonymous).is_ok());
+        let refreshed = "mutation { refresh(refreshToken: \"r\") { accessToken user { email } } }";
+        assert!(access(refreshed, &anonymous).is_ok());
+
+        let reader = Authentication::Authenticated(keygraph_kernel::token::Principal {
+            user_id: uuid::Uuid::nil(),
+            session_id: None,
+            token_id: None,
+            roles: vec![],
+            scopes: vec!["identity.user.read".into()],
+        });
+        assert!(access("{ users { totalCount } }", &reader).is_ok());
+        match access("{ roles { totalCount } }", &reader) {
+            Err(PlanError::Forbidden(message)) => assert!(message.contains("authz.role.read")),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn cancelled_planning_stops_and_is_not_kept() {
         let graph = graph();

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use keygraph_kernel::{
     ApiResult,
     graphql::{self, parse_id, request_meta},
-    guard::{Authenticated, HasPermission, require_principal},
+    guard::{Authenticated, HasPermission, authenticated, require_principal},
     limits::Limits,
     permissions::auth as codes,
     token::{ISSUED_TOKENS_HEADER, IssuedTokens},
@@ -130,7 +130,7 @@ pub struct Query;
 #[Object]
 impl Query {
     /// Your sessions that have not ended, newest first.
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Authenticated", directive = authenticated::apply())]
     async fn sessions(&self, ctx: &Context<'_>) -> ApiResult<Vec<Session>> {
         let principal = require_principal(ctx)?;
         Ok(auth(ctx)
@@ -176,7 +176,7 @@ impl Mutation {
     }
 
     /// Ends the session of the token making this request.
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Authenticated", directive = authenticated::apply())]
     async fn logout(&self, ctx: &Context<'_>) -> ApiResult<bool> {
         let principal = require_principal(ctx)?;
         if let Some(session) = principal.session_id {
@@ -194,7 +194,7 @@ impl Mutation {
     }
 
     /// Ends every session of yours, this one included. Returns how many ended.
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Authenticated", directive = authenticated::apply())]
     async fn logout_all(&self, ctx: &Context<'_>) -> ApiResult<u64> {
         let principal = require_principal(ctx)?;
         Ok(auth(ctx)
@@ -209,7 +209,7 @@ impl Mutation {
     }
 
     /// Ends a session: one of yours, or anyone's with `auth.session.revoke`.
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Authenticated", directive = authenticated::apply())]
     async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> ApiResult<bool> {
         let principal = require_principal(ctx)?;
         let session = parse_id("id", "session", &id)?;
@@ -227,7 +227,10 @@ impl Mutation {
 
     /// Rotates the signing key (needs `auth.key.rotate`): the published next key starts
     /// signing, the current one keeps verifying its tokens until they expire.
-    #[graphql(guard = "HasPermission(codes::KEY_ROTATE)")]
+    #[graphql(
+        guard = "HasPermission(codes::KEY_ROTATE)",
+        requires_scopes = "auth.key.rotate"
+    )]
     async fn rotate_signing_key(&self, ctx: &Context<'_>) -> ApiResult<SigningKeyInfo> {
         let principal = require_principal(ctx)?;
         let kid = auth(ctx)

@@ -1,6 +1,8 @@
 //! The SDL this subgraph serves, committed as `schema/auth.graphql`; `UPDATE_SCHEMA=1`
 //! rewrites it after an intended change.
 
+mod common;
+
 #[test]
 fn committed_sdl_matches_the_code() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schema/auth.graphql");
@@ -31,4 +33,14 @@ fn every_type_is_described() {
             "{name} has no description"
         );
     }
+}
+
+/// The access directives in the SDL (which the router enforces) say what the guards do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_directives_match_the_guards() {
+    let Some(svc) = common::Stack::start(keygraph_kernel::testing::Backend::Sqlite).await else {
+        return;
+    };
+    let sdl = keygraph_auth::schema::sdl();
+    keygraph_kernel::testing::assert_directives_match_guards(&sdl, &svc.signer, &svc.auth).await;
 }

@@ -11,7 +11,7 @@ use keygraph_kernel::{
     ApiError, ApiResult,
     graphql::{self, parse_id, request_meta},
     guard::{
-        Authenticated, HasPermission, SelfOrPermission, require_principal,
+        Authenticated, HasPermission, SelfOrPermission, authenticated, require_principal,
         require_self_or_permission,
     },
     limits::Limits,
@@ -235,7 +235,10 @@ pub struct Query;
 #[Object]
 impl Query {
     /// Roles in order of creation, a page at a time (needs `authz.role.read`).
-    #[graphql(guard = "HasPermission(codes::ROLE_READ)")]
+    #[graphql(
+        guard = "HasPermission(codes::ROLE_READ)",
+        requires_scopes = "authz.role.read"
+    )]
     async fn roles(
         &self,
         ctx: &Context<'_>,
@@ -267,20 +270,29 @@ impl Query {
     }
 
     /// A role by id (needs `authz.role.read`). Null when there is none.
-    #[graphql(guard = "HasPermission(codes::ROLE_READ)")]
+    #[graphql(
+        guard = "HasPermission(codes::ROLE_READ)",
+        requires_scopes = "authz.role.read"
+    )]
     async fn role(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Role>> {
         let id = parse_id("id", "role", &id)?;
         Ok(authz(ctx).role(id).await?.map(Role::from))
     }
 
     /// A role by name (needs `authz.role.read`). Null when there is none.
-    #[graphql(guard = "HasPermission(codes::ROLE_READ)")]
+    #[graphql(
+        guard = "HasPermission(codes::ROLE_READ)",
+        requires_scopes = "authz.role.read"
+    )]
     async fn role_by_name(&self, ctx: &Context<'_>, name: String) -> ApiResult<Option<Role>> {
         Ok(authz(ctx).role_by_name(&name).await?.map(Role::from))
     }
 
     /// The permission catalog, by code (needs `authz.permission.read`).
-    #[graphql(guard = "HasPermission(codes::PERMISSION_READ)")]
+    #[graphql(
+        guard = "HasPermission(codes::PERMISSION_READ)",
+        requires_scopes = "authz.permission.read"
+    )]
     async fn permissions(
         &self,
         ctx: &Context<'_>,
@@ -296,7 +308,7 @@ impl Query {
 
     /// For each code, whether the user holds it (yourself, or with `authz.permission.read`).
     /// At most 100 codes.
-    #[graphql(guard = "SelfOrPermission::new(&user_id, codes::PERMISSION_READ)")]
+    #[graphql(guard = "SelfOrPermission::new(&user_id, codes::PERMISSION_READ)", directive = authenticated::apply())]
     async fn check_permissions(
         &self,
         ctx: &Context<'_>,
@@ -313,7 +325,7 @@ impl Query {
     }
 
     /// Every catalog code you hold now (from the current grants, not from your token).
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Authenticated", directive = authenticated::apply())]
     async fn my_permissions(&self, ctx: &Context<'_>) -> ApiResult<Vec<String>> {
         let me = require_principal(ctx)?.user_id;
         loaders(ctx).effective_permissions(me).await
@@ -362,7 +374,10 @@ pub struct Mutation;
 #[Object]
 impl Mutation {
     /// Creates a role without permissions (needs `authz.role.create`).
-    #[graphql(guard = "HasPermission(codes::ROLE_CREATE)")]
+    #[graphql(
+        guard = "HasPermission(codes::ROLE_CREATE)",
+        requires_scopes = "authz.role.create"
+    )]
     async fn create_role(&self, ctx: &Context<'_>, input: CreateRoleInput) -> ApiResult<Role> {
         let actor = require_principal(ctx)?.user_id;
         Ok(authz(ctx)
@@ -377,7 +392,10 @@ impl Mutation {
     }
 
     /// Renames or describes a role (needs `authz.role.update`).
-    #[graphql(guard = "HasPermission(codes::ROLE_UPDATE)")]
+    #[graphql(
+        guard = "HasPermission(codes::ROLE_UPDATE)",
+        requires_scopes = "authz.role.update"
+    )]
     async fn update_role(
         &self,
         ctx: &Context<'_>,
@@ -400,7 +418,10 @@ impl Mutation {
 
     /// Deletes a role and all its grants (needs `authz.role.delete`); built-in roles stay.
     /// Returns the deleted role's id.
-    #[graphql(guard = "HasPermission(codes::ROLE_DELETE)")]
+    #[graphql(
+        guard = "HasPermission(codes::ROLE_DELETE)",
+        requires_scopes = "authz.role.delete"
+    )]
     async fn delete_role(&self, ctx: &Context<'_>, id: ID) -> ApiResult<ID> {
         let actor = require_principal(ctx)?.user_id;
         let role = parse_id("id", "role", &id)?;
@@ -412,7 +433,10 @@ impl Mutation {
 
     /// Adds a code to the permission catalog, or updates its description (needs
     /// `authz.permission.define`). Defining it again as it is changes nothing.
-    #[graphql(guard = "HasPermission(codes::PERMISSION_DEFINE)")]
+    #[graphql(
+        guard = "HasPermission(codes::PERMISSION_DEFINE)",
+        requires_scopes = "authz.permission.define"
+    )]
     async fn define_permission(
         &self,
         ctx: &Context<'_>,
@@ -427,7 +451,10 @@ impl Mutation {
 
     /// Grants a catalog code or a wildcard (`identity.user.*`, `*`) to a role (needs
     /// `authz.role.grant`, and you must hold what you grant). A repeat changes nothing.
-    #[graphql(guard = "HasPermission(codes::ROLE_GRANT)")]
+    #[graphql(
+        guard = "HasPermission(codes::ROLE_GRANT)",
+        requires_scopes = "authz.role.grant"
+    )]
     async fn grant_permission(
         &self,
         ctx: &Context<'_>,
@@ -444,7 +471,10 @@ impl Mutation {
 
     /// Takes a code or wildcard away from a role (needs `authz.role.grant`). Revoking what
     /// the role does not hold changes nothing.
-    #[graphql(guard = "HasPermission(codes::ROLE_GRANT)")]
+    #[graphql(
+        guard = "HasPermission(codes::ROLE_GRANT)",
+        requires_scopes = "authz.role.grant"
+    )]
     async fn revoke_permission(
         &self,
         ctx: &Context<'_>,
@@ -461,7 +491,10 @@ impl Mutation {
 
     /// Gives a user a role (needs `authz.role.assign`, and you must hold everything the role
     /// grants). The user must exist in identity. Assigning it again changes nothing.
-    #[graphql(guard = "HasPermission(codes::ROLE_ASSIGN)")]
+    #[graphql(
+        guard = "HasPermission(codes::ROLE_ASSIGN)",
+        requires_scopes = "authz.role.assign"
+    )]
     async fn assign_role(&self, ctx: &Context<'_>, user_id: ID, role_id: ID) -> ApiResult<User> {
         let principal = require_principal(ctx)?;
         let user = parse_id("userId", "user", &user_id)?;
@@ -474,7 +507,10 @@ impl Mutation {
 
     /// Takes a role from a user (needs `authz.role.assign`). Unassigning a role the user does
     /// not hold changes nothing.
-    #[graphql(guard = "HasPermission(codes::ROLE_ASSIGN)")]
+    #[graphql(
+        guard = "HasPermission(codes::ROLE_ASSIGN)",
+        requires_scopes = "authz.role.assign"
+    )]
     async fn unassign_role(&self, ctx: &Context<'_>, user_id: ID, role_id: ID) -> ApiResult<User> {
         let actor = require_principal(ctx)?.user_id;
         let user = parse_id("userId", "user", &user_id)?;

@@ -78,3 +78,13 @@ async fn error_shapes() {
         .await;
     insta::assert_json_snapshot!("not_found", not_found.0);
 }
+
+/// The access directives in the SDL (which the router enforces) say what the guards do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_directives_match_the_guards() {
+    let Some(svc) = common::Stack::start(keygraph_kernel::testing::Backend::Sqlite).await else {
+        return;
+    };
+    let sdl = keygraph_authz::schema::sdl();
+    keygraph_kernel::testing::assert_directives_match_guards(&sdl, &svc.signer, &svc.authz).await;
+}

@@ -11,7 +11,7 @@ use keygraph_kernel::{
     ApiError, ApiResult,
     graphql::{self, parse_id, request_meta},
     guard::{
-        Authenticated, HasPermission, SelfOrPermission, require_principal,
+        Authenticated, HasPermission, SelfOrPermission, authenticated, require_principal,
         require_self_or_permission,
     },
     limits::Limits,
@@ -166,7 +166,7 @@ pub struct Query;
 #[Object]
 impl Query {
     /// The signed-in user.
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Authenticated", directive = authenticated::apply())]
     async fn me(&self, ctx: &Context<'_>) -> ApiResult<User> {
         let principal = require_principal(ctx)?;
         identity(ctx)
@@ -177,14 +177,17 @@ impl Query {
     }
 
     /// A user by id: yourself, or anyone with `identity.user.read`. Null when there is none.
-    #[graphql(guard = "SelfOrPermission::new(&id, permissions::USER_READ)")]
+    #[graphql(guard = "SelfOrPermission::new(&id, permissions::USER_READ)", directive = authenticated::apply())]
     async fn user(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<User>> {
         let id = parse_id("id", "user", &id)?;
         Ok(identity(ctx).user(id).await?.map(User::from))
     }
 
     /// Users in order of creation, a page at a time (needs `identity.user.read`).
-    #[graphql(guard = "HasPermission(permissions::USER_READ)")]
+    #[graphql(
+        guard = "HasPermission(permissions::USER_READ)",
+        requires_scopes = "identity.user.read"
+    )]
     async fn users(
         &self,
         ctx: &Context<'_>,
@@ -303,7 +306,7 @@ impl Mutation {
     }
 
     /// Changes your password; needs the current one.
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Authenticated", directive = authenticated::apply())]
     async fn change_password(
         &self,
         ctx: &Context<'_>,
@@ -324,7 +327,7 @@ impl Mutation {
     }
 
     /// Changes your own profile.
-    #[graphql(guard = "Authenticated")]
+    #[graphql(guard = "Authenticated", directive = authenticated::apply())]
     async fn update_profile(
         &self,
         ctx: &Context<'_>,
@@ -338,7 +341,10 @@ impl Mutation {
     }
 
     /// Enables or disables an account (needs `identity.user.update`).
-    #[graphql(guard = "HasPermission(permissions::USER_UPDATE)")]
+    #[graphql(
+        guard = "HasPermission(permissions::USER_UPDATE)",
+        requires_scopes = "identity.user.update"
+    )]
     async fn set_user_status(
         &self,
         ctx: &Context<'_>,
@@ -355,7 +361,10 @@ impl Mutation {
 
     /// Deletes an account and everything identity holds about it (needs
     /// `identity.user.delete`). Returns the deleted user's id.
-    #[graphql(guard = "HasPermission(permissions::USER_DELETE)")]
+    #[graphql(
+        guard = "HasPermission(permissions::USER_DELETE)",
+        requires_scopes = "identity.user.delete"
+    )]
     async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> ApiResult<ID> {
         let actor = require_principal(ctx)?.user_id;
         let user_id = parse_id("id", "user", &id)?;

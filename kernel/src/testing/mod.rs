@@ -9,6 +9,10 @@ use rand::RngCore as _;
 use sea_orm::{ConnectionTrait, Database};
 use uuid::Uuid;
 
+mod access;
+
+pub use access::assert_directives_match_guards;
+
 use crate::{
     config::{Config, StaticKey, TokenConfig},
     http::{self, ReadinessCheck, Shutdown, ShutdownTrigger},
