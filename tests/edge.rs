@@ -37,6 +37,14 @@ async fn login_from(client: &reqwest::Client, url: &str, email: &str, password: 
     .await
 }
 
+/// The access token a `login` answered with, which must have no errors.
+fn access_token(answer: &Value, what: &str) -> String {
+    data(answer)["login"]["accessToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: {answer}"))
+        .to_owned()
+}
+
 /// The addresses the owner's sessions were opened from.
 async fn session_addresses(stack: &Stack, token: &str) -> Vec<String> {
     let answer = stack
@@ -94,10 +102,7 @@ async fn one_guesser_never_locks_the_owner_out(backend: Backend) {
 
     let owner = client_from("127.0.0.3");
     let signed_in = login_from(&owner, &stack.graphql, ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    let token = data(&signed_in)["login"]["accessToken"]
-        .as_str()
-        .expect("the owner signs in at once")
-        .to_owned();
+    let token = access_token(&signed_in, "the owner signs in at once");
     assert_eq!(
         session_addresses(&stack, &token).await,
         vec!["127.0.0.3".to_owned()]
@@ -225,10 +230,7 @@ async fn the_router_refuses_guarded_fields_itself_and_says_why(backend: Backend)
     );
 
     let answer = login_from(&stack.http, &stack.graphql, ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    let token = data(&answer)["login"]["accessToken"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let token = access_token(&answer, "token");
     let answer = stack
         .gql("mutation { logout }", json!({}), Some(&token))
         .await;
@@ -292,10 +294,7 @@ async fn subgraphs_believe_no_claimed_address_but_the_routers() {
         .json()
         .await
         .expect("JSON");
-    let token = data(&answer)["login"]["accessToken"]
-        .as_str()
-        .expect("signed in")
-        .to_owned();
+    let token = access_token(&answer, "signed in");
     assert_eq!(
         session_addresses(&stack, &token).await,
         vec!["127.0.0.5".to_owned()]

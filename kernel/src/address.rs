@@ -28,7 +28,7 @@ pub const CLIENT_ADDRESS_HEADER: &str = "keygraph-client-address";
 const PROOF_MAX_AGE_SECS: u64 = 60;
 
 /// Addresses and ranges whose forwarding headers are believed.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TrustedProxies(Vec<IpNet>);
 
 impl TrustedProxies {
@@ -53,10 +53,6 @@ impl TrustedProxies {
     pub fn contains(&self, address: IpAddr) -> bool {
         let address = canonical(address);
         self.0.iter().any(|net| net.contains(&address))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -132,7 +128,7 @@ fn unix_now() -> u64 {
 }
 
 /// How a service finds the client address of each request.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ClientAddresses {
     proxies: TrustedProxies,
     header: ForwardedHeader,

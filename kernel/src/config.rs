@@ -110,9 +110,8 @@ pub struct HttpConfig {
 }
 
 /// The header trusted proxies write the proxy chain in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum ForwardedHeader {
-    #[default]
     #[serde(rename = "x-forwarded-for")]
     XForwardedFor,
     /// RFC 7239 `Forwarded: for=...`.

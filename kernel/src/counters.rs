@@ -277,7 +277,7 @@ impl Counters {
 
     /// Ends attempt `id` on every key it started on.
     pub async fn end_attempt(&self, keys: &[String], id: &str, ending: Ending, window: Duration) {
-        // The local counters end it too: it may have started there during an outage.
+        // It may have started in memory, during an outage.
         self.local.end(keys, id, ending);
         let Some(shared) = &self.redis else {
             return;
@@ -398,11 +398,15 @@ impl Local {
         let now = unix_ms();
         let mut attempts = self.lock();
         for (i, key) in keys.iter().enumerate() {
-            if let Some(ids) = attempts.in_flight.get_mut(key) {
-                ids.remove(id);
-                if ids.is_empty() {
-                    attempts.in_flight.remove(key);
-                }
+            // Only an attempt that started here ends here (one counted in Redis did not).
+            let Some(ids) = attempts.in_flight.get_mut(key) else {
+                continue;
+            };
+            if ids.remove(id).is_none() {
+                continue;
+            }
+            if ids.is_empty() {
+                attempts.in_flight.remove(key);
             }
             match ending {
                 Ending::Failed => {

@@ -550,26 +550,25 @@ async fn execute(
     }
     let graphql_response = wants_graphql_response(headers);
     let call = Call {
+        forwarded: forwarded(state, headers, meta),
         state: state.clone(),
         graph,
         preparation,
         variables: request.variables,
-        headers: headers.clone(),
-        meta: meta.clone(),
         authentication,
         graphql_response,
     };
     let answered = match (&state.client_inflight, call.preparation.kind) {
         (Some(inflight), Some(OperationKind::Query)) => {
-            let forwarded = call.forwarded();
+            let forwarded = &call.forwarded;
             let key = ClientRequestKey {
                 operation: key,
                 variables: serde_json::to_vec(&call.variables).unwrap_or_default(),
-                authorization: forwarded.authorization,
-                traceparent: forwarded.traceparent,
+                authorization: forwarded.authorization.clone(),
+                traceparent: forwarded.traceparent.clone(),
                 request_id: forwarded
                     .request_id_from_client
-                    .then_some(forwarded.request_id),
+                    .then(|| forwarded.request_id.clone()),
                 graphql_response,
             };
             inflight.run(key, || call.answer()).await
@@ -655,33 +654,34 @@ struct Call {
     graph: Arc<Graph>,
     preparation: Arc<crate::plan::Preparation>,
     variables: Map<String, Json>,
-    headers: HeaderMap,
-    meta: RequestMeta,
+    /// The headers passed on to every subgraph request.
+    forwarded: Forwarded,
     /// What the `Authorization` header proved. The header itself is passed on to subgraphs
     /// whatever it proved: they come to the same verdict, and fields needing no token run.
     authentication: Authentication,
     graphql_response: bool,
 }
 
-impl Call {
-    fn forwarded(&self) -> Forwarded {
-        let request_id_from_client = header_string(&self.headers, "x-request-id")
-            .is_some_and(|id| id == self.meta.request_id);
-        Forwarded {
-            authorization: header_string(&self.headers, "authorization"),
-            request_id: self.meta.request_id.clone(),
-            request_id_from_client,
-            traceparent: header_string(&self.headers, "traceparent"),
-            client_address: self
-                .state
-                .edge
-                .address_proof
-                .as_ref()
-                .zip(self.meta.client_addr)
-                .map(|(proof, address)| proof.state(address)),
-        }
+/// What a request passes on to subgraphs: its token, request id and trace context, and the
+/// client address with the router's proof.
+fn forwarded(state: &RouterState, headers: &HeaderMap, meta: &RequestMeta) -> Forwarded {
+    let request_id_from_client =
+        header_string(headers, "x-request-id").is_some_and(|id| id == meta.request_id);
+    Forwarded {
+        authorization: header_string(headers, "authorization"),
+        request_id: meta.request_id.clone(),
+        request_id_from_client,
+        traceparent: header_string(headers, "traceparent"),
+        client_address: state
+            .edge
+            .address_proof
+            .as_ref()
+            .zip(meta.client_addr)
+            .map(|(proof, address)| proof.state(address)),
     }
+}
 
+impl Call {
     async fn answer(self) -> Answered {
         let (state, graph) = (&self.state, &self.graph);
         let respond = |answer| Answered::new(self.graphql_response, answer);
@@ -713,7 +713,7 @@ impl Call {
                 metrics: state.metrics.clone(),
                 inflight: state.subgraph_inflight.clone(),
             },
-            forwarded: self.forwarded(),
+            forwarded: self.forwarded.clone(),
             is_query: prepared.operation.kind == OperationKind::Query,
         };
         let introspection = async {
