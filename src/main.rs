@@ -319,7 +319,7 @@ async fn announce_when_ready(config: Config, graph_url: String) {
 /// Holds `<data_dir>/<name>.lock` for the life of the process, so a second instance on the
 /// same data says so and stops instead of sharing SQLite files and generated secrets.
 fn lock_data_dir(config: &Config, name: &str) -> anyhow::Result<std::fs::File> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+    keygraph_kernel::files::create_private_dir(&config.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
             config.data_dir.display()

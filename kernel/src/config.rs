@@ -49,6 +49,10 @@ pub enum Mode {
 pub struct Config {
     pub mode: Mode,
     pub data_dir: PathBuf,
+    /// Whether `__schema` and `__type` are answered, by the router and by every subgraph.
+    /// Unset in the file: on in development mode, off in production (resolved when the
+    /// config loads).
+    pub introspection: Option<bool>,
     pub log: LogConfig,
     pub http: HttpConfig,
     pub database: PoolConfig,
@@ -234,11 +238,28 @@ pub struct RouterConfig {
     pub supergraph_file: Option<PathBuf>,
     pub poll_interval_secs: u64,
     pub plan_cache_size: usize,
-    pub graphiql: bool,
+    /// Unset in the file: on in development mode, off in production (resolved at load).
+    pub graphiql: Option<bool>,
+    /// The top-level `introspection`, as resolved when the config loads.
+    #[serde(skip)]
+    pub introspection: bool,
+    pub metrics: RouterMetrics,
     pub limits: RouterLimits,
     pub dedupe: RouterDedupe,
     pub rate_limit: RouterRateLimit,
     pub cors: CorsConfig,
+}
+
+/// Where the router's Prometheus metrics are served.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterMetrics {
+    /// Serve `/metrics` on this address only (a port the outside does not reach), without a
+    /// token; unset: on the router's own port.
+    pub listen: Option<SocketAddr>,
+    /// On the router's own port, `/metrics` needs `Authorization: Bearer <internal.token>`.
+    /// Unset in the file: no in development mode, yes in production (resolved at load).
+    pub require_token: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -361,13 +382,26 @@ impl Config {
                 message: e.into_inner().to_string(),
             })?;
         let mut config = config;
+        let development = config.mode == Mode::Development;
         config
             .router
             .cors
             .allow_localhost
-            .get_or_insert(config.mode == Mode::Development);
+            .get_or_insert(development);
+        config.router.graphiql.get_or_insert(development);
+        config
+            .router
+            .metrics
+            .require_token
+            .get_or_insert(!development);
+        config.router.introspection = *config.introspection.get_or_insert(development);
         config.validate()?;
         Ok(config)
+    }
+
+    /// Whether introspection is answered (the `introspection` setting, resolved by mode).
+    pub fn introspection(&self) -> bool {
+        self.introspection.unwrap_or(self.mode == Mode::Development)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -926,6 +960,41 @@ mod tests {
                 .expect_err(&format!("{key}={value} must be rejected"));
             assert!(err.to_string().contains(expected), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn production_turns_off_graphiql_and_introspection_and_guards_metrics() {
+        let production = env(&[
+            ("KEYGRAPH__MODE", "production"),
+            (
+                "KEYGRAPH__INTERNAL__TOKEN",
+                "0123456789abcdef0123456789abcdef",
+            ),
+            (
+                "KEYGRAPH__AUTH__KEY_ENCRYPTION_KEY",
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            ),
+        ]);
+        let config = Config::from_sources(None, production.clone()).expect("valid");
+        assert_eq!(config.router.graphiql, Some(false));
+        assert!(!config.introspection() && !config.router.introspection);
+        assert_eq!(config.router.metrics.require_token, Some(true));
+        assert_eq!(config.router.cors.allow_localhost, Some(false));
+
+        let development = Config::from_sources(None, env(&[])).expect("valid");
+        assert_eq!(development.router.graphiql, Some(true));
+        assert!(development.introspection() && development.router.introspection);
+        assert_eq!(development.router.metrics.require_token, Some(false));
+
+        // Configured values win over the mode.
+        let mut opened = production;
+        opened.extend(env(&[
+            ("KEYGRAPH__INTROSPECTION", "true"),
+            ("KEYGRAPH__ROUTER__GRAPHIQL", "true"),
+        ]));
+        let config = Config::from_sources(None, opened).expect("valid");
+        assert!(config.introspection() && config.router.introspection);
+        assert_eq!(config.router.graphiql, Some(true));
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub enum DbError {
     },
     #[error("{service} database: migrations failed: {source}")]
     Migration { service: String, source: DbErr },
-    #[error("{service} database: cannot create directory for {path}: {source}")]
+    #[error("{service} database: cannot create {path} or its directory: {source}")]
     Directory {
         service: String,
         path: String,
@@ -178,22 +178,31 @@ fn connect_options(url: &str, target: &DatabaseTarget<'_>) -> ConnectOptions {
     options
 }
 
-/// Creates the SQLite file's directory and makes sure the file is created if missing.
+/// Creates the SQLite file's directory (owner-only when created here) and the file itself,
+/// owner-only: it holds what the service keeps (password hashes, sessions). SQLite gives its
+/// `-wal` and `-shm` files the database file's permissions.
 fn prepare_sqlite_url(target: &DatabaseTarget<'_>) -> Result<String, DbError> {
     let rest = target
         .url
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if path != ":memory:"
-        && let Some(parent) = std::path::Path::new(path).parent()
-        && !parent.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(parent).map_err(|source| DbError::Directory {
+    let creates = !query
+        .split('&')
+        .any(|p| p.starts_with("mode=") && p != "mode=rwc");
+    if path != ":memory:" && !path.is_empty() && creates {
+        let fail = |source| DbError::Directory {
             service: target.service.to_owned(),
             path: path.to_owned(),
             source,
-        })?;
+        };
+        if let Some(parent) = std::path::Path::new(path).parent()
+            && !parent.as_os_str().is_empty()
+            && !parent.exists()
+        {
+            crate::files::create_private_dir(parent).map_err(fail)?;
+        }
+        crate::files::ensure_private_file(std::path::Path::new(path)).map_err(fail)?;
     }
     Ok(if query.split('&').any(|p| p.starts_with("mode=")) {
         target.url.to_owned()

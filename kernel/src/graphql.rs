@@ -76,6 +76,7 @@ const DOCUMENTS_KEPT: usize = 512;
 /// that does not parse or is over a limit is kept with its error, so a repeat costs a lookup.
 pub struct Documents {
     limits: Limits,
+    introspection: bool,
     kept: BoundedCache<Result<ExecutableDocument, ServerError>>,
 }
 
@@ -83,8 +84,15 @@ impl Documents {
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
+            introspection: true,
             kept: BoundedCache::new(DOCUMENTS_KEPT),
         }
+    }
+
+    /// Whether documents selecting `__schema` or `__type` run (the `introspection` setting).
+    pub fn with_introspection(mut self, introspection: bool) -> Self {
+        self.introspection = introspection;
+        self
     }
 
     /// Gives `request` its parsed document (a copy of the kept one, or parsed and measured now
@@ -113,8 +121,44 @@ impl Documents {
         self.limits
             .check(&document)
             .map_err(|refused| limit_error(&refused))?;
+        if !self.introspection && selects_introspection(&document) {
+            let mut error = ServerError::new(INTROSPECTION_DISABLED_MESSAGE, None);
+            let mut extensions = ErrorExtensionValues::default();
+            extensions.set("code", INTROSPECTION_DISABLED);
+            error.extensions = Some(extensions);
+            return Err(error);
+        }
         Ok(document)
     }
+}
+
+/// The error code of an operation refused because it introspects and introspection is off.
+pub const INTROSPECTION_DISABLED: &str = "INTROSPECTION_DISABLED";
+/// What that error says.
+pub const INTROSPECTION_DISABLED_MESSAGE: &str =
+    "introspection (__schema, __type) is turned off here (the `introspection` setting)";
+
+/// Whether any selection of the document, fragments included, is `__schema` or `__type`.
+fn selects_introspection(document: &ExecutableDocument) -> bool {
+    use async_graphql::parser::types::{Selection, SelectionSet};
+    fn walk(set: &SelectionSet) -> bool {
+        set.items.iter().any(|item| match &item.node {
+            Selection::Field(field) => {
+                matches!(field.node.name.node.as_str(), "__schema" | "__type")
+                    || walk(&field.node.selection_set.node)
+            }
+            Selection::InlineFragment(fragment) => walk(&fragment.node.selection_set.node),
+            Selection::FragmentSpread(_) => false,
+        })
+    }
+    document
+        .operations
+        .iter()
+        .any(|(_, op)| walk(&op.node.selection_set.node))
+        || document
+            .fragments
+            .values()
+            .any(|fragment| walk(&fragment.node.selection_set.node))
 }
 
 /// The GraphQL error that refuses a document over a limit.
@@ -131,7 +175,26 @@ fn limit_error(refused: &LimitExceeded) -> ServerError {
 /// A subgraph's GraphQL request, from the query string of a GET or the JSON body of a POST.
 /// The body is read within `http.body_limit_bytes` (async-graphql-axum's extractor reads a
 /// body whole, whatever its size); what cannot be read is answered as a GraphQL error.
+/// A POST must say `Content-Type: application/json`: `text/plain` and form posts are what a
+/// browser sends cross-site without asking (no CORS preflight), so they are refused (415).
 pub struct GraphqlRequest(pub Request);
+
+/// Whether a POST's `Content-Type` is JSON (`application/json`, or GraphQL over HTTP's
+/// `application/graphql-response+json`), parameters such as `charset` aside.
+pub fn is_json_body(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || essence.eq_ignore_ascii_case("application/graphql-response+json")
+}
+
+/// The message of the 415 answer to a POST that is not JSON.
+pub const JSON_BODY_REQUIRED: &str = "send the request as `Content-Type: application/json`";
 
 impl<S: Send + Sync> FromRequest<S> for GraphqlRequest {
     type Rejection = Response;
@@ -147,6 +210,12 @@ impl<S: Send + Sync> FromRequest<S> for GraphqlRequest {
                         format!("the query string is not a GraphQL request: {e}"),
                     )
                 });
+        }
+        if !is_json_body(req.headers()) {
+            return Err(request_refusal(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                JSON_BODY_REQUIRED.to_owned(),
+            ));
         }
         let limit = req.extensions().get::<BodyLimit>().copied();
         let body = Bytes::from_request(req, state)
@@ -229,10 +298,10 @@ where
 }
 
 /// `POST` and `GET` for a subgraph's `/graphql` route: [`execute`] with the caller's token,
-/// documents held to `limits`.
+/// documents held to their limits and the introspection setting.
 pub fn endpoint<Q, M, S>(
     schema: Schema<Q, M, S>,
-    limits: Limits,
+    documents: Documents,
     verifier: TokenVerifier,
 ) -> MethodRouter
 where
@@ -262,7 +331,7 @@ where
     }
     post(handle::<Q, M, S>).get(handle::<Q, M, S>).with_state((
         schema,
-        Arc::new(Documents::new(limits)),
+        Arc::new(documents),
         verifier,
     ))
 }
@@ -373,6 +442,33 @@ mod tests {
             assert!(!error.locations.is_empty());
         }
         assert_eq!(documents.kept.len(), 1);
+    }
+
+    #[test]
+    fn introspection_is_refused_when_turned_off_wherever_the_document_hides_it() {
+        let off = Documents::new(LIMITS).with_introspection(false);
+        for query in [
+            "{ __schema { types { name } } }",
+            "query { ...F } fragment F on Query { __type(name: \"Query\") { name } }",
+            "{ ... on Query { __schema { queryType { name } } } }",
+        ] {
+            let error = off
+                .attach(&mut Request::new(query))
+                .expect_err("introspection is off");
+            assert_eq!(error.message, INTROSPECTION_DISABLED_MESSAGE);
+            let extensions = serde_json::to_value(&error.extensions).expect("json");
+            assert_eq!(
+                extensions,
+                serde_json::json!({ "code": "INTROSPECTION_DISABLED" })
+            );
+            assert!(
+                Documents::new(LIMITS)
+                    .attach(&mut Request::new(query))
+                    .is_ok()
+            );
+        }
+        off.attach(&mut Request::new("{ __typename greeting(name: \"x\") }"))
+            .expect("__typename is no introspection");
     }
 
     #[test]

@@ -308,7 +308,24 @@ async fn request_context(
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
+    add_security_headers(response.headers_mut());
     response
+}
+
+/// Headers every answer carries (a handler's own value wins): no content sniffing, never
+/// inside another site's frame, and no `Referer` with a mailed link's token to other sites.
+/// Pages add their own `Content-Security-Policy`, with `frame-ancestors 'none'`.
+pub fn add_security_headers(headers: &mut axum::http::HeaderMap) {
+    const SET: [(header::HeaderName, &str); 3] = [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ];
+    for (name, value) in SET {
+        headers
+            .entry(name)
+            .or_insert(HeaderValue::from_static(value));
+    }
 }
 
 fn is_valid_request_id(id: &str) -> bool {

@@ -44,7 +44,10 @@ impl InternalToken {
 }
 
 /// Wraps `routes` so every request must carry `Authorization: Bearer <internal token>`.
-pub fn protect(routes: Router, token: InternalToken) -> Router {
+pub fn protect<S: Clone + Send + Sync + 'static>(
+    routes: Router<S>,
+    token: InternalToken,
+) -> Router<S> {
     routes.layer(middleware::from_fn_with_state(token, require_token))
 }
 

@@ -7,6 +7,7 @@ pub mod config;
 pub mod counters;
 pub mod db;
 pub mod error;
+pub mod files;
 pub mod graphql;
 pub mod guard;
 pub mod http;
@@ -19,6 +20,7 @@ pub mod process;
 pub mod ratelimit;
 pub mod secrets;
 pub mod telemetry;
+pub mod throttle;
 pub mod token;
 
 #[cfg(feature = "testing")]

@@ -81,6 +81,15 @@ pub const CATALOG: &[(&str, &str)] = &[
 /// Longest code accepted.
 pub const MAX_CODE_LENGTH: usize = 128;
 
+/// Codes for a message: the first five in backticks, then how many more.
+pub fn list_codes(codes: &[&str]) -> String {
+    let shown: Vec<String> = codes.iter().take(5).map(|c| format!("`{c}`")).collect();
+    match codes.len() - shown.len() {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
+}
+
 /// A permission code: exactly `module.resource.action`, each segment a lowercase letter
 /// followed by lowercase letters, digits or `_`.
 pub fn validate_code(code: &str) -> Result<(), String> {

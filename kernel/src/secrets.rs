@@ -29,30 +29,13 @@ fn generated_secret(path: &Path, setting: &str) -> anyhow::Result<String> {
     rand::rng().fill_bytes(&mut bytes);
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
+        crate::files::create_private_dir(parent)?;
     }
-    write_private(path, &secret)?;
+    crate::files::write_private(path, secret.as_bytes())?;
     tracing::warn!(
         path = %path.display(),
         setting,
         "generated a secret for development; set it explicitly in production"
     );
     Ok(secret)
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(contents.as_bytes())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    std::fs::write(path, contents)
 }

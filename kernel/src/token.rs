@@ -25,7 +25,8 @@ pub struct AccessClaims {
     pub aud: String,
     /// The user id.
     pub sub: String,
-    /// The session id.
+    /// The session id. Verifiers refuse a token without one: every token is of a session,
+    /// so every token can be ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
     pub iat: i64,
@@ -44,7 +45,7 @@ pub struct AccessClaims {
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub user_id: Uuid,
-    pub session_id: Option<Uuid>,
+    pub session_id: Uuid,
     pub token_id: Option<String>,
     pub roles: Vec<String>,
     /// Granted permission codes; may contain wildcards (`identity.user.*`, `*`).
@@ -92,6 +93,8 @@ pub enum TokenError {
     Expired,
     #[error("the access token is not valid yet (`nbf` is in the future)")]
     NotYetValid,
+    #[error("the access token was issued in the future (`iat` is later than now)")]
+    IssuedInFuture,
     #[error("the access token was issued by another issuer")]
     WrongIssuer,
     #[error("the access token is meant for another audience")]
@@ -123,6 +126,7 @@ impl TokenError {
             TokenError::UnknownKey(_)
             | TokenError::BadSignature
             | TokenError::NotYetValid
+            | TokenError::IssuedInFuture
             | TokenError::WrongIssuer
             | TokenError::WrongAudience
             | TokenError::InvalidClaims(_) => "invalid",
@@ -241,7 +245,7 @@ impl TokenVerifier {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[&config.issuer]);
         validation.set_audience(&[&config.audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = config.leeway_secs;
         Ok(Self {
@@ -290,19 +294,30 @@ impl TokenVerifier {
                 _ => TokenError::Malformed(e.to_string()),
             })?;
         let claims = data.claims;
+        // jsonwebtoken checks `exp` and `nbf` only; a token issued later than now (beyond
+        // the clock leeway) was made with a wrong clock or a forged one.
+        let now = chrono::Utc::now().timestamp();
+        let leeway = i64::try_from(self.inner.validation.leeway).unwrap_or(i64::MAX);
+        if claims.iat > now.saturating_add(leeway) {
+            return Err(TokenError::IssuedInFuture);
+        }
         let user_id = Uuid::parse_str(&claims.sub)
             .map_err(|_| TokenError::InvalidClaims("`sub` is not a user id".into()))?;
         let session_id = claims
             .sid
             .as_deref()
-            .map(Uuid::parse_str)
-            .transpose()
-            .map_err(|_| TokenError::InvalidClaims("`sid` is not a session id".into()))?;
-        if let Some(session) = session_id {
-            self.revocations_ready().await?;
-            if self.is_revoked(session) {
-                return Err(TokenError::Revoked);
-            }
+            .ok_or_else(|| {
+                TokenError::InvalidClaims(
+                    "`sid` is missing: only tokens of a session are accepted".into(),
+                )
+            })
+            .and_then(|sid| {
+                Uuid::parse_str(sid)
+                    .map_err(|_| TokenError::InvalidClaims("`sid` is not a session id".into()))
+            })?;
+        self.revocations_ready().await?;
+        if self.is_revoked(session_id) {
+            return Err(TokenError::Revoked);
         }
         Ok(Principal {
             user_id,

@@ -35,7 +35,6 @@ async fn a_valid_token_yields_its_principal() {
         .await
         .expect("valid");
     assert_eq!(principal.user_id, user);
-    assert!(principal.session_id.is_some());
     assert!(principal.has_permission("identity.user.read"));
     assert!(principal.has_permission("authz.role.read"));
     assert!(!principal.has_permission("authz.role.delete"));
@@ -144,6 +143,47 @@ async fn future_nbf_is_refused() {
             .expect_err("nbf"),
         TokenError::NotYetValid
     );
+}
+
+#[tokio::test]
+async fn a_token_issued_in_the_future_is_refused() {
+    let (signer, verifier) = setup();
+    let mut claims = signer.claims(Uuid::now_v7(), &[]);
+    claims.iat = now_secs() + 300;
+    assert_eq!(
+        verifier
+            .verify(&signer.sign(&claims))
+            .await
+            .expect_err("iat"),
+        TokenError::IssuedInFuture
+    );
+}
+
+#[tokio::test]
+async fn a_token_without_iat_is_refused() {
+    let (signer, verifier) = setup();
+    let claims = serde_json::to_value(signer.claims(Uuid::now_v7(), &[])).expect("json");
+    let mut claims = claims.as_object().expect("object").clone();
+    claims.remove("iat");
+    let token = signer.sign_json(&Value::Object(claims));
+    let err = verifier.verify(&token).await.expect_err("no iat");
+    assert!(matches!(err, TokenError::InvalidClaims(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_token_without_a_session_is_refused() {
+    let (signer, verifier) = setup();
+    let mut claims = signer.claims(Uuid::now_v7(), &["*"]);
+    claims.sid = None;
+    let err = verifier
+        .verify(&signer.sign(&claims))
+        .await
+        .expect_err("no sid");
+    assert_eq!(
+        err,
+        TokenError::InvalidClaims("`sid` is missing: only tokens of a session are accepted".into())
+    );
+    assert_eq!(err.reason(), "invalid");
 }
 
 #[tokio::test]

@@ -1,5 +1,7 @@
 // Keygraph's GraphiQL: queries go to this router's /graphql. Sign in with the `login` mutation,
-// then put `{"Authorization": "Bearer <accessToken>"}` in the Headers tab.
+// then put `{"Authorization": "Bearer <accessToken>"}` in the Headers tab. Headers are not
+// stored in the browser (an access token in localStorage is readable by any script of this
+// origin and outlives the tab): after a reload, paste the token again.
 (function () {
   var url = window.location.origin + window.location.pathname;
   var fetcher = GraphiQL.createFetcher({ url: url });
@@ -22,7 +24,7 @@
       fetcher: fetcher,
       defaultQuery: defaultQuery,
       defaultEditorToolsVisibility: true,
-      shouldPersistHeaders: true,
+      shouldPersistHeaders: false,
     })
   );
 })();

@@ -719,7 +719,7 @@ mod tests {
 
         let reader = Authentication::Authenticated(keygraph_kernel::token::Principal {
             user_id: uuid::Uuid::nil(),
-            session_id: None,
+            session_id: uuid::Uuid::nil(),
             token_id: None,
             roles: vec![],
             scopes: vec!["identity.user.read".into()],

@@ -17,6 +17,7 @@ use keygraph_kernel::config::{Config, CorsConfig, RouterConfig};
 use keygraph_kernel::counters::{Counters, Unavailable};
 use keygraph_kernel::guard::Authentication;
 use keygraph_kernel::http::{BodyLimit, ReadinessCheck, RequestMeta, Shutdown};
+use keygraph_kernel::internal::InternalToken;
 use keygraph_kernel::token::TokenVerifier;
 use serde_json::{Map, Value as Json, json};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -48,6 +49,9 @@ pub struct RouterState {
 pub struct Edge {
     /// Verifies access tokens (none: tokens are passed on unchecked, as in the benchmarks).
     pub verifier: Option<TokenVerifier>,
+    /// The internal token, which `/metrics` on the router's own port asks for when
+    /// `router.metrics.require_token` says so (none: it cannot be presented).
+    pub internal_token: Option<InternalToken>,
     /// Signs the client address passed on to subgraphs (none: it is not passed on).
     pub address_proof: Option<AddressProof>,
     /// Where the rate limits are counted.
@@ -208,10 +212,27 @@ pub fn routes(state: Arc<RouterState>) -> Router {
             get(|| async { axum::Json(json!({ "status": "live" })) }),
         )
         .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
         .route("/graphiql/{asset}", get(graphiql_asset));
+    if state.config.metrics.listen.is_none() {
+        if state.config.metrics.require_token == Some(false) {
+            router = router.route("/metrics", get(metrics));
+        } else if let Some(token) = state.edge.internal_token.clone() {
+            router = router.merge(keygraph_kernel::internal::protect(
+                Router::new().route("/metrics", get(metrics)),
+                token,
+            ));
+        }
+        // Required without a token to compare: nobody could present it, so it is not served.
+    }
     router = router.layer(cors_layer(&state.config.cors));
     router.with_state(state)
+}
+
+/// `/metrics` alone, for `router.metrics.listen`.
+pub fn metrics_routes(state: Arc<RouterState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
 }
 
 /// Counts each `/graphql` request by status and duration.
@@ -427,16 +448,11 @@ async fn graphql_post(
             return keygraph_kernel::graphql::body_refusal(&rejection, limit.map(|l| l.0));
         }
     };
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if !content_type.starts_with("application/json") && !content_type.starts_with(GRAPHQL_RESPONSE)
-    {
+    if !keygraph_kernel::graphql::is_json_body(&headers) {
         return Refusal::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "BAD_REQUEST",
-            "send the request as `Content-Type: application/json`",
+            keygraph_kernel::graphql::JSON_BODY_REQUIRED,
         )
         .into_response();
     }
@@ -457,7 +473,7 @@ async fn graphql_get(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| accept.contains("text/html"));
     let Some(query) = params.get("query").cloned() else {
-        if wants_html && state.config.graphiql {
+        if wants_html && state.config.graphiql == Some(true) {
             return graphiql_page();
         }
         return Refusal::bad_request("the request has no `query` parameter").into_response();
@@ -699,6 +715,12 @@ impl Call {
             Ok(variables) => variables,
             Err(errors) => return respond(Answer::RequestError(errors)),
         };
+        if prepared.operation.introspection.is_some() && !state.config.introspection {
+            return respond(Answer::RequestError(vec![json!({
+                "message": keygraph_kernel::graphql::INTROSPECTION_DISABLED_MESSAGE,
+                "extensions": { "code": keygraph_kernel::graphql::INTROSPECTION_DISABLED },
+            })]));
+        }
         if let Err(err) = prepared.check_access(&self.authentication) {
             let status = match err {
                 PlanError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -903,7 +925,7 @@ fn graphiql_page() -> Response {
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:",
+                "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
             ),
         ],
         GRAPHIQL_HTML,
@@ -937,6 +959,7 @@ pub async fn run(config: &Config, internal_token: &str, shutdown: Shutdown) -> a
     let counters = Counters::from_config(&config.redis).map_err(anyhow::Error::msg)?;
     let edge = Edge {
         verifier: Some(verifier),
+        internal_token: Some(InternalToken::new(internal_token)),
         address_proof: Some(AddressProof::new(internal_token)),
         counters: Arc::new(counters),
     };
@@ -947,6 +970,30 @@ pub async fn run(config: &Config, internal_token: &str, shutdown: Shutdown) -> a
 pub async fn serve(config: &Config, edge: Edge, shutdown: Shutdown) -> anyhow::Result<()> {
     let state = RouterState::new(config.router.clone(), edge).map_err(anyhow::Error::msg)?;
     let listener = keygraph_kernel::http::bind("router", config.router.listen).await?;
+    if let Some(addr) = config.router.metrics.listen {
+        let metrics = keygraph_kernel::http::bind("router metrics", addr).await?;
+        let (http, shutdown) = (config.http.clone(), shutdown.clone());
+        let routes = metrics_routes(state.clone());
+        tokio::spawn(async move {
+            let served = async {
+                keygraph_kernel::http::serve(
+                    "router metrics",
+                    metrics,
+                    routes,
+                    &http,
+                    keygraph_kernel::http::ClientAddresses::for_edge(&http)
+                        .map_err(std::io::Error::other)?,
+                    Arc::new(|| Box::pin(async { true })),
+                    shutdown,
+                )
+                .await
+            }
+            .await;
+            if let Err(err) = served {
+                tracing::error!(error = %err, "the metrics listener stopped");
+            }
+        });
+    }
     tokio::spawn(keep_supergraph_current(state.clone(), shutdown.clone()));
     keygraph_kernel::http::serve(
         "router",

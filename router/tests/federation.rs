@@ -984,3 +984,93 @@ async fn graphiqls_introspection_query_is_answered() {
         "{product}"
     );
 }
+
+/// What production mode resolves to (see the config's unit tests): no GraphiQL, no
+/// introspection, and `/metrics` behind the internal token.
+#[tokio::test]
+async fn the_production_posture_hides_the_schema_the_page_and_the_metrics() {
+    let fed = Federation::start_with(|config| {
+        config.router.graphiql = Some(false);
+        config.router.introspection = false;
+        config.router.metrics.require_token = Some(true);
+    })
+    .await;
+    let http = &fed.router.http;
+    let page = http
+        .get(format!("{}/graphql", fed.router.base))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(page.status(), 400, "no GraphiQL page");
+    let refused = fed
+        .query(include_str!("introspection.graphql"), json!({}))
+        .await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "INTROSPECTION_DISABLED",
+        "{refused}"
+    );
+    assert!(refused.get("data").is_none(), "{refused}");
+    let hidden = fed
+        .query("{ __type(name: \"Product\") { name } }", json!({}))
+        .await;
+    assert_eq!(
+        hidden["errors"][0]["extensions"]["code"],
+        "INTROSPECTION_DISABLED"
+    );
+    let typename = fed.query("{ __typename }", json!({})).await;
+    assert_eq!(typename["data"]["__typename"], "Query", "{typename}");
+
+    let metrics = format!("{}/metrics", fed.router.base);
+    let anonymous = http.get(&metrics).send().await.expect("metrics");
+    assert_eq!(anonymous.status(), 401);
+    let internal = http
+        .get(&metrics)
+        .bearer_auth(keygraph_kernel::testing::INTERNAL_TOKEN)
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(internal.status(), 200);
+    assert!(
+        internal
+            .text()
+            .await
+            .expect("text")
+            .contains("keygraph_router_")
+    );
+}
+
+#[tokio::test]
+async fn graphiql_is_framed_by_nobody_and_keeps_no_token() {
+    let fed = Federation::start().await;
+    let http = &fed.router.http;
+    let page = http
+        .get(format!("{}/graphql", fed.router.base))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("request");
+    let headers = page.headers();
+    let policy = headers["content-security-policy"].to_str().expect("ascii");
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    let init = http
+        .get(format!("{}/graphiql/init.js", fed.router.base))
+        .send()
+        .await
+        .expect("init.js")
+        .text()
+        .await
+        .expect("text");
+    assert!(init.contains("shouldPersistHeaders: false"), "{init}");
+    assert!(!init.contains("shouldPersistHeaders: true"));
+    // Development mode: the metrics are open on the router's port.
+    let metrics = http
+        .get(format!("{}/metrics", fed.router.base))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(metrics.status(), 200);
+}

@@ -490,6 +490,11 @@ impl TestSigner {
     pub fn sign_with_header(&self, header: Header, claims: &AccessClaims) -> String {
         jsonwebtoken::encode(&header, claims, &self.key).expect("signing a test token")
     }
+
+    /// Signs claims of any shape (a claim left out, one of another type).
+    pub fn sign_json(&self, claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(&self.header(), claims, &self.key).expect("signing a test token")
+    }
 }
 
 pub fn now_secs() -> i64 {
@@ -519,4 +524,39 @@ pub fn fragment_fan(levels: usize, leaf: &str) -> String {
     }
     query.push_str(&format!(" fragment F{levels} on Query {{ {leaf} }}"));
     query
+}
+
+/// Log lines written while it is the default subscriber, for tests of what is (not) logged.
+#[derive(Clone, Default)]
+pub struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// A subscriber writing every event, at every level, into this capture.
+    pub fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + 'static {
+        let capture = self.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || capture.clone())
+            .finish()
+    }
+
+    /// What was written so far.
+    pub fn text(&self) -> String {
+        let bytes = self.0.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut bytes) = self.0.lock() {
+            bytes.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

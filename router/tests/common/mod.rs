@@ -613,6 +613,9 @@ impl Federation {
             config.router.clone(),
             keygraph_router::server::Edge {
                 verifier: Some(verifier),
+                internal_token: Some(keygraph_kernel::internal::InternalToken::new(
+                    keygraph_kernel::testing::INTERNAL_TOKEN,
+                )),
                 address_proof: Some(keygraph_kernel::address::AddressProof::new(
                     keygraph_kernel::testing::INTERNAL_TOKEN,
                 )),

@@ -9,7 +9,6 @@ pub mod internal;
 pub mod keys;
 pub mod schema;
 pub mod service;
-pub mod throttle;
 
 use std::{sync::Arc, time::Duration};
 
@@ -84,7 +83,11 @@ pub async fn build(
     let router = Router::new()
         .route(
             "/graphql",
-            graphql::endpoint(schema::build_schema(auth.clone()), schema::LIMITS, verifier),
+            graphql::endpoint(
+                schema::build_schema(auth.clone()),
+                graphql::Documents::new(schema::LIMITS).with_introspection(config.introspection()),
+                verifier,
+            ),
         )
         .route("/.well-known/jwks.json", get(jwks).with_state(auth.clone()))
         .merge(internal_endpoints::protect(

@@ -138,7 +138,7 @@ impl Query {
             .await?
             .into_iter()
             .map(|s: session::Model| Session {
-                current: Some(s.id) == principal.session_id,
+                current: s.id == principal.session_id,
                 id: ID(s.id.to_string()),
                 created_at: s.created_at,
                 last_used_at: s.last_used_at,
@@ -179,17 +179,15 @@ impl Mutation {
     #[graphql(guard = "Authenticated", directive = authenticated::apply())]
     async fn logout(&self, ctx: &Context<'_>) -> ApiResult<bool> {
         let principal = require_principal(ctx)?;
-        if let Some(session) = principal.session_id {
-            auth(ctx)
-                .revoke_session(
-                    request_meta(ctx),
-                    principal.user_id,
-                    session,
-                    false,
-                    "logout",
-                )
-                .await?;
-        }
+        auth(ctx)
+            .revoke_session(
+                request_meta(ctx),
+                principal.user_id,
+                principal.session_id,
+                false,
+                "logout",
+            )
+            .await?;
         Ok(true)
     }
 

@@ -12,6 +12,7 @@ use keygraph_kernel::{
     http::RequestMeta,
     internal::{InternalCallError, InternalClient, LocalServices},
     outbox::{AuditEvent, Outcome},
+    throttle::{Refused, Throttle},
     token::{ACCESS_TOKEN_TYPE, AccessClaims},
 };
 use rand::RngCore as _;
@@ -27,7 +28,6 @@ use uuid::Uuid;
 use crate::{
     entity::{refresh_token, session},
     keys::{KeyError, KeyRing},
-    throttle::{LoginThrottle, Refused},
 };
 
 /// One answer for every kind of failed sign-in.
@@ -134,7 +134,7 @@ pub struct Auth {
     keys: KeyRing,
     identity: InternalClient,
     authz: InternalClient,
-    throttle: LoginThrottle,
+    throttle: Throttle,
     settings: Settings,
 }
 
@@ -174,7 +174,7 @@ impl Auth {
             keys,
             identity: InternalClient::new(&auth.identity_url, internal_token)?.with_local(local),
             authz: InternalClient::new(&auth.authz_url, internal_token)?.with_local(local),
-            throttle: LoginThrottle::new(auth.throttle, counters),
+            throttle: Throttle::sign_in(auth.throttle, counters),
             settings: Settings {
                 issuer: config.tokens.issuer.clone(),
                 audience: config.tokens.audience.clone(),
@@ -543,7 +543,21 @@ impl Auth {
         Ok(ended)
     }
 
+    /// Rotates the signing key if `actor` holds `auth.key.rotate` now (per authz's current
+    /// grants, not the token's `scope`, which may be up to its lifetime old).
     pub async fn rotate_signing_key(&self, meta: &RequestMeta, actor: Uuid) -> AuthResult<String> {
+        let code = keygraph_kernel::permissions::auth::KEY_ROTATE;
+        if !self
+            .grants(actor)
+            .await?
+            .permissions
+            .iter()
+            .any(|p| p == code)
+        {
+            return Err(AuthError::Forbidden(format!(
+                "this needs the permission `{code}`, which you do not hold (any more)"
+            )));
+        }
         Ok(self.keys.rotate(meta, actor).await?)
     }
 

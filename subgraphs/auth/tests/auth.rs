@@ -479,7 +479,8 @@ async fn tokens_carry_current_roles_and_permissions(backend: Backend) {
         .identity
         .gql("{ users { totalCount } }", json!({}), Some(&renewed.access))
         .await;
-    assert_eq!(users.data()["users"]["totalCount"], json!(1));
+    // grace and the stack's administrator.
+    assert_eq!(users.data()["users"]["totalCount"], json!(2));
     let payload = jwt_claims(&stack.refresh(&renewed.refresh).await.access);
     assert_eq!(payload["roles"], json!(["readers"]));
     assert_eq!(

@@ -25,6 +25,7 @@ pub fn routes(authz: Arc<Authz>) -> Router {
             "/internal/users/{id}/roles/{role}",
             axum::routing::post(assign_role),
         )
+        .route("/internal/authority", axum::routing::post(authority))
         .with_state(authz)
 }
 
@@ -111,6 +112,41 @@ async fn assign_role(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "assigning a role failed",
+            )
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct AuthorityRequest {
+    actor: Uuid,
+    target: Uuid,
+}
+
+/// What identity checks before it changes or deletes an account: `{"actorPermissions",
+/// "targetPermissions", "targetHoldsEverything", "othersHoldingEverything"}`.
+async fn authority(
+    State(authz): State<Arc<Authz>>,
+    body: Result<Json<AuthorityRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let request = match body {
+        Ok(Json(request)) => request,
+        Err(rejection) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                rejection.body_text(),
+            );
+        }
+    };
+    match authz.authority(request.actor, request.target).await {
+        Ok(authority) => Json(authority).into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "authority look-up failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "authority look-up failed",
             )
         }
     }

@@ -92,7 +92,9 @@ pub async fn build_with(
     }
     let state = GraphqlState {
         schema: schema::build_schema(authz.clone()),
-        documents: Arc::new(graphql::Documents::new(schema::LIMITS)),
+        documents: Arc::new(
+            graphql::Documents::new(schema::LIMITS).with_introspection(config.introspection()),
+        ),
         verifier: TokenVerifier::for_service(&config.tokens, internal_token)?,
         authz: authz.clone(),
         lookup,
@@ -153,4 +155,27 @@ async fn graphql_handler(
         request,
     );
     fence.guard(execution).await
+}
+
+/// Gives `user` the built-in `admin` role straight in authz's tables, with no caller to check
+/// and no audit event: for tests and tools that need an administrator before anyone can act
+/// (a running stack gets its first one from `identity.first_admin`).
+pub async fn seed_administrator(db: &DatabaseConnection, user: uuid::Uuid) -> anyhow::Result<()> {
+    use sea_orm::{
+        ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, Set,
+    };
+    let admin = entity::role::Entity::find()
+        .filter(entity::role::Column::Name.eq(keygraph_migrations::authz::ADMIN_ROLE))
+        .one(db)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the built-in admin role is missing"))?;
+    entity::user_role::ActiveModel {
+        user_id: Set(user),
+        role_id: Set(admin.id),
+        granted_by: Set(None),
+        granted_at: Set(chrono::Utc::now()),
+    }
+    .insert(db)
+    .await?;
+    Ok(())
 }

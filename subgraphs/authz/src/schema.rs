@@ -416,14 +416,15 @@ impl Mutation {
             .into())
     }
 
-    /// Deletes a role and all its grants (needs `authz.role.delete`); built-in roles stay.
+    /// Deletes a role and all its grants (needs `authz.role.delete` and everything the role
+    /// grants); built-in roles stay.
     /// Returns the deleted role's id.
     #[graphql(
         guard = "HasPermission(codes::ROLE_DELETE)",
         requires_scopes = "authz.role.delete"
     )]
     async fn delete_role(&self, ctx: &Context<'_>, id: ID) -> ApiResult<ID> {
-        let actor = require_principal(ctx)?.user_id;
+        let actor = require_principal(ctx)?;
         let role = parse_id("id", "role", &id)?;
         authz(ctx)
             .delete_role(request_meta(ctx), actor, role)
@@ -469,8 +470,8 @@ impl Mutation {
             .into())
     }
 
-    /// Takes a code or wildcard away from a role (needs `authz.role.grant`). Revoking what
-    /// the role does not hold changes nothing.
+    /// Takes a code or wildcard away from a role (needs `authz.role.grant`, and you must
+    /// hold what you take away). Revoking what the role does not hold changes nothing.
     #[graphql(
         guard = "HasPermission(codes::ROLE_GRANT)",
         requires_scopes = "authz.role.grant"
@@ -481,7 +482,7 @@ impl Mutation {
         role_id: ID,
         code: String,
     ) -> ApiResult<Role> {
-        let actor = require_principal(ctx)?.user_id;
+        let actor = require_principal(ctx)?;
         let role = parse_id("roleId", "role", &role_id)?;
         Ok(authz(ctx)
             .revoke_permission(request_meta(ctx), actor, role, &code)
@@ -505,14 +506,15 @@ impl Mutation {
         Ok(User { id: user })
     }
 
-    /// Takes a role from a user (needs `authz.role.assign`). Unassigning a role the user does
-    /// not hold changes nothing.
+    /// Takes a role from a user (needs `authz.role.assign`, everything the role grants, and
+    /// everything the user holds). The last active administrator keeps theirs. Unassigning a
+    /// role the user does not hold changes nothing.
     #[graphql(
         guard = "HasPermission(codes::ROLE_ASSIGN)",
         requires_scopes = "authz.role.assign"
     )]
     async fn unassign_role(&self, ctx: &Context<'_>, user_id: ID, role_id: ID) -> ApiResult<User> {
-        let actor = require_principal(ctx)?.user_id;
+        let actor = require_principal(ctx)?;
         let user = parse_id("userId", "user", &user_id)?;
         let role = parse_id("roleId", "role", &role_id)?;
         authz(ctx)

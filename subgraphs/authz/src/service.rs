@@ -12,7 +12,11 @@ use keygraph_kernel::{
     http::RequestMeta,
     internal::{InternalCallError, InternalClient},
     outbox::AuditEvent,
-    permissions::{CATALOG, grant_description, module_of, validate_code, validate_grant},
+    permissions::{
+        CATALOG,
+        authz::{ROLE_ASSIGN, ROLE_DELETE, ROLE_GRANT},
+        grant_description, list_codes, module_of, validate_code, validate_grant,
+    },
     token::{Principal, grant_covers},
 };
 use keygraph_migrations::authz::ADMIN_ROLE;
@@ -56,7 +60,13 @@ impl From<AuthzError> for ApiError {
             AuthzError::NotFound(m) => ApiError::not_found(m),
             AuthzError::Conflict(m) => ApiError::conflict(m),
             AuthzError::Forbidden(m) => ApiError::forbidden(m),
-            AuthzError::IdentityUnavailable(e) => ApiError::internal(e),
+            AuthzError::IdentityUnavailable(e) => {
+                tracing::warn!(error = %e, "identity does not answer");
+                ApiError::new(
+                    keygraph_kernel::ErrorCode::ServiceUnavailable,
+                    "the identity service does not answer right now; retry shortly",
+                )
+            }
             AuthzError::Database(e) => ApiError::internal(e),
         }
     }
@@ -83,6 +93,17 @@ pub struct RolePage {
     pub roles: Vec<role::Model>,
     pub has_next_page: bool,
     pub total_count: u64,
+}
+
+/// What identity needs to know before it changes or deletes an account (see
+/// [`Authz::authority`]).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Authority {
+    pub actor_permissions: Vec<String>,
+    pub target_permissions: Vec<String>,
+    pub target_holds_everything: bool,
+    pub others_holding_everything: Vec<Uuid>,
 }
 
 /// What a user holds, for token claims.
@@ -402,8 +423,18 @@ impl Authz {
         Ok(updated)
     }
 
-    /// Deletes a role with its grants. Built-in roles cannot be deleted.
-    pub async fn delete_role(&self, meta: &RequestMeta, actor: Uuid, id: Uuid) -> AuthzResult<()> {
+    /// Deletes a role with its grants. Built-in roles cannot be deleted. It takes the role's
+    /// grants away from its holders, so it needs them all (as granting them would), now.
+    pub async fn delete_role(
+        &self,
+        meta: &RequestMeta,
+        actor: &Principal,
+        id: Uuid,
+    ) -> AuthzResult<()> {
+        let grants = self.grants_of_role(id).await?;
+        self.require_authority(actor.user_id, ROLE_DELETE, &grants)
+            .await?;
+        let actor = actor.user_id;
         let (_turn, txn) = begin_write(&self.db).await?;
         let role = load_role(&txn, id).await?;
         if role.built_in {
@@ -412,6 +443,9 @@ impl Authz {
                 role.name
             )));
         }
+        let administrators = self
+            .administrators_before(&txn, grants.iter().any(|g| g == "*"))
+            .await?;
         // Explicit, not left to the cascade: SQLite enforces it only with foreign keys on.
         let holders = user_role::Entity::delete_many()
             .filter(user_role::Column::RoleId.eq(id))
@@ -423,6 +457,8 @@ impl Authz {
             .exec(&txn)
             .await?;
         role::Entity::delete_by_id(id).exec(&txn).await?;
+        self.ensure_an_administrator_remains(&txn, administrators)
+            .await?;
         AuditEvent::new("authz.role.deleted", "role", id)
             .actor(Some(actor))
             .metadata(json!({ "name": role.name, "unassignedFrom": holders }))
@@ -498,7 +534,22 @@ impl Authz {
                 "`{code}` is not in the permission catalog; define it first"
             )));
         }
-        self.require_holds_all(actor, &[code.to_owned()]).await?;
+        if code.ends_with('*')
+            && !self
+                .permissions(None)
+                .await?
+                .iter()
+                .any(|p| grant_covers(code, &p.code))
+        {
+            return Err(input(
+                "code",
+                format!(
+                    "`{code}` covers no code in the permission catalog; define the module's codes first"
+                ),
+            ));
+        }
+        self.require_authority(actor.user_id, ROLE_GRANT, &[code.to_owned()])
+            .await?;
         let actor = actor.user_id;
         if role_permission::Entity::find_by_id((role_id, code.to_owned()))
             .one(&txn)
@@ -526,18 +577,23 @@ impl Authz {
     }
 
     /// Takes a code or wildcard away from a role. Revoking what it does not hold changes nothing.
+    /// Taking away needs what handing out needs: `authz.role.grant` and the code, now.
     pub async fn revoke_permission(
         &self,
         meta: &RequestMeta,
-        actor: Uuid,
+        actor: &Principal,
         role_id: Uuid,
         code: &str,
     ) -> AuthzResult<role::Model> {
         let code = code.trim();
         validate_grant(code).map_err(|m| input("code", m))?;
+        self.require_authority(actor.user_id, ROLE_GRANT, &[code.to_owned()])
+            .await?;
+        let actor = actor.user_id;
         let (_turn, txn) = begin_write(&self.db).await?;
         let role = load_role(&txn, role_id).await?;
         refuse_admin_change(&role)?;
+        let administrators = self.administrators_before(&txn, code == "*").await?;
         let removed = role_permission::Entity::delete_by_id((role_id, code.to_owned()))
             .exec(&txn)
             .await?
@@ -546,6 +602,8 @@ impl Authz {
             txn.rollback().await?;
             return Ok(role);
         }
+        self.ensure_an_administrator_remains(&txn, administrators)
+            .await?;
         AuditEvent::new("authz.role.permission_revoked", "role", role_id)
             .actor(Some(actor))
             .metadata(json!({ "role": role.name, "code": code }))
@@ -572,7 +630,8 @@ impl Authz {
             .into_iter()
             .map(|g| g.code)
             .collect();
-        self.require_holds_all(actor, &grants).await?;
+        self.require_authority(actor.user_id, ROLE_ASSIGN, &grants)
+            .await?;
         let actor = actor.user_id;
         let exists = self
             .identity
@@ -640,15 +699,32 @@ impl Authz {
     }
 
     /// Takes a role from a user. Unassigning what the user does not hold changes nothing.
+    /// It needs what assigning needs, and that the actor holds everything the user holds
+    /// (nobody demotes someone more powerful); the last active administrator keeps `*`.
     pub async fn unassign_role(
         &self,
         meta: &RequestMeta,
-        actor: Uuid,
+        actor: &Principal,
         user_id: Uuid,
         role_id: Uuid,
     ) -> AuthzResult<()> {
+        let role = load_role(&self.db, role_id).await?;
+        let held = user_role::Entity::find_by_id((user_id, role_id))
+            .one(&self.db)
+            .await?
+            .is_some();
+        if !held {
+            return Ok(());
+        }
+        let grants = self.grants_of_role(role_id).await?;
+        self.require_authority(actor.user_id, ROLE_ASSIGN, &grants)
+            .await?;
+        self.require_superior(actor.user_id, user_id).await?;
+        let actor = actor.user_id;
         let (_turn, txn) = begin_write(&self.db).await?;
-        let role = load_role(&txn, role_id).await?;
+        let administrators = self
+            .administrators_before(&txn, grants.iter().any(|g| g == "*"))
+            .await?;
         let removed = user_role::Entity::delete_by_id((user_id, role_id))
             .exec(&txn)
             .await?
@@ -657,6 +733,8 @@ impl Authz {
             txn.rollback().await?;
             return Ok(());
         }
+        self.ensure_an_administrator_remains(&txn, administrators)
+            .await?;
         AuditEvent::new("authz.user.role_unassigned", "user", user_id)
             .actor(Some(actor))
             .metadata(json!({ "role": role.name, "roleId": role_id }))
@@ -686,47 +764,167 @@ impl Authz {
 }
 
 impl Authz {
-    /// Nobody hands out what they do not hold: every catalog code the grants cover (wildcards
-    /// expanded against the catalog) must be held by the caller, through their token or their
-    /// current grants (so a code defined after their token was issued counts too).
-    async fn require_holds_all(&self, holder: &Principal, grants: &[String]) -> AuthzResult<()> {
-        let catalog: Vec<String> = if grants.iter().any(|g| g.ends_with('*')) {
-            self.permissions(None)
-                .await?
-                .into_iter()
-                .map(|p| p.code)
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let mut current: Option<Vec<String>> = None;
-        for grant in grants {
-            let covered: Vec<&str> = if grant.ends_with('*') {
-                catalog
-                    .iter()
-                    .map(String::as_str)
-                    .filter(|code| grant_covers(grant, code))
-                    .collect()
+    /// For identity, before it changes or deletes `target` on `actor`'s behalf: what each
+    /// holds now, and who the administrators (holders of `*`) are.
+    pub async fn authority(&self, actor: Uuid, target: Uuid) -> AuthzResult<Authority> {
+        let mut effective = self
+            .effective_permissions_of_users(&[actor, target])
+            .await?;
+        let administrators = administrators(&self.db).await?;
+        Ok(Authority {
+            actor_permissions: effective.remove(&actor).unwrap_or_default(),
+            target_permissions: if actor == target {
+                Vec::new()
             } else {
-                vec![grant.as_str()]
-            };
-            for code in covered {
-                if holder.has_permission(code) {
-                    continue;
-                }
-                if current.is_none() {
-                    current = Some(self.grants_of_user(holder.user_id).await?);
-                }
-                if current.iter().flatten().any(|own| grant_covers(own, code)) {
-                    continue;
-                }
+                effective.remove(&target).unwrap_or_default()
+            },
+            target_holds_everything: administrators.contains(&target),
+            others_holding_everything: administrators
+                .into_iter()
+                .filter(|u| *u != target)
+                .collect(),
+        })
+    }
+
+    /// The codes and wildcards a role grants.
+    async fn grants_of_role(&self, role: Uuid) -> AuthzResult<Vec<String>> {
+        Ok(self
+            .permissions_of_roles(&[role])
+            .await?
+            .remove(&role)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|g| g.code)
+            .collect())
+    }
+
+    /// Nobody hands out (or takes away) what they do not hold, and sensitive changes read the
+    /// actor's current grants, never their token (whose `scope` may be up to its lifetime
+    /// old): the actor must hold `needed` now, and everything `grants` give. A code must be
+    /// covered by one of the actor's grants; a wildcard by the same or a wider wildcard, so a
+    /// code defined later under it is one the actor holds too.
+    async fn require_authority(
+        &self,
+        actor: Uuid,
+        needed: &str,
+        grants: &[String],
+    ) -> AuthzResult<()> {
+        let own = self.grants_of_user(actor).await?;
+        let holds = |code: &str| own.iter().any(|g| grant_covers(g, code));
+        if !holds(needed) {
+            return Err(AuthzError::Forbidden(format!(
+                "this needs the permission `{needed}`, which you do not hold (any more)"
+            )));
+        }
+        for grant in grants {
+            if !holds(grant) {
                 return Err(AuthzError::Forbidden(format!(
-                    "you can only hand out permissions you hold yourself; `{grant}` includes `{code}`, which you do not hold"
+                    "you can only hand out or take away permissions you hold yourself; you do not hold `{grant}`"
                 )));
             }
         }
         Ok(())
     }
+
+    /// The actor holds every permission `target` holds (anyone may act on themself).
+    async fn require_superior(&self, actor: Uuid, target: Uuid) -> AuthzResult<()> {
+        if actor == target {
+            return Ok(());
+        }
+        let mut effective = self
+            .effective_permissions_of_users(&[actor, target])
+            .await?;
+        let own: BTreeSet<String> = effective
+            .remove(&actor)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let theirs = effective.remove(&target).unwrap_or_default();
+        let missing: Vec<&str> = theirs
+            .iter()
+            .map(String::as_str)
+            .filter(|c| !own.contains(*c))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(AuthzError::Forbidden(format!(
+            "this user holds permissions you do not ({}); only someone who holds all of them may take their roles away",
+            list_codes(&missing)
+        )))
+    }
+
+    /// The administrators before a change that may take `*` from someone (`touches`), with
+    /// the change serialized against others like it; `None` when it cannot.
+    async fn administrators_before(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        touches: bool,
+    ) -> AuthzResult<Option<BTreeSet<Uuid>>> {
+        if !touches {
+            return Ok(None);
+        }
+        if txn.get_database_backend() == DbBackend::Postgres {
+            // Two replicas each demoting one of the last two administrators must not both
+            // see the other still there (SQLite writes are serialized already).
+            txn.execute_unprepared("SELECT pg_advisory_xact_lock(4137201907)")
+                .await?;
+        }
+        Ok(Some(administrators(txn).await?))
+    }
+
+    /// After a change inside `txn`: if it took `*` from every active administrator, it is
+    /// refused (the transaction is dropped, so nothing changed).
+    async fn ensure_an_administrator_remains(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        before: Option<BTreeSet<Uuid>>,
+    ) -> AuthzResult<()> {
+        let Some(before) = before else {
+            return Ok(());
+        };
+        let after = administrators(txn).await?;
+        let lost: Vec<Uuid> = before.difference(&after).copied().collect();
+        if lost.is_empty() || self.any_active(after.iter().copied()).await? {
+            return Ok(());
+        }
+        if self.any_active(lost.into_iter()).await? {
+            return Err(AuthzError::Conflict(
+                "this would leave no active administrator (holder of `*`); make another user an administrator first".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether identity has any of `users` as an active account.
+    async fn any_active(&self, users: impl Iterator<Item = Uuid>) -> AuthzResult<bool> {
+        for user in users {
+            let account = self
+                .identity
+                .get_json::<serde_json::Value>(&format!("/internal/users/{user}"))
+                .await
+                .map_err(AuthzError::IdentityUnavailable)?;
+            if account.is_some_and(|a| a["status"] == "active") {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Users holding `*` through any role.
+async fn administrators<C: ConnectionTrait>(db: &C) -> AuthzResult<BTreeSet<Uuid>> {
+    let statement = Statement::from_string(
+        db.get_database_backend(),
+        "SELECT DISTINCT ur.user_id AS user_id FROM user_roles ur \
+         JOIN role_permissions rp ON rp.role_id = ur.role_id \
+         WHERE rp.permission_code = '*'",
+    );
+    db.query_all_raw(statement)
+        .await?
+        .iter()
+        .map(|row| row.try_get::<Uuid>("", "user_id").map_err(Into::into))
+        .collect()
 }
 
 /// `FROM … JOIN …` from a user's role grants (`ur`) to every permission (`p`) they cover. A

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::{ENTITIES, Options, Stack, reps};
 use keygraph_authz::entity::{role_permission, user_role};
+use keygraph_identity::entity::pending_call;
 use keygraph_kernel::{
     internal::LocalServices,
     testing::{Backend, INTERNAL_TOKEN, TestServer},
@@ -336,7 +337,11 @@ async fn deleting_a_role_removes_its_grants_and_built_ins_stay(backend: Backend)
     assert_eq!(deleted.data()["deleteRole"], json!(role.to_string()));
     let roles = stack.gql(ENTITIES, reps(&[user]), Some(&admin)).await;
     assert_eq!(roles.data()["_entities"][0]["roles"], json!([]));
-    assert_eq!(stack.count::<user_role::Entity>().await, 0);
+    assert_eq!(
+        stack.count::<user_role::Entity>().await,
+        1,
+        "only the administrator's admin role is left"
+    );
     assert_eq!(
         stack.count::<role_permission::Entity>().await,
         1,
@@ -485,7 +490,31 @@ async fn access_is_checked(backend: Backend) {
         .await
         .expect_error("FORBIDDEN", "authz.permission.read");
 
+    // What a token's scope says is not enough for sensitive changes: they read current
+    // grants (the scope may be up to the token's lifetime old).
+    let target = stack.seed_role("target", &[]).await;
+    let stale = stack.token(bob, &["authz.role.grant", "identity.user.read"]);
+    stack
+        .gql(
+            "mutation($r: ID!) { grantPermission(roleId: $r, code: \"identity.user.read\") { id } }",
+            json!({ "r": target }),
+            Some(&stale),
+        )
+        .await
+        .expect_error("FORBIDDEN", "`authz.role.grant`, which you do not hold (any more)");
+
     // Nobody hands out more than they hold.
+    let granting = stack
+        .seed_role(
+            "granters",
+            &[
+                "authz.role.grant",
+                "authz.role.assign",
+                "identity.user.read",
+            ],
+        )
+        .await;
+    stack.assign_directly(alice, granting).await;
     let granter = stack.token(
         alice,
         &[
@@ -494,7 +523,6 @@ async fn access_is_checked(backend: Backend) {
             "identity.user.read",
         ],
     );
-    let target = stack.seed_role("target", &[]).await;
     stack
         .gql(
             "mutation($r: ID!) { grantPermission(roleId: $r, code: \"identity.user.delete\") { id } }",
@@ -510,7 +538,7 @@ async fn access_is_checked(backend: Backend) {
             Some(&granter),
         )
         .await
-        .expect_error("FORBIDDEN", "which you do not hold");
+        .expect_error("FORBIDDEN", "you do not hold `identity.*`");
     stack
         .gql(
             "mutation($r: ID!) { grantPermission(roleId: $r, code: \"identity.user.read\") { id } }",
@@ -699,6 +727,7 @@ async fn deleting_a_user_in_identity_removes_their_grants(backend: Backend) {
         Options {
             identity_authz_url: Some(authz_base),
             authz_listener: None,
+            first_admin: Some("first@keygraph.test".into()),
         },
     )
     .await
@@ -708,31 +737,44 @@ async fn deleting_a_user_in_identity_removes_their_grants(backend: Backend) {
     let role = stack.seed_role("readers", &["identity.user.read"]).await;
     let user = stack.create_user("dennis@example.com").await;
     stack.assign_directly(user, role).await;
-    stack
-        .identity
-        .gql(
-            "mutation($id: ID!) { deleteUser(id: $id) }",
-            json!({ "id": user }),
-            Some(&stack.admin()),
-        )
-        .await
-        .data();
+    let delete = || async {
+        stack
+            .identity
+            .gql(
+                "mutation($id: ID!) { deleteUser(id: $id) }",
+                json!({ "id": user }),
+                Some(&stack.admin()),
+            )
+            .await
+    };
 
-    // The hand-over is kept while authz is unreachable...
+    // Whether the caller may delete is authz's to say: without an answer, nothing happens.
+    delete()
+        .await
+        .expect_error("SERVICE_UNAVAILABLE", "authz does not answer");
+    assert!(
+        pending_call(&stack, user, pending_call::DROP_GRANTS)
+            .await
+            .is_none()
+    );
+    assert_eq!(stack.count::<user_role::Entity>().await, 2);
+
+    // A hand-over made meanwhile (the first administrator's role) is kept while authz is
+    // unreachable...
+    let first = stack.create_user("first@keygraph.test").await;
     let mut pending = None;
     for _ in 0..50 {
-        pending = pending_drop_grants(&stack, user).await;
+        pending = pending_call(&stack, first, pending_call::ASSIGN_ROLE).await;
         if pending.as_ref().is_some_and(|p| p.attempts > 0) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pending = pending.expect("the removal waits for authz");
+    let pending = pending.expect("the assignment waits for authz");
     assert!(
         pending.attempts > 0 && pending.last_error.is_some(),
         "{pending:?}"
     );
-    assert_eq!(stack.count::<user_role::Entity>().await, 1);
 
     // ...and delivered once an authz answers at that address.
     let listener = tokio::net::TcpListener::bind(authz_addr)
@@ -750,35 +792,45 @@ async fn deleting_a_user_in_identity_removes_their_grants(backend: Backend) {
         keygraph_kernel::http::database_readiness(late_authz.db),
         TestServer::shutdown_pair(),
     );
-    let mut remaining = 1;
+    let mut delivered = false;
     for _ in 0..100 {
-        remaining = stack.count::<user_role::Entity>().await;
-        if remaining == 0 {
+        delivered = pending_call(&stack, first, pending_call::ASSIGN_ROLE)
+            .await
+            .is_none();
+        if delivered {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(remaining, 0, "the deleted user's grants are gone");
+    assert!(delivered, "the first administrator's role is delivered");
+    assert_eq!(stack.count::<user_role::Entity>().await, 3);
+
+    delete().await.data();
+    let mut remaining = 3;
+    for _ in 0..100 {
+        remaining = stack.count::<user_role::Entity>().await;
+        if remaining == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(remaining, 2, "the deleted user's grants are gone");
     assert!(
         stack
             .audit_actions()
             .await
             .contains(&"authz.user.grants_removed".to_owned())
     );
-    let left = pending_drop_grants(&stack, user).await;
+    let left = pending_call(&stack, user, pending_call::DROP_GRANTS).await;
     assert!(left.is_none(), "the hand-over is done");
 }
 
-/// Identity's pending call asking authz to drop `user`'s grants, if any.
-async fn pending_drop_grants(
-    stack: &Stack,
-    user: Uuid,
-) -> Option<keygraph_identity::entity::pending_call::Model> {
-    use keygraph_identity::entity::pending_call;
+/// Identity's pending call of `kind` about `user`, if any.
+async fn pending_call(stack: &Stack, user: Uuid, kind: &str) -> Option<pending_call::Model> {
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     pending_call::Entity::find()
         .filter(pending_call::Column::UserId.eq(user))
-        .filter(pending_call::Column::Kind.eq(pending_call::DROP_GRANTS))
+        .filter(pending_call::Column::Kind.eq(kind))
         .one(&stack.identity_db)
         .await
         .expect("pending calls")

@@ -16,7 +16,12 @@ pub mod service;
 
 use std::sync::Arc;
 
-use axum::{Router, response::Html, routing::get};
+use axum::{
+    Router,
+    http::header,
+    response::{Html, IntoResponse},
+    routing::get,
+};
 use keygraph_kernel::{
     config::Config,
     db::{DatabaseTarget, connect_and_migrate},
@@ -73,7 +78,16 @@ pub async fn build(
         client(&config.identity.authz_url)?,
         client(&config.identity.auth_url)?,
     );
-    let identity = Arc::new(Identity::new(db.clone(), config, mailer, handover.clone())?);
+    let counters = keygraph_kernel::counters::Counters::from_config(&config.redis)
+        .map_err(anyhow::Error::msg)?;
+    let identity = Arc::new(Identity::new(
+        db.clone(),
+        config,
+        mailer,
+        handover.clone(),
+        client(&config.identity.authz_url)?,
+        Arc::new(counters),
+    )?);
     if let Some(email) = &config.identity.first_admin.email {
         let generated = identity
             .ensure_first_admin(email, config.identity.first_admin.password.as_deref())
@@ -92,7 +106,7 @@ pub async fn build(
             "/graphql",
             graphql::endpoint(
                 schema::build_schema(identity.clone()),
-                schema::LIMITS,
+                graphql::Documents::new(schema::LIMITS).with_introspection(config.introspection()),
                 verifier,
             ),
         )
@@ -135,7 +149,52 @@ pub async fn run(
     Ok(())
 }
 
-/// The page behind mailed links: it asks the user to confirm, then calls the mutation.
-async fn link_page() -> Html<&'static str> {
-    Html(include_str!("pages/link.html"))
+const LINK_PAGE: &str = include_str!("pages/link.html");
+
+/// The page behind mailed links: it asks the user to confirm, then calls the mutation. Its
+/// policy lets only its own inline script (by hash) and style run, lets it call only this
+/// service, and keeps it out of frames (the kernel adds `X-Frame-Options` and
+/// `Referrer-Policy: no-referrer`, so the token in the URL goes nowhere else).
+async fn link_page() -> impl IntoResponse {
+    static POLICY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let policy = POLICY.get_or_init(|| link_page_policy(LINK_PAGE));
+    (
+        [(header::CONTENT_SECURITY_POLICY, policy.clone())],
+        Html(LINK_PAGE),
+    )
+}
+
+/// `Content-Security-Policy` for `page`: its inline scripts allowed by their SHA-256.
+fn link_page_policy(page: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let mut hashes = String::new();
+    let mut rest = page;
+    while let Some(start) = rest.find("<script>") {
+        let body = &rest[start + "<script>".len()..];
+        let Some(end) = body.find("</script>") else {
+            break;
+        };
+        let digest = sha2::Sha256::digest(&body.as_bytes()[..end]);
+        hashes.push_str(&format!(
+            " 'sha256-{}'",
+            base64::engine::general_purpose::STANDARD.encode(digest)
+        ));
+        rest = &body[end..];
+    }
+    format!(
+        "default-src 'none'; script-src{hashes}; style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_link_page_policy_allows_exactly_its_own_script() {
+        let policy = super::link_page_policy("<p>x</p><script>run()</script>");
+        assert_eq!(
+            policy,
+            "default-src 'none'; script-src 'sha256-AvyuiL0SD1mVY3NNxR+V2uo+lhk6RMFrytWmRt6CrJQ='; style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+        );
+    }
 }

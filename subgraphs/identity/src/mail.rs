@@ -1,5 +1,7 @@
-//! Outgoing mail: over SMTP when `mail.smtp_url` is set; otherwise each message goes to the
-//! log and to `<data_dir>/mail/` as an `.eml` file a developer can open (and tests read).
+//! Outgoing mail: over SMTP when `mail.smtp_url` is set; otherwise each message goes to
+//! `<data_dir>/mail/` as an `.eml` file a developer can open (and tests read), readable by
+//! its owner only. The log says that a mail was written and where, never what it says: a
+//! mail holds a link with a single-use token.
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -105,7 +107,6 @@ impl Mailer {
                     to = %mail.to,
                     subject = %mail.subject,
                     file = %path.display(),
-                    text = %mail.text,
                     "mail written to file (no SMTP relay configured)"
                 );
             }
@@ -124,8 +125,55 @@ async fn write_atomically(
         path: path.to_owned(),
         source,
     };
-    tokio::fs::create_dir_all(dir).await.map_err(fail)?;
+    keygraph_kernel::files::create_private_dir(dir).map_err(fail)?;
     let partial = path.with_extension("eml.partial");
-    tokio::fs::write(&partial, bytes).await.map_err(fail)?;
+    let (partial_path, bytes) = (partial.clone(), bytes.to_vec());
+    tokio::task::spawn_blocking(move || {
+        keygraph_kernel::files::write_private(&partial_path, &bytes)
+    })
+    .await
+    .map_err(|e| fail(std::io::Error::other(e)))?
+    .map_err(fail)?;
     tokio::fs::rename(&partial, path).await.map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_mail_written_to_a_file_is_private_and_its_text_stays_out_of_the_log() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let data = tempfile::tempdir().expect("tempdir");
+        let dir = data.path().join("mail");
+        let config = MailConfig {
+            smtp_url: None,
+            from: "Keygraph <noreply@keygraph.localhost>".into(),
+        };
+        let mailer = Mailer::from_config(&config, dir.clone()).expect("mailer");
+        let log = keygraph_kernel::testing::LogCapture::default();
+        let _guard = tracing::subscriber::set_default(log.subscriber());
+        mailer
+            .send(&OutgoingMail {
+                to: "ada@example.com".into(),
+                subject: "Reset your password".into(),
+                text: "open https://example.com/reset?token=secret-token-1234".into(),
+            })
+            .await
+            .expect("written");
+        let logged = log.text();
+        assert!(logged.contains("mail written to file"), "{logged}");
+        assert!(!logged.contains("secret-token-1234"), "{logged}");
+        let mode = |p: &std::path::Path| {
+            std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+        };
+        assert_eq!(mode(&dir), 0o700);
+        let file = std::fs::read_dir(&dir)
+            .expect("dir")
+            .flatten()
+            .next()
+            .expect("one mail")
+            .path();
+        assert_eq!(mode(&file), 0o600);
+    }
 }

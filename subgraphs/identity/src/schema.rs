@@ -318,7 +318,7 @@ impl Mutation {
             .change_password(
                 request_meta(ctx),
                 principal.user_id,
-                principal.session_id,
+                Some(principal.session_id),
                 current_password,
                 new_password,
             )
@@ -351,7 +351,7 @@ impl Mutation {
         id: ID,
         status: UserStatus,
     ) -> ApiResult<User> {
-        let actor = require_principal(ctx)?.user_id;
+        let actor = require_principal(ctx)?;
         let id = parse_id("id", "user", &id)?;
         Ok(identity(ctx)
             .set_status(request_meta(ctx), actor, id, status.into())
@@ -366,7 +366,7 @@ impl Mutation {
         requires_scopes = "identity.user.delete"
     )]
     async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> ApiResult<ID> {
-        let actor = require_principal(ctx)?.user_id;
+        let actor = require_principal(ctx)?;
         let user_id = parse_id("id", "user", &id)?;
         identity(ctx)
             .delete_user(request_meta(ctx), actor, user_id)

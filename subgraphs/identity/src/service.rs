@@ -1,16 +1,20 @@
 //! Identity rules: registration, verification, passwords, profile and account status. No
 //! GraphQL types here; resolvers check access and call these.
 
-use std::time::Duration;
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use keygraph_kernel::{
-    ApiError,
+    ApiError, ErrorCode,
     config::{Config, IdentityLinks},
+    counters::Counters,
     db::{begin_write, is_unique_violation, write_turn},
     http::RequestMeta,
+    internal::InternalClient,
     outbox::AuditEvent,
     ratelimit::SlidingWindowLimiter,
+    throttle::{Refused, Throttle},
+    token::Principal,
 };
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr,
@@ -52,6 +56,12 @@ pub enum IdentityError {
     UserNotFound(Uuid),
     #[error("too many requests for this address; try again in {0} seconds")]
     RateLimited(u64),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Database(#[from] DbErr),
     #[error(transparent)]
@@ -77,6 +87,9 @@ impl From<IdentityError> for ApiError {
             }
             IdentityError::UserNotFound(_) => ApiError::not_found(err.to_string()),
             IdentityError::RateLimited(secs) => ApiError::rate_limited(secs),
+            IdentityError::Forbidden(m) => ApiError::forbidden(m),
+            IdentityError::Conflict(m) => ApiError::conflict(m),
+            IdentityError::Unavailable(m) => ApiError::new(ErrorCode::ServiceUnavailable, m),
             IdentityError::Database(e) => ApiError::internal(e),
             IdentityError::Hashing(e) => ApiError::internal(e),
         }
@@ -143,17 +156,37 @@ pub struct Identity {
     verification_ttl: Duration,
     reset_ttl: Duration,
     mail_limiter: SlidingWindowLimiter,
+    password_throttle: Throttle,
+    /// Asked for current grants before an account is changed or deleted; none without authz.
+    authz: Option<InternalClient>,
     handover: Handover,
+}
+
+/// What authz says about an actor and the account they act on (`/internal/authority`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Authority {
+    /// Catalog codes the actor holds now.
+    actor_permissions: Vec<String>,
+    /// Catalog codes the target holds now.
+    target_permissions: Vec<String>,
+    /// Whether the target holds `*` (is an administrator).
+    target_holds_everything: bool,
+    /// The other users holding `*`.
+    others_holding_everything: Vec<Uuid>,
 }
 
 impl Identity {
     /// `handover` carries what other services must learn about users (deleted users' grants
-    /// to authz, ended sessions to auth).
+    /// to authz, ended sessions to auth); `authz` answers who holds what now; `counters`
+    /// count guesses at current passwords.
     pub fn new(
         db: DatabaseConnection,
         config: &Config,
         mailer: Mailer,
         handover: Handover,
+        authz: Option<InternalClient>,
+        counters: Arc<Counters>,
     ) -> Result<Self, HashingError> {
         let id = &config.identity;
         Ok(Self {
@@ -168,6 +201,8 @@ impl Identity {
                 id.mail_rate_limit.max,
                 Duration::from_secs(id.mail_rate_limit.window_secs),
             ),
+            password_throttle: Throttle::current_password(config.auth.throttle, counters),
+            authz,
             handover,
         })
     }
@@ -196,7 +231,7 @@ impl Identity {
             .is_some();
         if taken {
             txn.rollback().await?;
-            self.send_in_background(taken_address_notice(&email));
+            self.send_limited(&email, taken_address_notice(&email));
             return Ok(());
         }
         let inserted = async {
@@ -232,25 +267,42 @@ impl Identity {
             // Lost a race with a concurrent registration of the same address.
             Err(e) if is_unique_violation(&e) => {
                 txn.rollback().await?;
-                self.send_in_background(taken_address_notice(&email));
+                self.send_limited(&email, taken_address_notice(&email));
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
         }
-        self.send_in_background(self.verification_mail(&email.display, &display_name, &token));
+        // Over the address's mail limit, the link can be asked for again later.
+        self.send_limited(
+            &email,
+            self.verification_mail(&email.display, &display_name, &token),
+        );
         Ok(())
     }
 
     /// Mails a new verification link if the address belongs to an active, unverified account.
-    /// Answers the same for every well-formed address.
+    /// Answers the same, in the same time, for every well-formed address: looking the account
+    /// up and writing its token happen after the answer (see [`Identity::after_answer`]).
     pub async fn request_email_verification(
-        &self,
+        self: &Arc<Self>,
         meta: &RequestMeta,
         email: &str,
     ) -> IdentityResult<()> {
         let email = parse_email(email).map_err(|m| IdentityError::input("email", m))?;
-        self.throttle_mail(PURPOSE_VERIFY_EMAIL, &email)?;
-        let Some(user) = self.find_by_email(&email).await? else {
+        self.throttle_mail(&email)?;
+        let meta = meta.clone();
+        self.after_answer("verification request", move |this| async move {
+            this.mail_verification_link(&meta, &email).await
+        });
+        Ok(())
+    }
+
+    async fn mail_verification_link(
+        &self,
+        meta: &RequestMeta,
+        email: &EmailAddress,
+    ) -> IdentityResult<()> {
+        let Some(user) = self.find_by_email(email).await? else {
             return Ok(());
         };
         if user.email_verified || user.status != STATUS_ACTIVE {
@@ -298,16 +350,29 @@ impl Identity {
         Ok(user)
     }
 
-    /// Mails a reset link if the address belongs to an active account. Answers the same for
-    /// every well-formed address.
+    /// Mails a reset link if the address belongs to an active account. Answers the same, in
+    /// the same time, for every well-formed address: only an existing account causes a
+    /// database write, so that work happens after the answer (see [`Identity::after_answer`]).
     pub async fn request_password_reset(
-        &self,
+        self: &Arc<Self>,
         meta: &RequestMeta,
         email: &str,
     ) -> IdentityResult<()> {
         let email = parse_email(email).map_err(|m| IdentityError::input("email", m))?;
-        self.throttle_mail(PURPOSE_RESET_PASSWORD, &email)?;
-        let Some(user) = self.find_by_email(&email).await? else {
+        self.throttle_mail(&email)?;
+        let meta = meta.clone();
+        self.after_answer("password reset request", move |this| async move {
+            this.mail_reset_link(&meta, &email).await
+        });
+        Ok(())
+    }
+
+    async fn mail_reset_link(
+        &self,
+        meta: &RequestMeta,
+        email: &EmailAddress,
+    ) -> IdentityResult<()> {
+        let Some(user) = self.find_by_email(email).await? else {
             return Ok(());
         };
         if user.status != STATUS_ACTIVE {
@@ -340,6 +405,22 @@ impl Identity {
             ),
         });
         Ok(())
+    }
+
+    /// Runs `work` after the request is answered, so its duration (a look-up that finds an
+    /// account, then a write) tells nothing about the address. Its failure is logged: the
+    /// caller was answered already, as they would be for an unknown address.
+    fn after_answer<F, Fut>(self: &Arc<Self>, what: &'static str, work: F)
+    where
+        F: FnOnce(Arc<Self>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = IdentityResult<()>> + Send + 'static,
+    {
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = work(this).await {
+                tracing::error!(error = %err, "{what} failed after it was answered");
+            }
+        });
     }
 
     /// Sets a new password with a reset token. The token is spent; the mailed link also
@@ -407,12 +488,24 @@ impl Identity {
                 "the new password must differ from the current one",
             ));
         }
-        if !self
+        // A stolen access token must not guess at the password faster than sign-in does.
+        let attempt = self
+            .password_throttle
+            .begin(&user_id.to_string(), meta.client_addr)
+            .await
+            .map_err(|refused| match refused {
+                Refused::Wait(secs) => IdentityError::RateLimited(secs),
+                Refused::Unavailable => IdentityError::Unavailable(
+                    "password checks are unavailable for a moment (the shared throttle does not answer); retry shortly".into(),
+                ),
+            })?;
+        let matches = self
             .hasher
             .verify(current, stored.password_hash)
             .await?
-            .matches
-        {
+            .matches;
+        attempt.finish(matches).await;
+        if !matches {
             return Err(IdentityError::WrongCurrentPassword);
         }
         let hash = self.hasher.hash(new_password).await?;
@@ -466,10 +559,22 @@ impl Identity {
     pub async fn set_status(
         &self,
         meta: &RequestMeta,
-        actor: Uuid,
+        actor: &Principal,
         user_id: Uuid,
         status: AccountStatus,
     ) -> IdentityResult<user::Model> {
+        let current = self.load_user(&self.db, user_id).await?;
+        if current.status == status.as_str() {
+            return Ok(current);
+        }
+        self.require_authority(
+            actor,
+            user_id,
+            crate::permissions::USER_UPDATE,
+            status == AccountStatus::Disabled,
+        )
+        .await?;
+        let actor = actor.user_id;
         let (_turn, txn) = begin_write(&self.db).await?;
         let user = self.load_user(&txn, user_id).await?;
         let from = user.status.clone();
@@ -564,9 +669,13 @@ impl Identity {
     pub async fn delete_user(
         &self,
         meta: &RequestMeta,
-        actor: Uuid,
+        actor: &Principal,
         user_id: Uuid,
     ) -> IdentityResult<()> {
+        self.load_user(&self.db, user_id).await?;
+        self.require_authority(actor, user_id, crate::permissions::USER_DELETE, true)
+            .await?;
+        let actor = actor.user_id;
         let (_turn, txn) = begin_write(&self.db).await?;
         let user = self.load_user(&txn, user_id).await?;
         // Children first: SQLite enforces the cascade only with foreign keys on, so do not rely on it.
@@ -591,6 +700,85 @@ impl Identity {
             .await?;
         txn.commit().await?;
         self.handover.wake();
+        Ok(())
+    }
+
+    /// What changing or deleting another account needs, read from authz's current grants
+    /// (a token's `scope` may be up to its lifetime old):
+    ///
+    /// - the actor holds `code` now;
+    /// - the actor holds every permission the target holds: nobody disables, enables or
+    ///   deletes an account more powerful than their own;
+    /// - when `removes` (disabling, deleting) an administrator (a holder of `*`), another
+    ///   active administrator remains.
+    ///
+    /// Without authz (`identity.authz_url` null) nobody holds anything but their token's scope,
+    /// which the resolver's guard checked.
+    async fn require_authority(
+        &self,
+        actor: &Principal,
+        target: Uuid,
+        code: &str,
+        removes: bool,
+    ) -> IdentityResult<()> {
+        let Some(authz) = &self.authz else {
+            return Ok(());
+        };
+        let authority: Authority = authz
+            .post_json(
+                "/internal/authority",
+                &json!({ "actor": actor.user_id, "target": target }),
+            )
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "authz does not answer who holds what");
+                IdentityError::Unavailable(
+                    "the permissions this needs cannot be checked right now (authz does not answer); retry shortly".into(),
+                )
+            })?;
+        let held: BTreeSet<&str> = authority
+            .actor_permissions
+            .iter()
+            .map(String::as_str)
+            .collect();
+        if !held.contains(code) {
+            return Err(IdentityError::Forbidden(format!(
+                "this needs the permission `{code}`, which you do not hold (any more)"
+            )));
+        }
+        let missing: Vec<&str> = authority
+            .target_permissions
+            .iter()
+            .map(String::as_str)
+            .filter(|c| !held.contains(c))
+            .collect();
+        if !missing.is_empty() {
+            return Err(IdentityError::Forbidden(format!(
+                "this account holds permissions you do not ({}); only someone who holds all of them may change or delete it",
+                keygraph_kernel::permissions::list_codes(&missing)
+            )));
+        }
+        if removes && authority.target_holds_everything {
+            let others: Vec<Uuid> = authority
+                .others_holding_everything
+                .into_iter()
+                .filter(|u| *u != target)
+                .collect();
+            let active_others = if others.is_empty() {
+                0
+            } else {
+                user::Entity::find()
+                    .filter(user::Column::Id.is_in(others))
+                    .filter(user::Column::Status.eq(STATUS_ACTIVE))
+                    .count(&self.db)
+                    .await?
+            };
+            if active_others == 0 {
+                return Err(IdentityError::Conflict(
+                    "this is the last active administrator (the only active holder of `*`); make another user an administrator first".into(),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -619,6 +807,16 @@ impl Identity {
                 return Err(IdentityError::input(
                     "filter.search",
                     format!("search must be at most {MAX_SEARCH} characters"),
+                ));
+            }
+            // A NUL ends the pattern early on SQLite (it then matches everyone).
+            if let Some(c) = search.chars().find(|c| c.is_control()) {
+                return Err(IdentityError::input(
+                    "filter.search",
+                    format!(
+                        "search must not contain control characters (found U+{:04X})",
+                        u32::from(c)
+                    ),
                 ));
             }
             let pattern = format!("%{}%", escape_like(&search.to_lowercase()));
@@ -731,10 +929,21 @@ impl Identity {
             .map_err(|m| IdentityError::input(field, m))
     }
 
-    fn throttle_mail(&self, purpose: &str, email: &EmailAddress) -> IdentityResult<()> {
+    /// Every mail to one address shares one limit, whatever it is about.
+    fn throttle_mail(&self, email: &EmailAddress) -> IdentityResult<()> {
         self.mail_limiter
-            .try_acquire(&format!("{purpose}:{}", email.key))
+            .try_acquire(&email.key)
             .map_err(|wait| IdentityError::RateLimited(Ord::max(wait.as_secs(), 1)))
+    }
+
+    /// Sends `mail` unless the address is over its mail limit; either way the caller answers
+    /// the same (registration must not tell a taken address from a new one).
+    fn send_limited(&self, email: &EmailAddress, mail: OutgoingMail) {
+        if self.throttle_mail(email).is_ok() {
+            self.send_in_background(mail);
+        } else {
+            tracing::info!(to = %email.display, subject = %mail.subject, "mail not sent: the address is over identity.mail_rate_limit");
+        }
     }
 
     /// A token of `purpose` that exists, is unspent and unexpired, or why not.
@@ -813,7 +1022,39 @@ fn validate_display_name(input: &str) -> IdentityResult<String> {
             "display name must not contain control characters",
         ));
     }
+    if let Some(c) = name.chars().find(|c| is_invisible_or_bidi(*c)) {
+        return Err(IdentityError::input(
+            "displayName",
+            format!(
+                "display name must not contain invisible or text-direction characters (found U+{:04X})",
+                u32::from(c)
+            ),
+        ));
+    }
     Ok(name.to_owned())
+}
+
+/// Characters that change how the text around them reads without being seen: bidirectional
+/// embeddings, overrides, isolates and marks (a name that shows reversed, or as another
+/// name), and zero-width and other invisible format characters.
+fn is_invisible_or_bidi(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{206A}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 fn default_display_name(email: &EmailAddress) -> String {

@@ -87,7 +87,12 @@ async fn register_verify_and_reset_through_mailed_links(backend: Backend) {
 }
 
 async fn registration_does_not_reveal_taken_addresses(backend: Backend) {
-    let Some(svc) = TestService::start(backend).await else {
+    // Every mail to alan counts against one limit; this test is about the answers.
+    let Some(svc) = TestService::start_with(backend, |config| {
+        config.identity.mail_rate_limit.max = 100;
+    })
+    .await
+    else {
         return;
     };
     let first = svc.register("alan@example.net", PASSWORD).await;
@@ -222,7 +227,12 @@ async fn bad_input_is_refused_and_leaves_nothing_behind(backend: Backend) {
 }
 
 async fn mailed_tokens_are_single_use_and_expire(backend: Backend) {
-    let Some(svc) = TestService::start(backend).await else {
+    // Several links to one address: more mails than the default limit allows.
+    let Some(svc) = TestService::start_with(backend, |config| {
+        config.identity.mail_rate_limit.max = 20;
+    })
+    .await
+    else {
         return;
     };
     svc.register("ken@example.com", PASSWORD).await.data();
@@ -280,9 +290,18 @@ async fn mail_requests_are_rate_limited_per_address(backend: Backend) {
         return;
     };
     svc.register("barbara@example.com", PASSWORD).await.data();
+    // Barbara's verification mail counted; the stranger asks for one too (an unknown
+    // address gets none, but the request counts alike).
+    svc.gql(
+        "mutation { requestEmailVerification(email: \"stranger@example.com\") }",
+        json!({}),
+        None,
+    )
+    .await
+    .data();
     // The limit applies alike to known and unknown addresses: it reveals nothing.
     for email in ["barbara@example.com", "stranger@example.com"] {
-        for _ in 0..3 {
+        for _ in 0..2 {
             svc.request_reset(email).await.data();
         }
         let limited = svc.request_reset(email).await;

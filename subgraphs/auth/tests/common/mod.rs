@@ -31,6 +31,8 @@ pub enum Calls {
 pub struct Stack {
     pub identity: TestServer,
     pub authz: TestServer,
+    /// An active user holding the built-in admin role in authz.
+    pub admin_id: Uuid,
     pub auth: TestServer,
     pub signer: TestSigner,
     /// auth's database.
@@ -166,6 +168,7 @@ impl Stack {
         let authz = keygraph_authz::build(&config, INTERNAL_TOKEN, &local)
             .await
             .expect("authz starts");
+        let authz_connection = authz.db.clone();
         register(1, &authz.router, authz.db.clone());
         let authz = TestServer::start_on(
             authz_listener,
@@ -188,16 +191,39 @@ impl Stack {
             http::database_readiness(auth.db),
             TestServer::shutdown_pair(),
         );
-        Some(Self {
+        let mut stack = Self {
             identity,
             authz,
+            admin_id: Uuid::nil(),
             auth,
             signer,
             db,
             config,
             _databases: [identity_db, authz_db, auth_db],
             _data: data,
-        })
+        };
+        // Sensitive changes read current grants: the administrator is a real, active user.
+        stack.register("root@keygraph.test").await;
+        let reader = stack.signer.token(
+            Uuid::now_v7(),
+            &[keygraph_kernel::permissions::identity::USER_READ],
+        );
+        let found = stack
+            .identity
+            .gql(
+                "{ users(filter: { search: \"root@keygraph.test\" }) { edges { node { id } } } }",
+                json!({}),
+                Some(&reader),
+            )
+            .await;
+        stack.admin_id = found.data()["users"]["edges"][0]["node"]["id"]
+            .as_str()
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .expect("the administrator's id");
+        keygraph_authz::seed_administrator(&authz_connection, stack.admin_id)
+            .await
+            .expect("seed the administrator");
+        Some(stack)
     }
 
     /// A token holding every catalog code, signed by the test key.
@@ -206,7 +232,7 @@ impl Stack {
             .iter()
             .map(|(c, _)| *c)
             .collect();
-        self.signer.token(Uuid::now_v7(), &codes)
+        self.signer.token(self.admin_id, &codes)
     }
 
     pub async fn register(&self, email: &str) {

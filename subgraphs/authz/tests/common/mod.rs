@@ -34,6 +34,9 @@ pub fn reps(users: &[Uuid]) -> Value {
 
 pub struct Stack {
     pub authz: TestServer,
+    /// An active identity user holding the built-in admin role in authz: sensitive changes
+    /// read current grants, so an administrator's token must belong to one.
+    pub admin_id: Uuid,
     pub identity: TestServer,
     pub signer: TestSigner,
     /// authz's database.
@@ -52,6 +55,8 @@ pub struct Options {
     pub identity_authz_url: Option<String>,
     /// Serve authz on this listener (default: a new loopback port).
     pub authz_listener: Option<TcpListener>,
+    /// `identity.first_admin.email` (default: none).
+    pub first_admin: Option<String>,
 }
 
 impl Stack {
@@ -62,6 +67,7 @@ impl Stack {
             Options {
                 identity_authz_url: None,
                 authz_listener: None,
+                first_admin: None,
             },
         )
         .await
@@ -88,6 +94,7 @@ impl Stack {
         config.authz.identity_url = TestServer::base_of(&identity_listener);
         config.identity.database_url = Some(identity_database.url.clone());
         config.identity.schema = identity_database.schema.clone();
+        config.identity.first_admin.email = options.first_admin;
         config.identity.authz_url = Some(
             options
                 .identity_authz_url
@@ -130,8 +137,9 @@ impl Stack {
             http::database_readiness(authz.db),
             TestServer::shutdown_pair(),
         );
-        Some(Self {
+        let mut stack = Self {
             authz,
+            admin_id: Uuid::nil(),
             identity,
             signer,
             db,
@@ -140,7 +148,12 @@ impl Stack {
             config,
             _databases: (authz_database, identity_database),
             _data: data,
-        })
+        };
+        stack.admin_id = stack.create_user("root@keygraph.test").await;
+        keygraph_authz::seed_administrator(&stack.db, stack.admin_id)
+            .await
+            .expect("seed the administrator");
+        Some(stack)
     }
 
     pub async fn gql(&self, query: &str, variables: Value, token: Option<&str>) -> Answer {
@@ -151,14 +164,14 @@ impl Stack {
         self.signer.token(user, scopes)
     }
 
-    /// A token holding every catalog code, as auth issues them for an admin (scope is the
-    /// expanded list, not `*`).
+    /// The administrator's token, holding every catalog code as auth issues them for an
+    /// admin (scope is the expanded list, not `*`).
     pub fn admin(&self) -> String {
         let codes: Vec<&str> = keygraph_kernel::permissions::CATALOG
             .iter()
             .map(|(c, _)| *c)
             .collect();
-        self.token(Uuid::now_v7(), &codes)
+        self.token(self.admin_id, &codes)
     }
 
     /// Registers a user in identity and returns its id.
@@ -171,13 +184,16 @@ impl Stack {
             )
             .await
             .data();
-        let admin = self.admin();
+        let reader = self.token(
+            Uuid::now_v7(),
+            &[keygraph_kernel::permissions::identity::USER_READ],
+        );
         let found = self
             .identity
             .gql(
                 "query($s: String) { users(filter: { search: $s }) { edges { node { id email } } } }",
                 json!({ "s": email }),
-                Some(&admin),
+                Some(&reader),
             )
             .await;
         let id = found.data()["users"]["edges"][0]["node"]["id"]

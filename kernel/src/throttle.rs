@@ -1,5 +1,7 @@
-//! Sign-in attempts slow down per account from one client address, and per client address,
-//! with a delay that doubles after a few free attempts.
+//! Password guesses slow down, with a delay that doubles after a few free attempts.
+//!
+//! Sign-in ([`Throttle::sign_in`]) counts per account from one client address, and per
+//! client address:
 //!
 //! - Attempts in flight count like failures, so a burst is throttled before any of its
 //!   attempts finishes.
@@ -10,22 +12,36 @@
 //!   at once from one address (an office, a NAT) are not slowed.
 //! - A success clears the account's failures from that address.
 //!
+//! A signed-in user's current password ([`Throttle::current_password`], `changePassword`)
+//! is counted per account from any address: whoever holds a stolen access token must not
+//! guess at its user's password faster than at sign-in, from however many addresses.
+//!
 //! The counters are [`Counters`]: in Redis when configured (shared by every auth replica), in
 //! memory otherwise.
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
-use keygraph_kernel::config::ThrottleConfig;
-use keygraph_kernel::counters::{Counters, Ending, Tally, Unavailable, unix_ms};
+use crate::config::ThrottleConfig;
+use crate::counters::{Counters, Ending, Tally, Unavailable, unix_ms};
 use sha2::{Digest, Sha256};
 
 /// How long an attempt that never ends (its process died) counts as in flight.
 const STALE_AFTER: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
-pub struct LoginThrottle {
+pub struct Throttle {
     config: ThrottleConfig,
     counters: Arc<Counters>,
+    checks: Checks,
+}
+
+/// What is guessed at, which says what is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checks {
+    /// Sign-in: the account from this address, and the address.
+    SignIn,
+    /// A signed-in user's current password: the account, from any address.
+    CurrentPassword,
 }
 
 /// Why an attempt may not start.
@@ -40,15 +56,30 @@ pub enum Refused {
 /// A sign-in attempt in progress. Report how it ended with [`Attempt::finish`]; dropped
 /// without that (say the credential check could not be made) it counts as neither.
 pub struct Attempt {
-    throttle: LoginThrottle,
+    throttle: Throttle,
     keys: Vec<String>,
     id: String,
     finished: bool,
 }
 
-impl LoginThrottle {
-    pub fn new(config: ThrottleConfig, counters: Arc<Counters>) -> Self {
-        Self { config, counters }
+impl Throttle {
+    /// Sign-in attempts, per account from one address and per address.
+    pub fn sign_in(config: ThrottleConfig, counters: Arc<Counters>) -> Self {
+        Self {
+            config,
+            counters,
+            checks: Checks::SignIn,
+        }
+    }
+
+    /// Checks of a signed-in user's current password, per account from any address (free
+    /// attempts and the delay cap are the per-account ones of sign-in).
+    pub fn current_password(config: ThrottleConfig, counters: Arc<Counters>) -> Self {
+        Self {
+            config,
+            counters,
+            checks: Checks::CurrentPassword,
+        }
     }
 
     fn delay(&self, count: u32, free: u32, cap: u64) -> Duration {
@@ -77,21 +108,24 @@ impl LoginThrottle {
         since + self.delay(count, free, cap).as_millis() as u64
     }
 
-    /// The counted keys: the account from this address first (a success clears it), then the
+    /// The counted keys: the account first (a success clears it), then for sign-in the
     /// address. The account is hashed: no email address is written to Redis.
-    fn keys(account: &str, address: Option<IpAddr>) -> Vec<String> {
+    fn keys(&self, account: &str, address: Option<IpAddr>) -> Vec<String> {
         let digest = Sha256::digest(account.as_bytes());
         let account: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
         let address = address.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
-        vec![
-            format!("login:account:{account}:from:{address}"),
-            format!("login:address:{address}"),
-        ]
+        match self.checks {
+            Checks::SignIn => vec![
+                format!("login:account:{account}:from:{address}"),
+                format!("login:address:{address}"),
+            ],
+            Checks::CurrentPassword => vec![format!("password:account:{account}")],
+        }
     }
 
     /// Starts an attempt, or says why not.
     pub async fn begin(&self, account: &str, address: Option<IpAddr>) -> Result<Attempt, Refused> {
-        let keys = Self::keys(account, address);
+        let keys = self.keys(account, address);
         let id = uuid::Uuid::new_v4().simple().to_string();
         let window = Duration::from_secs(self.config.window_secs);
         let tallies = self
@@ -178,8 +212,8 @@ impl Drop for Attempt {
 mod tests {
     use super::*;
 
-    fn throttle() -> LoginThrottle {
-        LoginThrottle::new(
+    fn throttle() -> Throttle {
+        Throttle::sign_in(
             ThrottleConfig {
                 free_attempts: 3,
                 address_free_attempts: 6,
@@ -196,7 +230,7 @@ mod tests {
         text.parse().ok()
     }
 
-    async fn fail(t: &LoginThrottle, account: &str, address: &str) {
+    async fn fail(t: &Throttle, account: &str, address: &str) {
         t.begin(account, ip(address))
             .await
             .map_err(|_| ())
@@ -305,5 +339,22 @@ mod tests {
             t.begin("f@example.com", ip("10.0.0.3")).await.err(),
             Some(Refused::Wait(1..=2))
         ));
+    }
+
+    #[tokio::test]
+    async fn current_password_checks_count_per_account_from_every_address() {
+        let config = throttle().config;
+        let t = Throttle::current_password(config, Arc::new(Counters::in_memory()));
+        for address in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+            fail(&t, "user-1", address).await;
+        }
+        assert!(
+            matches!(
+                t.begin("user-1", ip("10.0.0.4")).await.err(),
+                Some(Refused::Wait(1..=2))
+            ),
+            "a fourth address is slowed by the others' failures"
+        );
+        fail(&t, "user-2", "10.0.0.4").await;
     }
 }
