@@ -124,7 +124,7 @@ struct AuthorityRequest {
 }
 
 /// What identity checks before it changes or deletes an account: `{"actorPermissions",
-/// "targetPermissions", "targetHoldsEverything", "othersHoldingEverything"}`.
+/// "targetBeyondActor", "targetHoldsEverything", "othersHoldingEverything"}`.
 async fn authority(
     State(authz): State<Arc<Authz>>,
     body: Result<Json<AuthorityRequest>, axum::extract::rejection::JsonRejection>,

@@ -101,7 +101,8 @@ pub struct RolePage {
 #[serde(rename_all = "camelCase")]
 pub struct Authority {
     pub actor_permissions: Vec<String>,
-    pub target_permissions: Vec<String>,
+    /// Catalog codes the target holds and the actor does not (none for the actor themself).
+    pub target_beyond_actor: Vec<String>,
     pub target_holds_everything: bool,
     pub others_holding_everything: Vec<Uuid>,
 }
@@ -767,17 +768,11 @@ impl Authz {
     /// For identity, before it changes or deletes `target` on `actor`'s behalf: what each
     /// holds now, and who the administrators (holders of `*`) are.
     pub async fn authority(&self, actor: Uuid, target: Uuid) -> AuthzResult<Authority> {
-        let mut effective = self
-            .effective_permissions_of_users(&[actor, target])
-            .await?;
+        let (actor_permissions, target_beyond_actor) = self.compare(actor, target).await?;
         let administrators = administrators(&self.db).await?;
         Ok(Authority {
-            actor_permissions: effective.remove(&actor).unwrap_or_default(),
-            target_permissions: if actor == target {
-                Vec::new()
-            } else {
-                effective.remove(&target).unwrap_or_default()
-            },
+            actor_permissions,
+            target_beyond_actor,
             target_holds_everything: administrators.contains(&target),
             others_holding_everything: administrators
                 .into_iter()
@@ -826,25 +821,30 @@ impl Authz {
         Ok(())
     }
 
-    /// The actor holds every permission `target` holds (anyone may act on themself).
-    async fn require_superior(&self, actor: Uuid, target: Uuid) -> AuthzResult<()> {
-        if actor == target {
-            return Ok(());
-        }
+    /// The actor's catalog codes, and those `target` holds beyond them (none when the actor
+    /// is the target). One statement.
+    async fn compare(&self, actor: Uuid, target: Uuid) -> AuthzResult<(Vec<String>, Vec<String>)> {
         let mut effective = self
             .effective_permissions_of_users(&[actor, target])
             .await?;
-        let own: BTreeSet<String> = effective
-            .remove(&actor)
+        let own = effective.remove(&actor).unwrap_or_default();
+        if actor == target {
+            return Ok((own, Vec::new()));
+        }
+        let held: BTreeSet<&str> = own.iter().map(String::as_str).collect();
+        let beyond = effective
+            .remove(&target)
             .unwrap_or_default()
             .into_iter()
+            .filter(|c| !held.contains(c.as_str()))
             .collect();
-        let theirs = effective.remove(&target).unwrap_or_default();
-        let missing: Vec<&str> = theirs
-            .iter()
-            .map(String::as_str)
-            .filter(|c| !own.contains(*c))
-            .collect();
+        Ok((own, beyond))
+    }
+
+    /// The actor holds every permission `target` holds (anyone may act on themself).
+    async fn require_superior(&self, actor: Uuid, target: Uuid) -> AuthzResult<()> {
+        let (_, beyond) = self.compare(actor, target).await?;
+        let missing: Vec<&str> = beyond.iter().map(String::as_str).collect();
         if missing.is_empty() {
             return Ok(());
         }

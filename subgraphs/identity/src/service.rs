@@ -168,8 +168,8 @@ pub struct Identity {
 struct Authority {
     /// Catalog codes the actor holds now.
     actor_permissions: Vec<String>,
-    /// Catalog codes the target holds now.
-    target_permissions: Vec<String>,
+    /// Catalog codes the target holds now and the actor does not.
+    target_beyond_actor: Vec<String>,
     /// Whether the target holds `*` (is an administrator).
     target_holds_everything: bool,
     /// The other users holding `*`.
@@ -308,22 +308,15 @@ impl Identity {
         if user.email_verified || user.status != STATUS_ACTIVE {
             return Ok(());
         }
-        let (token, token_hash) = mailed_token::generate();
-        let (_turn, txn) = begin_write(&self.db).await?;
-        supersede_tokens(&txn, user.id, PURPOSE_VERIFY_EMAIL).await?;
-        insert_email_token(
-            &txn,
-            user.id,
-            PURPOSE_VERIFY_EMAIL,
-            token_hash,
-            Utc::now(),
-            self.verification_ttl,
-        )
-        .await?;
-        AuditEvent::new("identity.email_verification.requested", "user", user.id)
-            .record(&txn, meta)
+        let token = self
+            .replace_mailed_token(
+                meta,
+                user.id,
+                PURPOSE_VERIFY_EMAIL,
+                self.verification_ttl,
+                "identity.email_verification.requested",
+            )
             .await?;
-        txn.commit().await?;
         self.send_in_background(self.verification_mail(&user.email, &user.display_name, &token));
         Ok(())
     }
@@ -378,22 +371,15 @@ impl Identity {
         if user.status != STATUS_ACTIVE {
             return Ok(());
         }
-        let (token, token_hash) = mailed_token::generate();
-        let (_turn, txn) = begin_write(&self.db).await?;
-        supersede_tokens(&txn, user.id, PURPOSE_RESET_PASSWORD).await?;
-        insert_email_token(
-            &txn,
-            user.id,
-            PURPOSE_RESET_PASSWORD,
-            token_hash,
-            Utc::now(),
-            self.reset_ttl,
-        )
-        .await?;
-        AuditEvent::new("identity.password_reset.requested", "user", user.id)
-            .record(&txn, meta)
+        let token = self
+            .replace_mailed_token(
+                meta,
+                user.id,
+                PURPOSE_RESET_PASSWORD,
+                self.reset_ttl,
+                "identity.password_reset.requested",
+            )
             .await?;
-        txn.commit().await?;
         let link = self.links.reset_password.replace("{token}", &token);
         let minutes = self.reset_ttl.as_secs() / 60;
         self.send_in_background(OutgoingMail {
@@ -405,6 +391,27 @@ impl Identity {
             ),
         });
         Ok(())
+    }
+
+    /// A new mailed token of `purpose` for `user`, the older unspent ones spent, and the
+    /// request audited as `action`, in one transaction. Answers the token for the mail.
+    async fn replace_mailed_token(
+        &self,
+        meta: &RequestMeta,
+        user: Uuid,
+        purpose: &str,
+        ttl: Duration,
+        action: &str,
+    ) -> IdentityResult<String> {
+        let (token, token_hash) = mailed_token::generate();
+        let (_turn, txn) = begin_write(&self.db).await?;
+        supersede_tokens(&txn, user, purpose).await?;
+        insert_email_token(&txn, user, purpose, token_hash, Utc::now(), ttl).await?;
+        AuditEvent::new(action, "user", user)
+            .record(&txn, meta)
+            .await?;
+        txn.commit().await?;
+        Ok(token)
     }
 
     /// Runs `work` after the request is answered, so its duration (a look-up that finds an
@@ -747,10 +754,9 @@ impl Identity {
             )));
         }
         let missing: Vec<&str> = authority
-            .target_permissions
+            .target_beyond_actor
             .iter()
             .map(String::as_str)
-            .filter(|c| !held.contains(c))
             .collect();
         if !missing.is_empty() {
             return Err(IdentityError::Forbidden(format!(
