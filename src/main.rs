@@ -30,6 +30,11 @@ enum Command {
     Authz,
     /// Run the auth subgraph alone (sign-in, tokens, sessions, signing keys).
     Auth,
+    /// Run the audit subgraph alone (the tamper-evident event log), or work on its log.
+    Audit {
+        #[command(subcommand)]
+        action: Option<AuditCommand>,
+    },
     /// Run the federation router alone (the single GraphQL endpoint, composing the subgraphs).
     Router,
     /// Compose the subgraphs' SDL into a supergraph and write it (default schema/supergraph.graphql).
@@ -56,8 +61,35 @@ enum Command {
     },
     /// Print a subgraph's SDL (as served at `_service { sdl }`).
     Sdl {
-        /// Which subgraph: identity, authz or auth.
+        /// Which subgraph: identity, authz, auth or audit.
         service: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Write the log as NDJSON (a header, then events and the checkpoints that sign them),
+    /// after signing a checkpoint of its head.
+    Export {
+        /// Where to write it; `-` for standard output.
+        #[arg(long, default_value = "-")]
+        out: PathBuf,
+        /// First sequence to export (default: the oldest event kept).
+        #[arg(long)]
+        from: Option<i64>,
+        /// Last sequence to export (default: the newest).
+        #[arg(long)]
+        to: Option<i64>,
+    },
+    /// Check an export offline: every event's hash, every link, every checkpoint's signature.
+    /// Exits 1 at the first break, naming it.
+    Verify {
+        /// The export (NDJSON from `keygraph audit export`).
+        file: PathBuf,
+        /// A trusted public key: base64url of the raw Ed25519 key, or a file holding the
+        /// audit service's /.well-known/audit-keys.json. Repeat for several.
+        #[arg(long = "key", required = true)]
+        keys: Vec<String>,
     },
 }
 
@@ -93,6 +125,7 @@ async fn run() -> anyhow::Result<()> {
         Some(Command::Identity) => Some(lock_data_dir(&config, "identity")?),
         Some(Command::Authz) => Some(lock_data_dir(&config, "authz")?),
         Some(Command::Auth) => Some(lock_data_dir(&config, "auth")?),
+        Some(Command::Audit { action: None }) => Some(lock_data_dir(&config, "audit")?),
         _ => None,
     };
     match cli.command {
@@ -101,7 +134,10 @@ async fn run() -> anyhow::Result<()> {
                 "identity" => print!("{}", keygraph_identity::schema::sdl()),
                 "authz" => print!("{}", keygraph_authz::schema::sdl()),
                 "auth" => print!("{}", keygraph_auth::schema::sdl()),
-                other => anyhow::bail!("unknown subgraph `{other}`; known: identity, authz, auth"),
+                "audit" => print!("{}", keygraph_audit::schema::sdl()),
+                other => {
+                    anyhow::bail!("unknown subgraph `{other}`; known: identity, authz, auth, audit")
+                }
             }
             Ok(())
         }
@@ -142,6 +178,10 @@ async fn run() -> anyhow::Result<()> {
         Some(Command::Identity) => Service::Identity.run_alone(&config).await,
         Some(Command::Authz) => Service::Authz.run_alone(&config).await,
         Some(Command::Auth) => Service::Auth.run_alone(&config).await,
+        Some(Command::Audit { action: None }) => Service::Audit.run_alone(&config).await,
+        Some(Command::Audit {
+            action: Some(action),
+        }) => audit_command(&config, action).await,
         None => run_all(&config).await,
     }
 }
@@ -160,6 +200,7 @@ async fn run_all(config: &Config) -> anyhow::Result<()> {
         identity = %format!("http://{}/graphql", config.identity.listen),
         authz = %format!("http://{}/graphql", config.authz.listen),
         auth = %format!("http://{}/graphql", config.auth.listen),
+        audit = %format!("http://{}/graphql", config.audit.listen),
         "starting Keygraph (all services in one process)"
     );
     let graph_url = format!("http://{}/graphql", config.router.listen);
@@ -179,13 +220,14 @@ async fn run_all(config: &Config) -> anyhow::Result<()> {
         }
     };
     tokio::spawn(announce_when_ready(config.clone(), graph_url.clone()));
-    let (identity, authz, auth, router) = tokio::join!(
+    let (identity, authz, auth, audit, router) = tokio::join!(
         run(Service::Identity),
         run(Service::Authz),
         run(Service::Auth),
+        run(Service::Audit),
         run(Service::Router)
     );
-    identity.and(authz).and(auth).and(router)
+    identity.and(authz).and(auth).and(audit).and(router)
 }
 
 /// The services: the embedded default runs them all, a subcommand one.
@@ -194,6 +236,7 @@ enum Service {
     Identity,
     Authz,
     Auth,
+    Audit,
     Router,
 }
 
@@ -211,6 +254,7 @@ impl Service {
             Service::Identity => keygraph_identity::run(config, token, local, shutdown).await,
             Service::Authz => keygraph_authz::run(config, token, local, shutdown).await,
             Service::Auth => keygraph_auth::run(config, token, local, shutdown).await,
+            Service::Audit => keygraph_audit::run(config, token, local, shutdown).await,
             Service::Router => keygraph_router::run(config, token, shutdown).await,
         }
     }
@@ -233,6 +277,7 @@ impl Service {
             Service::Identity => "identity",
             Service::Authz => "authz",
             Service::Auth => "auth",
+            Service::Audit => "audit",
             Service::Router => "router",
         }
     }
@@ -244,6 +289,7 @@ fn compose_supergraph(config: &Config) -> anyhow::Result<String> {
         ("identity", keygraph_identity::schema::sdl()),
         ("authz", keygraph_authz::schema::sdl()),
         ("auth", keygraph_auth::schema::sdl()),
+        ("audit", keygraph_audit::schema::sdl()),
     ];
     let subgraphs = sdls
         .into_iter()
@@ -266,6 +312,74 @@ fn compose_supergraph(config: &Config) -> anyhow::Result<String> {
         tracing::warn!(%warning, "composition warning");
     }
     Ok(sdl)
+}
+
+/// `keygraph audit export|verify`: needs the audit database (export) or nothing but the
+/// file and the public key (verify); neither serves anything.
+async fn audit_command(config: &Config, action: AuditCommand) -> anyhow::Result<()> {
+    match action {
+        AuditCommand::Export { out, from, to } => {
+            let audit = keygraph_audit::open(config).await?;
+            let summary = if out.as_os_str() == "-" {
+                let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+                keygraph_audit::export::export(&audit, from, to, &mut stdout).await?
+            } else {
+                // Written beside the target and renamed into place: never a half-written export.
+                let dir = out
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(std::path::Path::new("."));
+                let mut file = tempfile::NamedTempFile::new_in(dir)
+                    .with_context(|| format!("cannot write in {}", dir.display()))?;
+                let summary = {
+                    let mut writer = std::io::BufWriter::new(file.as_file_mut());
+                    keygraph_audit::export::export(&audit, from, to, &mut writer).await?
+                };
+                file.persist(&out)
+                    .with_context(|| format!("cannot write {}", out.display()))?;
+                summary
+            };
+            eprintln!(
+                "exported {} events and {} checkpoints",
+                summary.events, summary.checkpoints
+            );
+            Ok(())
+        }
+        AuditCommand::Verify { file, keys } => {
+            let keys = keygraph_audit::export::trusted_keys(&keys)?;
+            let reader = std::fs::File::open(&file)
+                .with_context(|| format!("cannot open {}", file.display()))?;
+            let report = keygraph_audit::export::verify(std::io::BufReader::new(reader), keys)?;
+            match &report.first_break {
+                None => {
+                    println!(
+                        "valid: {} events ({}), {} checkpoints, signed through {}",
+                        report.events_checked,
+                        match (report.from, report.to) {
+                            (Some(from), Some(to)) => format!("sequence {from} to {to}"),
+                            _ => "none".to_owned(),
+                        },
+                        report.checkpoints_checked,
+                        report
+                            .signed_through
+                            .map_or("nothing".to_owned(), |s| format!("sequence {s}"))
+                    );
+                    Ok(())
+                }
+                Some(found) => anyhow::bail!(
+                    "{}: the log is broken at sequence {}{} ({:?}): {}",
+                    file.display(),
+                    found.sequence,
+                    found
+                        .event_id
+                        .map(|id| format!(", event {id}"))
+                        .unwrap_or_default(),
+                    found.kind,
+                    found.message
+                ),
+            }
+        }
+    }
 }
 
 /// `keygraph probe URL`: a health check that needs no config and no curl.

@@ -62,8 +62,44 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub authz: AuthzConfig,
     pub auth: AuthConfig,
+    pub audit: AuditConfig,
+    pub outbox: OutboxConfig,
     pub router: RouterConfig,
     pub redis: RedisConfig,
+}
+
+/// The audit service: where it listens, keeps its log, and how it signs checkpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    pub listen: SocketAddr,
+    pub database_url: Option<String>,
+    pub schema: String,
+    /// base64 of a 32-byte Ed25519 seed; unset: generated into `<data_dir>/audit-signing-key`
+    /// (development mode only).
+    pub signing_key: Option<String>,
+    /// Seconds between signed checkpoints of the log's head (when it moved).
+    pub checkpoint_interval_secs: u64,
+    /// Events older than this many days are removed (up to a signed checkpoint); unset: kept.
+    pub retention_days: Option<u32>,
+}
+
+/// The relay every service runs from its outbox to the audit service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// Base URL of the audit service; unset: events stay in the outbox.
+    pub audit_url: Option<String>,
+    /// Most events sent in one batch.
+    pub batch_size: u32,
+    /// Milliseconds between looks at the outbox when it was empty.
+    pub interval_ms: u64,
+    /// First retry delay after a failed delivery, in milliseconds; it doubles with each failure.
+    pub retry_base_ms: u64,
+    /// Longest retry delay, in seconds.
+    pub retry_max_secs: u64,
+    /// Delivered events are removed from the outbox after this many seconds.
+    pub prune_delivered_after_secs: u64,
 }
 
 /// Where limits and throttles shared by replicas are counted (see `counters`).
@@ -538,6 +574,7 @@ impl Config {
                 ),
             );
         }
+        self.validate_audit()?;
         let pw = &id.password;
         if pw.min_length < 8 {
             return fail("identity.password.min_length", "must be at least 8".into());
@@ -575,6 +612,69 @@ impl Config {
         Ok(())
     }
 
+    fn validate_audit(&self) -> Result<(), ConfigError> {
+        let fail = |path: &str, message: String| {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                message,
+            })
+        };
+        let audit = &self.audit;
+        validate_database_url("audit.database_url", audit.database_url.as_deref())?;
+        if !is_sql_identifier(&audit.schema) {
+            return fail(
+                "audit.schema",
+                format!(
+                    "`{}` is not a plain schema name (lowercase letters, digits, _)",
+                    audit.schema
+                ),
+            );
+        }
+        if let Some(key) = &audit.signing_key {
+            use base64::Engine as _;
+            let decoded = base64::engine::general_purpose::STANDARD.decode(key.trim());
+            if !matches!(decoded, Ok(bytes) if bytes.len() == 32) {
+                return fail(
+                    "audit.signing_key",
+                    "must be 32 bytes, base64 (e.g. `openssl rand -base64 32`)".into(),
+                );
+            }
+        }
+        if !(1..=86_400).contains(&audit.checkpoint_interval_secs) {
+            return fail(
+                "audit.checkpoint_interval_secs",
+                "must be 1 to 86400".into(),
+            );
+        }
+        if audit.retention_days == Some(0) {
+            return fail(
+                "audit.retention_days",
+                "must be at least 1 (null keeps every event)".into(),
+            );
+        }
+        let outbox = &self.outbox;
+        validate_http_url("outbox.audit_url", outbox.audit_url.as_deref())?;
+        if !(1..=1000).contains(&outbox.batch_size) {
+            return fail("outbox.batch_size", "must be 1 to 1000".into());
+        }
+        if !(1..=60_000).contains(&outbox.interval_ms) {
+            return fail("outbox.interval_ms", "must be 1 to 60000".into());
+        }
+        if outbox.retry_base_ms == 0 || outbox.retry_max_secs == 0 {
+            return fail(
+                "outbox",
+                "retry_base_ms and retry_max_secs must be at least 1".into(),
+            );
+        }
+        if outbox.retry_base_ms > outbox.retry_max_secs.saturating_mul(1000) {
+            return fail(
+                "outbox.retry_base_ms",
+                "must not exceed outbox.retry_max_secs".into(),
+            );
+        }
+        Ok(())
+    }
+
     /// Production mode generates no secrets: name every one that is missing, at once.
     fn validate_production_secrets(&self) -> Result<(), ConfigError> {
         if self.mode != Mode::Production {
@@ -588,6 +688,10 @@ impl Config {
             (
                 self.auth.key_encryption_key.is_none(),
                 "auth.key_encryption_key (KEYGRAPH__AUTH__KEY_ENCRYPTION_KEY, 32 bytes base64)",
+            ),
+            (
+                self.audit.signing_key.is_none(),
+                "audit.signing_key (KEYGRAPH__AUDIT__SIGNING_KEY, 32 bytes base64)",
             ),
         ]
         .into_iter()
@@ -943,6 +1047,24 @@ mod tests {
             ("KEYGRAPH__INTERNAL__TOKEN", "short", "internal.token"),
             ("KEYGRAPH__MODE", "production", "internal.token"),
             ("KEYGRAPH__MODE", "production", "auth.key_encryption_key"),
+            ("KEYGRAPH__MODE", "production", "audit.signing_key"),
+            (
+                "KEYGRAPH__AUDIT__SIGNING_KEY",
+                "c2hvcnQ=",
+                "audit.signing_key",
+            ),
+            ("KEYGRAPH__AUDIT__SCHEMA", "Audit", "audit.schema"),
+            (
+                "KEYGRAPH__AUDIT__RETENTION_DAYS",
+                "0",
+                "audit.retention_days",
+            ),
+            ("KEYGRAPH__OUTBOX__BATCH_SIZE", "0", "outbox.batch_size"),
+            (
+                "KEYGRAPH__OUTBOX__AUDIT_URL",
+                "audit:4004",
+                "outbox.audit_url",
+            ),
             ("KEYGRAPH__IDENTITY__LISTEN", "nowhere", "identity.listen"),
             (
                 "KEYGRAPH__AUTHZ__IDENTITY_URL",
@@ -972,6 +1094,10 @@ mod tests {
             ),
             (
                 "KEYGRAPH__AUTH__KEY_ENCRYPTION_KEY",
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            ),
+            (
+                "KEYGRAPH__AUDIT__SIGNING_KEY",
                 "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
             ),
         ]);

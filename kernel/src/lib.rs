@@ -18,6 +18,7 @@ pub mod pagination;
 pub mod permissions;
 pub mod process;
 pub mod ratelimit;
+pub mod relay;
 pub mod secrets;
 pub mod telemetry;
 pub mod throttle;

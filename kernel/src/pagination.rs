@@ -60,3 +60,20 @@ pub fn decode_cursor(cursor: &str) -> ApiResult<Uuid> {
             ApiError::bad_input("after", "`after` is not a cursor returned by this list")
         })
 }
+
+/// A cursor over a list ordered by a number (e.g. the audit log's sequence).
+pub fn encode_number_cursor(n: i64) -> String {
+    URL_SAFE_NO_PAD.encode(n.to_be_bytes())
+}
+
+/// Decodes an `after` cursor made by [`encode_number_cursor`].
+pub fn decode_number_cursor(cursor: &str) -> ApiResult<i64> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+        .map(i64::from_be_bytes)
+        .ok_or_else(|| {
+            ApiError::bad_input("after", "`after` is not a cursor returned by this list")
+        })
+}

@@ -43,6 +43,8 @@ pub mod auth {
 pub mod audit {
     /// Read the audit log.
     pub const EVENT_READ: &str = "audit.event.read";
+    pub const EVENT_VERIFY: &str = "audit.event.verify";
+    pub const CHECKPOINT_CREATE: &str = "audit.checkpoint.create";
 }
 
 /// `(code, description)` of every code above.
@@ -76,6 +78,14 @@ pub const CATALOG: &[(&str, &str)] = &[
     (auth::SESSION_REVOKE, "Revoke other users' sessions"),
     (auth::KEY_ROTATE, "Rotate the token signing key"),
     (audit::EVENT_READ, "Read the audit log"),
+    (
+        audit::EVENT_VERIFY,
+        "Verify the audit log's hash chain and signed checkpoints",
+    ),
+    (
+        audit::CHECKPOINT_CREATE,
+        "Sign a checkpoint of the audit log on demand",
+    ),
 ];
 
 /// Longest code accepted.

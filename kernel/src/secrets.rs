@@ -18,6 +18,43 @@ pub fn internal_token(config: &Config) -> anyhow::Result<String> {
     generated_secret(&config.data_dir.join("internal-token"), "internal.token")
 }
 
+/// The audit service's Ed25519 seed: `audit.signing_key` (base64), or generated into
+/// `<data_dir>/audit-signing-key` (hex, development mode only).
+pub fn audit_signing_seed(config: &Config) -> anyhow::Result<[u8; 32]> {
+    use base64::Engine as _;
+    let bytes = match &config.audit.signing_key {
+        Some(key) => base64::engine::general_purpose::STANDARD
+            .decode(key.trim())
+            .map_err(|e| anyhow::anyhow!("audit.signing_key is not base64: {e}"))?,
+        None if config.mode == Mode::Production => {
+            anyhow::bail!("audit.signing_key must be set in production mode")
+        }
+        None => {
+            let path = config.data_dir.join("audit-signing-key");
+            let hex = generated_secret(&path, "audit.signing_key")?;
+            decode_hex(&hex).filter(|b| b.len() == 32).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} does not hold 64 hex digits; remove it to have a new key generated",
+                    path.display()
+                )
+            })?
+        }
+    };
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("audit.signing_key must be 32 bytes"))
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 fn generated_secret(path: &Path, setting: &str) -> anyhow::Result<String> {
     if let Ok(existing) = std::fs::read_to_string(path) {
         let existing = existing.trim();

@@ -13,7 +13,13 @@ pub fn free_port() -> std::io::Result<u16> {
 /// service, verifier and the router at the others, with its files under `data`. Returns them
 /// and the router's base URL.
 pub fn loopback_env(data: &Path) -> std::io::Result<(Vec<(String, String)>, String)> {
-    let [router, identity, auth, authz] = [free_port()?, free_port()?, free_port()?, free_port()?];
+    let [router, identity, auth, authz, audit] = [
+        free_port()?,
+        free_port()?,
+        free_port()?,
+        free_port()?,
+        free_port()?,
+    ];
     let base = |port: u16| format!("http://127.0.0.1:{port}");
     let listen = |port: u16| format!("127.0.0.1:{port}");
     let env = [
@@ -23,6 +29,8 @@ pub fn loopback_env(data: &Path) -> std::io::Result<(Vec<(String, String)>, Stri
         ("IDENTITY__LISTEN", listen(identity)),
         ("AUTH__LISTEN", listen(auth)),
         ("AUTHZ__LISTEN", listen(authz)),
+        ("AUDIT__LISTEN", listen(audit)),
+        ("OUTBOX__AUDIT_URL", base(audit)),
         (
             "TOKENS__JWKS_URL",
             format!("{}/.well-known/jwks.json", base(auth)),
@@ -47,6 +55,10 @@ pub fn loopback_env(data: &Path) -> std::io::Result<(Vec<(String, String)>, Stri
         (
             "ROUTER__SUBGRAPHS__AUTHZ__URL",
             format!("{}/graphql", base(authz)),
+        ),
+        (
+            "ROUTER__SUBGRAPHS__AUDIT__URL",
+            format!("{}/graphql", base(audit)),
         ),
     ]
     .into_iter()

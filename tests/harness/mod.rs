@@ -123,7 +123,7 @@ impl Stack {
         let mut databases = Vec::new();
         let mut roles = Vec::new();
         if backend == Backend::Postgres {
-            for service in ["identity", "auth", "authz"] {
+            for service in ["identity", "auth", "authz", "audit"] {
                 let db = TestDatabase::new(backend, service)?;
                 let upper = service.to_ascii_uppercase();
                 let url = match topology {
@@ -149,7 +149,7 @@ impl Stack {
         }
         let children = match topology {
             Topology::Embedded => vec![("all", spawn(None, &env))],
-            Topology::Separate => ["identity", "authz", "auth", "router"]
+            Topology::Separate => ["identity", "authz", "auth", "audit", "router"]
                 .into_iter()
                 .map(|service| (service, spawn(Some(service), &env)))
                 .collect(),
@@ -182,6 +182,16 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         Some(stack)
+    }
+
+    /// The `KEYGRAPH__` value of `key` (without the prefix), as this stack runs.
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        let name = format!("KEYGRAPH__{key}");
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Kills one service's process (separate topology).

@@ -50,6 +50,7 @@ pub fn test_config(data: &std::path::Path, signer: &TestSigner) -> Config {
     config.tokens = signer.token_config();
     // Services a test does not start are not called.
     config.identity.auth_url = None;
+    config.outbox.audit_url = None;
     // Tests create the users they need.
     config.identity.first_admin.email = None;
     config.internal.token = Some(INTERNAL_TOKEN.into());

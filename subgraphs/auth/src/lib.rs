@@ -109,10 +109,19 @@ pub async fn run(
     // Bind first: a taken port fails before any database work.
     let listener = http::bind(SERVICE, config.auth.listen).await?;
     let service = build(config, internal_token, local).await?;
+    let router = keygraph_kernel::relay::start(
+        SERVICE,
+        &service.db,
+        config,
+        internal_token,
+        local,
+        service.router,
+        shutdown.clone(),
+    )?;
     http::serve_with_database(
         SERVICE,
         listener,
-        service.router,
+        router,
         service.db,
         http::Shell::for_subgraph(&config.http, internal_token, local)
             .map_err(anyhow::Error::msg)?,

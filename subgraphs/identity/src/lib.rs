@@ -136,10 +136,19 @@ pub async fn run(
     let listener = http::bind(SERVICE, config.identity.listen).await?;
     let service = build(config, internal_token, local).await?;
     service.spawn_workers(shutdown.clone());
+    let router = keygraph_kernel::relay::start(
+        SERVICE,
+        &service.db,
+        config,
+        internal_token,
+        local,
+        service.router,
+        shutdown.clone(),
+    )?;
     http::serve_with_database(
         SERVICE,
         listener,
-        service.router,
+        router,
         service.db,
         http::Shell::for_subgraph(&config.http, internal_token, local)
             .map_err(anyhow::Error::msg)?,
