@@ -13,8 +13,10 @@ fn compose() -> Value {
     serde_norway::from_str(&text).expect("docker-compose.yml is YAML")
 }
 
-/// `${NAME}` and `${NAME:?message}` replaced by a value that passes validation.
+/// `${NAME}` and `${NAME:?message}` replaced by NAME's value in .env.example, or by a value
+/// that passes validation.
 fn interpolate(value: &str) -> String {
+    let example = env_example();
     let mut out = String::new();
     let mut rest = value;
     while let Some(start) = rest.find("${") {
@@ -22,7 +24,12 @@ fn interpolate(value: &str) -> String {
         let Some(end) = rest[start..].find('}') else {
             break;
         };
-        out.push_str("placeholder");
+        let name = rest[start + 2..start + end]
+            .split([':', '?', '-'])
+            .next()
+            .unwrap_or_default();
+        let known = example.iter().find(|(key, _)| key == name);
+        out.push_str(known.map_or("placeholder", |(_, v)| v.as_str()));
         rest = &rest[start + end + 1..];
     }
     out.push_str(rest);
@@ -55,7 +62,7 @@ fn every_keygraph_service_runs_a_subcommand_with_real_config() {
     let services = keygraph_services(&compose);
     assert_eq!(
         services.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["auth", "authz", "identity", "router"]
+        ["audit", "auth", "authz", "identity", "router"]
     );
     let defaults = Config::from_sources(None, Vec::new()).expect("defaults");
     for (name, service) in &services {
@@ -89,12 +96,14 @@ fn every_keygraph_service_runs_a_subcommand_with_real_config() {
             "identity" => config.identity.listen.port(),
             "auth" => config.auth.listen.port(),
             "authz" => config.authz.listen.port(),
+            "audit" => config.audit.listen.port(),
             _ => config.router.listen.port(),
         };
         let default_port = match name.as_str() {
             "identity" => defaults.identity.listen.port(),
             "auth" => defaults.auth.listen.port(),
             "authz" => defaults.authz.listen.port(),
+            "audit" => defaults.audit.listen.port(),
             _ => defaults.router.listen.port(),
         };
         assert_eq!(port, default_port, "{name} listens on its configured port");
@@ -103,6 +112,7 @@ fn every_keygraph_service_runs_a_subcommand_with_real_config() {
                 ("identity", defaults.identity.listen.port()),
                 ("auth", defaults.auth.listen.port()),
                 ("authz", defaults.authz.listen.port()),
+                ("audit", defaults.audit.listen.port()),
             ] {
                 let host = format!("http://{other}:");
                 if let Some(rest) = value.strip_prefix(&host) {
@@ -131,7 +141,7 @@ fn every_keygraph_service_runs_a_subcommand_with_real_config() {
         );
     }
     // Every service but the router has a database of its own, under its own role.
-    for name in ["identity", "auth", "authz"] {
+    for name in ["identity", "auth", "authz", "audit"] {
         let url = services[name]["environment"]
             [format!("KEYGRAPH__{}__DATABASE_URL", name.to_uppercase()).as_str()]
         .as_str()
@@ -141,4 +151,25 @@ fn every_keygraph_service_runs_a_subcommand_with_real_config() {
             "{name} connects as its own role"
         );
     }
+    // Every service with an outbox relays it to audit; only audit holds its signing key.
+    for name in ["identity", "auth", "authz"] {
+        let environment = &services[name]["environment"];
+        assert_eq!(
+            environment["KEYGRAPH__OUTBOX__AUDIT_URL"].as_str(),
+            Some("http://audit:4004"),
+            "{name} relays its outbox to audit"
+        );
+    }
+    for (name, service) in &services {
+        let holds_key = service["environment"]
+            .get("KEYGRAPH__AUDIT__SIGNING_KEY")
+            .is_some();
+        assert_eq!(holds_key, name == "audit", "{name}: the audit signing key");
+    }
+    assert!(
+        env_example()
+            .iter()
+            .all(|(key, _)| key != "KEYGRAPH__AUDIT__SIGNING_KEY"),
+        ".env goes to every service: the signing key is passed to audit alone"
+    );
 }

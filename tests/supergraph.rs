@@ -12,6 +12,7 @@ fn committed_supergraph_matches_the_subgraphs() {
         ("identity", keygraph_identity::schema::sdl()),
         ("authz", keygraph_authz::schema::sdl()),
         ("auth", keygraph_auth::schema::sdl()),
+        ("audit", keygraph_audit::schema::sdl()),
     ]
     .into_iter()
     .map(|(name, sdl)| SubgraphSdl {

@@ -689,10 +689,6 @@ impl Config {
                 self.auth.key_encryption_key.is_none(),
                 "auth.key_encryption_key (KEYGRAPH__AUTH__KEY_ENCRYPTION_KEY, 32 bytes base64)",
             ),
-            (
-                self.audit.signing_key.is_none(),
-                "audit.signing_key (KEYGRAPH__AUDIT__SIGNING_KEY, 32 bytes base64)",
-            ),
         ]
         .into_iter()
         .filter_map(|(absent, name)| absent.then_some(name))
@@ -1047,7 +1043,6 @@ mod tests {
             ("KEYGRAPH__INTERNAL__TOKEN", "short", "internal.token"),
             ("KEYGRAPH__MODE", "production", "internal.token"),
             ("KEYGRAPH__MODE", "production", "auth.key_encryption_key"),
-            ("KEYGRAPH__MODE", "production", "audit.signing_key"),
             (
                 "KEYGRAPH__AUDIT__SIGNING_KEY",
                 "c2hvcnQ=",
@@ -1094,10 +1089,6 @@ mod tests {
             ),
             (
                 "KEYGRAPH__AUTH__KEY_ENCRYPTION_KEY",
-                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-            ),
-            (
-                "KEYGRAPH__AUDIT__SIGNING_KEY",
                 "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
             ),
         ]);

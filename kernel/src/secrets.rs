@@ -19,7 +19,8 @@ pub fn internal_token(config: &Config) -> anyhow::Result<String> {
 }
 
 /// The audit service's Ed25519 seed: `audit.signing_key` (base64), or generated into
-/// `<data_dir>/audit-signing-key` (hex, development mode only).
+/// `<data_dir>/audit-signing-key` (hex, development mode only). Only the audit service needs
+/// it, so only its start-up asks for it: other services never hold the key.
 pub fn audit_signing_seed(config: &Config) -> anyhow::Result<[u8; 32]> {
     use base64::Engine as _;
     let bytes = match &config.audit.signing_key {
@@ -27,7 +28,9 @@ pub fn audit_signing_seed(config: &Config) -> anyhow::Result<[u8; 32]> {
             .decode(key.trim())
             .map_err(|e| anyhow::anyhow!("audit.signing_key is not base64: {e}"))?,
         None if config.mode == Mode::Production => {
-            anyhow::bail!("audit.signing_key must be set in production mode")
+            anyhow::bail!(
+                "audit.signing_key must be set in production mode (KEYGRAPH__AUDIT__SIGNING_KEY, 32 bytes base64, e.g. `openssl rand -base64 32`)"
+            )
         }
         None => {
             let path = config.data_dir.join("audit-signing-key");
@@ -75,4 +78,34 @@ fn generated_secret(path: &Path, setting: &str) -> anyhow::Result<String> {
         "generated a secret for development; set it explicitly in production"
     );
     Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audit_key_is_configured_generated_once_or_required() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::from_sources(None, Vec::new()).expect("defaults");
+        config.data_dir = data.path().to_owned();
+        let generated = audit_signing_seed(&config).expect("generated in development");
+        assert_eq!(
+            audit_signing_seed(&config).expect("again"),
+            generated,
+            "kept"
+        );
+        config.audit.signing_key = Some("AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=".into());
+        assert_eq!(
+            audit_signing_seed(&config).expect("configured")[..3],
+            [1, 2, 3]
+        );
+        config.audit.signing_key = None;
+        config.mode = Mode::Production;
+        let err = audit_signing_seed(&config).expect_err("production needs it");
+        assert!(
+            err.to_string().contains("KEYGRAPH__AUDIT__SIGNING_KEY"),
+            "{err}"
+        );
+    }
 }

@@ -12,7 +12,7 @@ use keygraph_kernel::{
 use sea_orm::{
     ActiveValue::Set, ColumnTrait as _, Condition, ConnectionTrait, DatabaseConnection, DbBackend,
     DbErr, EntityTrait as _, PaginatorTrait as _, QueryFilter as _, QueryOrder as _,
-    QuerySelect as _, Statement,
+    QuerySelect as _, Select, Statement,
 };
 use uuid::Uuid;
 
@@ -56,6 +56,22 @@ pub struct EventFilter {
 }
 
 impl EventFilter {
+    /// A page of matching events, newest first, older than the sequence `after`.
+    pub fn page_query(&self, first: u64, after: Option<i64>) -> Select<event::Entity> {
+        let mut query = event::Entity::find().filter(self.condition());
+        if let Some(after) = after {
+            query = query.filter(event::Column::Sequence.lt(after));
+        }
+        query
+            .order_by_desc(event::Column::Sequence)
+            .limit(first + 1)
+    }
+
+    /// Every matching event (for `totalCount`).
+    pub fn count_query(&self) -> Select<event::Entity> {
+        event::Entity::find().filter(self.condition())
+    }
+
     fn condition(&self) -> Condition {
         use event::Column as C;
         let mut condition = Condition::all();
@@ -211,22 +227,10 @@ impl Audit {
         first: u64,
         after: Option<i64>,
     ) -> Result<EventPage, DbErr> {
-        let condition = filter.condition();
-        let mut query = event::Entity::find().filter(condition.clone());
-        if let Some(after) = after {
-            query = query.filter(event::Column::Sequence.lt(after));
-        }
-        let mut events = query
-            .order_by_desc(event::Column::Sequence)
-            .limit(first + 1)
-            .all(&self.db)
-            .await?;
+        let mut events = filter.page_query(first, after).all(&self.db).await?;
         let has_next_page = events.len() as u64 > first;
         events.truncate(usize::try_from(first).unwrap_or(usize::MAX));
-        let total_count = event::Entity::find()
-            .filter(condition)
-            .count(&self.db)
-            .await?;
+        let total_count = filter.count_query().count(&self.db).await?;
         Ok(EventPage {
             events,
             has_next_page,
