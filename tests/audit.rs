@@ -150,7 +150,11 @@ async fn the_journey_is_in_the_log(backend: Backend) {
     let Some(stack) = Stack::start_with(
         backend,
         Topology::Embedded,
-        &[("KEYGRAPH__AUTH__REFRESH_REUSE_GRACE_SECS", "0")],
+        &[
+            ("KEYGRAPH__AUTH__REFRESH_REUSE_GRACE_SECS", "0"),
+            ("KEYGRAPH__AUDIT__CHECKPOINT_INTERVAL_SECS", "1"),
+            ("KEYGRAPH__OUTBOX__PRUNE_DELIVERED_AFTER_SECS", "1"),
+        ],
     )
     .await
     else {
@@ -379,6 +383,28 @@ async fn the_journey_is_in_the_log(backend: Backend) {
     let report = &data(&verification)["verifyAuditLog"];
     assert_eq!(report["valid"], true, "{report}");
     assert_eq!(report["from"], 1);
+    // Checkpoints are signed on their interval, and delivered rows leave the outboxes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let identity = service_db(&stack, "identity").await;
+    loop {
+        let signed = stack
+            .gql(
+                "{ auditCheckpoints(first: 1) { totalCount edges { node { sequence } } } }",
+                json!({}),
+                Some(&admin),
+            )
+            .await;
+        let periodic = data(&signed)["auditCheckpoints"]["totalCount"].as_u64() >= Some(1);
+        let pruned = outbox_relay(&identity).await.0 == 0;
+        if periodic && pruned {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "checkpoint signed: {periodic}, outbox pruned: {pruned}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let checkpoint = stack
         .gql(
             "mutation { createAuditCheckpoint { sequence headHash keyId } }",
@@ -436,6 +462,25 @@ async fn events_survive_an_audit_outage(backend: Backend) {
     assert!(
         waiting >= 100,
         "the events wait in identity's outbox: {waiting}"
+    );
+    // The relay counts its backlog and its failures.
+    let status: Value = stack
+        .http
+        .get(format!(
+            "http://{}/internal/outbox",
+            stack.setting("AUTHZ__LISTEN").expect("authz address")
+        ))
+        .bearer_auth(stack.setting("INTERNAL__TOKEN").expect("token"))
+        .send()
+        .await
+        .expect("outbox status")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(status["pending"].as_u64() >= Some(100), "{status}");
+    assert!(
+        status["consecutiveFailures"].as_u64() >= Some(1),
+        "{status}"
     );
     stack.restart("audit");
     let events = all_events(&stack, &admin, json!({}), before + 200).await;

@@ -349,14 +349,25 @@ impl Relay {
             rand::rng().random_range(0.5..=1.0),
         );
         let backlog = self.status().await.map(|s| s.pending).ok();
-        tracing::warn!(
-            service = self.service,
-            error = %err,
-            failures,
-            backlog,
-            retry_in_ms = pause.as_millis() as u64,
-            "audit events not delivered; they stay in the outbox"
-        );
+        if failures == 1 {
+            // Once is usual at start-up, when audit is not listening yet.
+            tracing::debug!(
+                service = self.service,
+                error = %err,
+                backlog,
+                retry_in_ms = pause.as_millis() as u64,
+                "audit events not delivered; retrying"
+            );
+        } else {
+            tracing::warn!(
+                service = self.service,
+                error = %err,
+                failures,
+                backlog,
+                retry_in_ms = pause.as_millis() as u64,
+                "audit events not delivered; they stay in the outbox"
+            );
+        }
         pause
     }
 

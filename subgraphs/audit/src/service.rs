@@ -12,7 +12,7 @@ use keygraph_kernel::{
 use sea_orm::{
     ActiveValue::Set, ColumnTrait as _, Condition, ConnectionTrait, DatabaseConnection, DbBackend,
     DbErr, EntityTrait as _, PaginatorTrait as _, QueryFilter as _, QueryOrder as _,
-    QuerySelect as _, Select, Statement,
+    QuerySelect as _, Select,
 };
 use uuid::Uuid;
 
@@ -176,11 +176,13 @@ impl Audit {
         }
         let (_turn, txn) = db::begin_write(&self.db).await?;
         if txn.get_database_backend() == DbBackend::Postgres {
-            // Replicas of audit take turns, so sequences stay gap-free and chained.
-            txn.execute_raw(Statement::from_string(
-                DbBackend::Postgres,
-                "SELECT pg_advisory_xact_lock(hashtext('keygraph.audit.ingest.' || current_schema()))",
-            ))
+            // Replicas of audit take turns, so sequences stay gap-free and chained. The look-up
+            // of known ids is planned for each batch: a plan cached while the table was small
+            // would scan it whole once it is large.
+            txn.execute_unprepared(
+                "SET LOCAL plan_cache_mode = force_custom_plan; \
+                 SELECT pg_advisory_xact_lock(hashtext('keygraph.audit.ingest.' || current_schema()))",
+            )
             .await?;
         }
         let ids: Vec<Uuid> = batch.events.iter().map(|e| e.id).collect();
