@@ -319,6 +319,15 @@ fn compose_supergraph(config: &Config) -> anyhow::Result<String> {
 async fn audit_command(config: &Config, action: AuditCommand) -> anyhow::Result<()> {
     match action {
         AuditCommand::Export { out, from, to } => {
+            for (flag, value) in [("--from", from), ("--to", to)] {
+                anyhow::ensure!(
+                    value.is_none_or(|n| n >= 1),
+                    "{flag} is a sequence number: 1 or more"
+                );
+            }
+            if let (Some(from), Some(to)) = (from, to) {
+                anyhow::ensure!(from <= to, "--to ({to}) must not be below --from ({from})");
+            }
             let audit = keygraph_audit::open(config).await?;
             let summary = if out.as_os_str() == "-" {
                 let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());

@@ -253,3 +253,93 @@ pub fn trusted_keys(values: &[String]) -> anyhow::Result<TrustedKeys> {
     }
     Ok(keys)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::{CheckpointSigner, GENESIS_HASH, to_micros};
+
+    fn file(events: usize, signer: &CheckpointSigner) -> Vec<String> {
+        let now = to_micros(Utc::now());
+        let mut lines = vec![
+            serde_json::to_string(&Line::Header(Header {
+                format: FORMAT.into(),
+                version: VERSION,
+                exported_at: now,
+                from: Some(1),
+                to: Some(events as i64),
+            }))
+            .expect("header"),
+        ];
+        let mut previous = GENESIS_HASH.to_owned();
+        for sequence in 1..=events as i64 {
+            let mut e = EventRecord {
+                sequence,
+                id: uuid::Uuid::now_v7(),
+                occurred_at: now,
+                received_at: now,
+                service: "auth".into(),
+                action: "auth.login.failed".into(),
+                actor_id: None,
+                target_type: "account".into(),
+                target_id: None,
+                outcome: "failure".into(),
+                metadata: serde_json::json!({}),
+                request_id: None,
+                client_address: None,
+                previous_hash: previous.clone(),
+                hash: String::new(),
+            };
+            e.hash = e.expected_hash(&previous);
+            previous.clone_from(&e.hash);
+            lines.push(serde_json::to_string(&Line::Event(Box::new(e))).expect("event"));
+        }
+        let head = signer.sign(events as i64, &previous, now);
+        lines.push(serde_json::to_string(&Line::Checkpoint(head)).expect("checkpoint"));
+        lines
+    }
+
+    fn check(lines: &[String], signer: &CheckpointSigner) -> anyhow::Result<Verification> {
+        let keys = trusted_keys(&[signer.public_key()])?;
+        verify(lines.join("\n").as_bytes(), keys)
+    }
+
+    #[test]
+    fn an_export_verifies_and_a_cut_one_does_not() {
+        let signer = CheckpointSigner::from_seed(&[5; 32]);
+        let lines = file(4, &signer);
+        let report = check(&lines, &signer).expect("verifies");
+        assert!(report.valid, "{report:?}");
+        assert_eq!((report.events_checked, report.signed_through), (4, Some(4)));
+
+        // The last event cut out (the checkpoint after it kept): truncation.
+        let mut cut = lines.clone();
+        cut.remove(4);
+        let report = check(&cut, &signer).expect("read");
+        let found = report.first_break.expect("a break");
+        assert_eq!((found.sequence, found.kind), (4, BreakKind::Truncated));
+
+        // The tail and its checkpoint both cut, the header left: still caught.
+        let short = lines[..3].to_vec();
+        let found = check(&short, &signer)
+            .expect("read")
+            .first_break
+            .expect("a break");
+        assert_eq!(found.kind, BreakKind::Truncated, "{found:?}");
+    }
+
+    #[test]
+    fn what_is_not_an_export_is_refused_with_a_reason() {
+        let signer = CheckpointSigner::from_seed(&[5; 32]);
+        let err = check(&["{\"hello\": 1}".to_owned()], &signer).expect_err("no header");
+        assert!(err.to_string().contains("not the header"), "{err}");
+        let err = check(&[], &signer).expect_err("empty");
+        assert!(err.to_string().contains("empty"), "{err}");
+        let mut lines = file(2, &signer);
+        lines.insert(2, "not json".into());
+        let err = check(&lines, &signer).expect_err("garbage line");
+        assert!(err.to_string().contains("line 3"), "{err}");
+        let err = trusted_keys(&["not a key".to_owned()]).expect_err("bad key");
+        assert!(err.to_string().contains("--key"), "{err}");
+    }
+}

@@ -509,7 +509,11 @@ impl Query {
     /// An event by id: your own, or any with `audit.event.read`. Null when there is none
     /// you may read.
     #[graphql(guard = "Authenticated", directive = authenticated::apply())]
-    async fn audit_event(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<AuditEvent>> {
+    async fn audit_event(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The event's id (its `id` field).")] id: ID,
+    ) -> ApiResult<Option<AuditEvent>> {
         find_event(ctx, &id).await
     }
 

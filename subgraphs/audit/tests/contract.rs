@@ -41,3 +41,54 @@ fn every_type_is_described() {
     );
     assert!(sdl.contains("type AuditEvent @key(fields: \"id\")"));
 }
+
+mod common;
+
+use keygraph_kernel::testing::Backend;
+use serde_json::json;
+
+/// The access directives in the SDL (which the router enforces) say what the guards do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_directives_match_the_guards() {
+    let Some(stack) = common::Stack::start(Backend::Sqlite).await else {
+        return;
+    };
+    let sdl = keygraph_audit::schema::sdl();
+    keygraph_kernel::testing::assert_directives_match_guards(&sdl, &stack.signer, &stack.server)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_shapes() {
+    let Some(stack) = common::Stack::start(Backend::Sqlite).await else {
+        return;
+    };
+    let user = uuid::Uuid::from_u128(7);
+    let token = stack.token(user, &[]);
+    let forbidden = stack
+        .gql("{ auditEvents { totalCount } }", json!({}), Some(&token))
+        .await;
+    insta::assert_json_snapshot!("forbidden_list", forbidden.0);
+    let bad_filter = stack
+        .gql(
+            "{ auditEvents(filter: { actorId: \"00000000-0000-0000-0000-000000000007\", action: \"identity..user\" }) { totalCount } }",
+            json!({}),
+            Some(&token),
+        )
+        .await;
+    insta::assert_json_snapshot!("bad_filter", bad_filter.0);
+    let admin = stack.token(user, &["audit.checkpoint.create"]);
+    let empty = stack
+        .gql(
+            "mutation { createAuditCheckpoint { sequence } }",
+            json!({}),
+            Some(&admin),
+        )
+        .await;
+    insta::assert_json_snapshot!("empty_log", empty.0);
+    let (status, body) = stack
+        .send("identity", &[json!({ "id": "not-a-uuid" })])
+        .await;
+    assert_eq!(status, 400);
+    insta::assert_json_snapshot!("bad_batch", body);
+}
