@@ -37,8 +37,14 @@ fn interpolate(value: &str) -> String {
 }
 
 fn env_example() -> Vec<(String, String)> {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example"))
-        .expect(".env.example")
+    example_file(".env")
+}
+
+/// The variables of `<name>.example`, the committed template of an env file compose reads.
+fn example_file(name: &str) -> Vec<(String, String)> {
+    let path = format!("{}/{name}.example", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
         .lines()
         .filter(|l| !l.trim_start().starts_with('#'))
         .filter_map(|l| l.split_once('='))
@@ -73,7 +79,17 @@ fn every_keygraph_service_runs_a_subcommand_with_real_config() {
             .filter_map(Value::as_str)
             .collect();
         assert_eq!(command, [name.as_str()], "{name} runs its own subcommand");
-        let mut env: Vec<(String, String)> = env_example();
+        // What the service's env files hold (their committed templates), then its own.
+        let env_files: Vec<&str> = match &service["env_file"] {
+            Value::String(file) => vec![file.as_str()],
+            Value::Sequence(files) => files.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        assert_eq!(env_files.first(), Some(&".env"), "{name} reads .env");
+        let mut env: Vec<(String, String)> = env_files
+            .iter()
+            .flat_map(|file| example_file(file))
+            .collect();
         for (key, value) in service["environment"].as_mapping().expect("environment") {
             let key = key.as_str().expect("key").to_owned();
             let value = match value {
@@ -161,11 +177,19 @@ fn every_keygraph_service_runs_a_subcommand_with_real_config() {
         );
     }
     for (name, service) in &services {
+        let files = format!("{:?}", service["env_file"]);
         let holds_key = service["environment"]
             .get("KEYGRAPH__AUDIT__SIGNING_KEY")
-            .is_some();
+            .is_some()
+            || files.contains("audit.env");
         assert_eq!(holds_key, name == "audit", "{name}: the audit signing key");
     }
+    assert!(
+        example_file("audit.env")
+            .iter()
+            .any(|(key, _)| key == "KEYGRAPH__AUDIT__SIGNING_KEY"),
+        "audit.env holds the signing key"
+    );
     assert!(
         env_example()
             .iter()
