@@ -62,7 +62,7 @@ pub async fn connect_and_migrate<M: MigratorTrait>(
     target: DatabaseTarget<'_>,
 ) -> Result<DatabaseConnection, DbError> {
     let db = connect(&target).await?;
-    tracing::info!(service = target.service, "running migrations");
+    tracing::debug!(service = target.service, "running migrations");
     M::up(&db, None)
         .await
         .map_err(|source| DbError::Migration {

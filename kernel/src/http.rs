@@ -286,9 +286,18 @@ async fn request_context(
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
+        trace_id = tracing::field::Empty,
         method = %request.method(),
         path = %request.uri().path(),
     );
+    if let Some(trace_id) = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(trace_id_of)
+    {
+        span.record("trace_id", trace_id);
+    }
     let started = Instant::now();
     // Machine polling (health probes, revocation lists) is logged at debug, not info.
     let path = request.uri().path();
@@ -299,10 +308,15 @@ async fn request_context(
     span.in_scope(|| {
         let status = response.status().as_u16();
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-        if routine && status < 500 {
-            tracing::debug!(status, elapsed_ms, "request finished");
+        // One line per request under its own target: `keygraph::requests=info` in
+        // `log.filter` turns them on (the default shows only failures).
+        // Probes answer 503 while a service is not ready: that is their answer, not a fault.
+        if routine {
+            tracing::debug!(target: REQUEST_LOG, status, elapsed_ms, "request finished");
+        } else if status >= 500 {
+            tracing::warn!(target: REQUEST_LOG, status, elapsed_ms, "request finished");
         } else {
-            tracing::info!(status, elapsed_ms, "request finished");
+            tracing::info!(target: REQUEST_LOG, status, elapsed_ms, "request finished");
         }
     });
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -310,6 +324,25 @@ async fn request_context(
     }
     add_security_headers(response.headers_mut());
     response
+}
+
+/// The tracing target of the one line each request logs when it finishes.
+pub const REQUEST_LOG: &str = "keygraph::requests";
+
+/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), when it is one.
+pub fn trace_id_of(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && (version != "00" || parts.next().is_none());
+    valid.then_some(trace)
 }
 
 /// Headers every answer carries (a handler's own value wins): no content sniffing, never
@@ -342,4 +375,28 @@ pub fn database_readiness(db: sea_orm::DatabaseConnection) -> ReadinessCheck {
         let db = db.clone();
         Box::pin(async move { crate::db::is_ready(&db).await })
     })
+}
+
+#[cfg(test)]
+mod trace_context_tests {
+    use super::trace_id_of;
+
+    #[test]
+    fn the_trace_id_of_a_w3c_traceparent() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(
+            trace_id_of(&format!("00-{id}-00f067aa0ba902b7-01")),
+            Some(id)
+        );
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert_eq!(trace_id_of(bad), None, "{bad}");
+        }
+    }
 }

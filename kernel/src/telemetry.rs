@@ -1,4 +1,5 @@
-//! Logging set-up: text or JSON lines, filtered by the configured directives.
+//! Logging set-up: text or JSON lines, filtered by the configured directives, coloured only
+//! on a terminal.
 
 use tracing_subscriber::{EnvFilter, fmt};
 
@@ -12,7 +13,13 @@ pub fn init(log: &LogConfig) -> Result<(), ConfigError> {
         path: "log.filter".into(),
         message: format!("`{directives}` is not a valid filter: {e}"),
     })?;
-    let builder = fmt().with_env_filter(filter).with_target(true);
+    // Colours only for a person at a terminal: never into files, pipes or log collectors.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        .with_ansi(ansi);
     // Err only when a subscriber is already installed, which is fine.
     let _ = match log.format {
         LogFormat::Json => builder
