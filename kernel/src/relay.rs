@@ -450,6 +450,54 @@ async fn status_handler(State(relay): State<Relay>) -> axum::response::Response 
 mod tests {
     use super::*;
 
+    /// The batch is a contract between a service and audit, which may run different
+    /// versions for a while: a renamed field would stop delivery.
+    #[test]
+    fn the_wire_format_is_fixed() {
+        let id = Uuid::from_u128(1);
+        let batch = EventBatch {
+            service: "auth".into(),
+            events: vec![WireEvent {
+                id,
+                occurred_at: DateTime::from_timestamp(1_764_756_000, 123_456_000).expect("time"),
+                actor_id: Some(id),
+                action: "auth.login.succeeded".into(),
+                target_type: "session".into(),
+                target_id: Some("s1".into()),
+                outcome: "success".into(),
+                metadata: serde_json::json!({ "method": "password" }),
+                request_id: Some("r1".into()),
+                client_address: Some("127.0.0.2".into()),
+            }],
+        };
+        let expected = serde_json::json!({
+            "service": "auth",
+            "events": [{
+                "id": "00000000-0000-0000-0000-000000000001",
+                "occurredAt": "2025-12-03T10:00:00.123456Z",
+                "actorId": "00000000-0000-0000-0000-000000000001",
+                "action": "auth.login.succeeded",
+                "targetType": "session",
+                "targetId": "s1",
+                "outcome": "success",
+                "metadata": { "method": "password" },
+                "requestId": "r1",
+                "clientAddress": "127.0.0.2",
+            }],
+        });
+        assert_eq!(serde_json::to_value(&batch).expect("encode"), expected);
+        let receipt: BatchReceipt =
+            serde_json::from_value(serde_json::json!({ "stored": 1, "duplicates": 2 }))
+                .expect("receipt");
+        assert_eq!(
+            receipt,
+            BatchReceipt {
+                stored: 1,
+                duplicates: 2
+            }
+        );
+    }
+
     #[test]
     fn backoff_doubles_up_to_the_limit_and_jitters_down() {
         let base = Duration::from_millis(500);
