@@ -315,16 +315,14 @@ impl Stack {
 
     /// Waits (up to 6 s) until identity refuses the token as revoked.
     pub async fn until_refused(&self, access: &str) -> Duration {
-        let started = std::time::Instant::now();
-        for _ in 0..60 {
-            let answer = self.me(access).await;
-            if answer.0.get("errors").is_some() {
-                answer.expect_error("UNAUTHENTICATED", "session of this access token has ended");
-                return started.elapsed();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the token was still accepted after 6 s");
+        until_refused_by(&self.identity, "{ me { id email } }", access).await
+    }
+
+    /// Waits (up to 6 s) until authz refuses the token as revoked. Every
+    /// service polls auth's revocation list on its own clock, so identity
+    /// refusing a token says nothing yet about authz.
+    pub async fn until_authz_refuses(&self, access: &str) -> Duration {
+        until_refused_by(&self.authz, "{ myPermissions }", access).await
     }
 
     /// The `kid`s auth's JWKS publishes.
@@ -359,4 +357,19 @@ fn rand_bytes() -> [u8; 32] {
         bytes[i] = *b;
     }
     bytes
+}
+
+/// Asks `server` the query with the token every 100 ms until it answers that
+/// the session has ended; the time that took.
+async fn until_refused_by(server: &TestServer, query: &str, access: &str) -> Duration {
+    let started = std::time::Instant::now();
+    for _ in 0..60 {
+        let answer = server.gql(query, json!({}), Some(access)).await;
+        if answer.0.get("errors").is_some() {
+            answer.expect_error("UNAUTHENTICATED", "session of this access token has ended");
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the token was still accepted after 6 s");
 }
