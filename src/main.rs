@@ -118,7 +118,7 @@ async fn run() -> anyhow::Result<()> {
         return probe(url).await;
     }
     let config = Config::load(cli.config.as_deref())?;
-    telemetry::init(&config.log)?;
+    telemetry::init(&config.log, &config.telemetry)?;
     // Services that keep files in data_dir hold its lock while they run.
     let _lock = match &cli.command {
         None => Some(lock_data_dir(&config, "keygraph")?),
@@ -128,7 +128,14 @@ async fn run() -> anyhow::Result<()> {
         Some(Command::Audit { action: None }) => Some(lock_data_dir(&config, "audit")?),
         _ => None,
     };
-    match cli.command {
+    let result = run_command(cli.command, &config).await;
+    // Spans still buffered go out before the process ends.
+    telemetry::shutdown().await;
+    result
+}
+
+async fn run_command(command: Option<Command>, config: &Config) -> anyhow::Result<()> {
+    match command {
         Some(Command::Sdl { service }) => {
             match service.as_str() {
                 "identity" => print!("{}", keygraph_identity::schema::sdl()),
@@ -143,7 +150,7 @@ async fn run() -> anyhow::Result<()> {
         }
         Some(Command::Probe { .. }) => Ok(()),
         Some(Command::Compose { out }) => {
-            let sdl = compose_supergraph(&config)?;
+            let sdl = compose_supergraph(config)?;
             if out.as_os_str() == "-" {
                 print!("{sdl}");
             } else {
@@ -174,15 +181,15 @@ async fn run() -> anyhow::Result<()> {
             println!("{plan:#}");
             Ok(())
         }
-        Some(Command::Router) => Service::Router.run_alone(&config).await,
-        Some(Command::Identity) => Service::Identity.run_alone(&config).await,
-        Some(Command::Authz) => Service::Authz.run_alone(&config).await,
-        Some(Command::Auth) => Service::Auth.run_alone(&config).await,
-        Some(Command::Audit { action: None }) => Service::Audit.run_alone(&config).await,
+        Some(Command::Router) => Service::Router.run_alone(config).await,
+        Some(Command::Identity) => Service::Identity.run_alone(config).await,
+        Some(Command::Authz) => Service::Authz.run_alone(config).await,
+        Some(Command::Auth) => Service::Auth.run_alone(config).await,
+        Some(Command::Audit { action: None }) => Service::Audit.run_alone(config).await,
         Some(Command::Audit {
             action: Some(action),
-        }) => audit_command(&config, action).await,
-        None => run_all(&config).await,
+        }) => audit_command(config, action).await,
+        None => run_all(config).await,
     }
 }
 
@@ -250,13 +257,17 @@ impl Service {
         local: &LocalServices,
         shutdown: Shutdown,
     ) -> anyhow::Result<()> {
-        match self {
-            Service::Identity => keygraph_identity::run(config, token, local, shutdown).await,
-            Service::Authz => keygraph_authz::run(config, token, local, shutdown).await,
-            Service::Auth => keygraph_auth::run(config, token, local, shutdown).await,
-            Service::Audit => keygraph_audit::run(config, token, local, shutdown).await,
-            Service::Router => keygraph_router::run(config, token, shutdown).await,
-        }
+        // Its start-up, background work and spans are this service's (see telemetry).
+        telemetry::in_service(self.name(), async move {
+            match self {
+                Service::Identity => keygraph_identity::run(config, token, local, shutdown).await,
+                Service::Authz => keygraph_authz::run(config, token, local, shutdown).await,
+                Service::Auth => keygraph_auth::run(config, token, local, shutdown).await,
+                Service::Audit => keygraph_audit::run(config, token, local, shutdown).await,
+                Service::Router => keygraph_router::run(config, token, shutdown).await,
+            }
+        })
+        .await
     }
 
     /// Runs this service alone in its process until a signal: its internal calls go over

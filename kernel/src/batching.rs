@@ -17,8 +17,10 @@ use std::{
     time::Duration,
 };
 
+use crate::telemetry::InThisService as _;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 /// Longest a batch waits for the level to be complete.
 pub const MAX_WAIT: Duration = Duration::from_millis(50);
@@ -67,11 +69,16 @@ impl PollFence {
         move |batch| {
             let mut quiet = fence.0.quiet_polls.subscribe();
             let seen = *quiet.borrow();
-            tokio::spawn(async move {
-                // Timing out (or the request being gone) just starts the batch now.
-                let _ = tokio::time::timeout(MAX_WAIT, quiet.wait_for(|n| *n > seen)).await;
-                batch.await;
-            });
+            // The batch belongs to the request (and the resolver) that asked first.
+            tokio::spawn(
+                async move {
+                    // Timing out (or the request being gone) just starts the batch now.
+                    let _ = tokio::time::timeout(MAX_WAIT, quiet.wait_for(|n| *n > seen)).await;
+                    batch.await;
+                }
+                .in_current_span()
+                .in_this_service(),
+            );
         }
     }
 }

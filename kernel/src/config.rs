@@ -54,6 +54,7 @@ pub struct Config {
     /// config loads).
     pub introspection: Option<bool>,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
     pub http: HttpConfig,
     pub database: PoolConfig,
     pub tokens: TokenConfig,
@@ -136,6 +137,54 @@ pub enum LogFormat {
 pub struct LogConfig {
     pub filter: String,
     pub format: LogFormat,
+}
+
+/// Traces over OTLP (`telemetry:`); off while `endpoint` is unset.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    pub endpoint: Option<String>,
+    pub protocol: OtlpProtocol,
+    pub sampling_ratio: f64,
+    pub resource_attributes: std::collections::BTreeMap<String, String>,
+    pub service_names: ServiceNames,
+    pub filter: String,
+    pub batch_delay_ms: u64,
+    pub export_timeout_secs: u64,
+}
+
+/// How spans travel to the OTLP endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OtlpProtocol {
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    #[serde(rename = "grpc")]
+    Grpc,
+}
+
+/// The `service.name` each service reports.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceNames {
+    pub router: String,
+    pub identity: String,
+    pub authz: String,
+    pub auth: String,
+    pub audit: String,
+}
+
+impl ServiceNames {
+    /// The name configured for `service` (`router`, `identity`, ...); others keep their own.
+    pub fn of<'a>(&'a self, service: &'a str) -> &'a str {
+        match service {
+            "router" => &self.router,
+            "identity" => &self.identity,
+            "authz" => &self.authz,
+            "auth" => &self.auth,
+            "audit" => &self.audit,
+            other => other,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -575,6 +624,7 @@ impl Config {
             );
         }
         self.validate_audit()?;
+        self.validate_telemetry()?;
         let pw = &id.password;
         if pw.min_length < 8 {
             return fail("identity.password.min_length", "must be at least 8".into());
@@ -607,6 +657,57 @@ impl Config {
             return fail(
                 "identity.mail_rate_limit",
                 "max and window_secs must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_telemetry(&self) -> Result<(), ConfigError> {
+        let telemetry = &self.telemetry;
+        let fail = |path: &str, message: String| {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                message,
+            })
+        };
+        validate_http_url("telemetry.endpoint", telemetry.endpoint.as_deref())?;
+        if !(0.0..=1.0).contains(&telemetry.sampling_ratio) {
+            return fail(
+                "telemetry.sampling_ratio",
+                format!("{} is not between 0.0 and 1.0", telemetry.sampling_ratio),
+            );
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&telemetry.filter) {
+            return fail(
+                "telemetry.filter",
+                format!("`{}` is not a valid filter: {e}", telemetry.filter),
+            );
+        }
+        let names = &telemetry.service_names;
+        for (service, name) in [
+            ("router", &names.router),
+            ("identity", &names.identity),
+            ("authz", &names.authz),
+            ("auth", &names.auth),
+            ("audit", &names.audit),
+        ] {
+            if name.trim().is_empty() {
+                return fail(
+                    &format!("telemetry.service_names.{service}"),
+                    "must not be empty".into(),
+                );
+            }
+        }
+        if let Some(key) = telemetry.resource_attributes.keys().find(|k| k.is_empty()) {
+            return fail(
+                "telemetry.resource_attributes",
+                format!("`{key}`: an attribute needs a name"),
+            );
+        }
+        if telemetry.batch_delay_ms == 0 || telemetry.export_timeout_secs == 0 {
+            return fail(
+                "telemetry",
+                "batch_delay_ms and export_timeout_secs must be at least 1".into(),
             );
         }
         Ok(())

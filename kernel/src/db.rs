@@ -143,7 +143,63 @@ async fn connect(target: &DatabaseTarget<'_>) -> Result<DatabaseConnection, DbEr
         }
     }
     tracing::info!(service = target.service, url = %redacted, "database connected");
+    let mut db = db;
+    observe_statements(&mut db, target.service);
     Ok(db)
+}
+
+/// After every statement: its table on its span (when traces are on), and its latency in
+/// the service's metrics.
+fn observe_statements(db: &mut DatabaseConnection, service: &str) {
+    let metrics = crate::metrics::Metrics::of(service);
+    metrics.watch_pool(db);
+    db.set_metric_callback(move |info| {
+        let (operation, table) = statement_shape(&info.statement.sql);
+        if crate::telemetry::traces_enabled() {
+            use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+            let span = tracing::Span::current();
+            span.set_attribute("db.operation.name", operation);
+            if let Some(table) = table {
+                span.set_attribute("db.collection.name", table.to_owned());
+            }
+        }
+        metrics.statement(operation, table.unwrap_or(""), info.elapsed, info.failed);
+    });
+}
+
+/// A statement's kind (`SELECT`, `INSERT`, `UPDATE`, `DELETE`, or another first keyword)
+/// and the table it works on (its first `FROM`, `INTO` or `UPDATE` target, unquoted, without
+/// the schema); never anything the statement says about values.
+pub fn statement_shape(sql: &str) -> (&'static str, Option<&str>) {
+    let mut words = sql.split_ascii_whitespace();
+    let first = words.next().unwrap_or_default();
+    let operation = [
+        "SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "BEGIN", "COMMIT", "ROLLBACK",
+    ]
+    .into_iter()
+    .find(|kind| first.eq_ignore_ascii_case(kind))
+    .unwrap_or("OTHER");
+    let after = match operation {
+        "SELECT" | "DELETE" | "WITH" => "FROM",
+        "INSERT" => "INTO",
+        "UPDATE" => return (operation, words.next().map(table_name)),
+        _ => return (operation, None),
+    };
+    let table = sql
+        .split_ascii_whitespace()
+        .skip_while(|word| !word.eq_ignore_ascii_case(after))
+        .nth(1)
+        // `FROM (SELECT ...)`: a subquery, no table.
+        .filter(|word| !word.starts_with('('))
+        .map(table_name)
+        .filter(|name| !name.is_empty());
+    (operation, table)
+}
+
+/// `"schema"."table"` or `table` -> `table`.
+fn table_name(word: &str) -> &str {
+    let last = word.rsplit('.').next().unwrap_or(word);
+    last.trim_matches(|c: char| c == '"' || c == '`' || c == '(' || c == ')' || c == ',')
 }
 
 /// A pooled connection idle at least this long is pinged before it is handed out.
@@ -165,6 +221,9 @@ fn connect_options(url: &str, target: &DatabaseTarget<'_>) -> ConnectOptions {
         // those are checked.
         .test_before_acquire_if_idle_for(Duration::from_secs(IDLE_BEFORE_PING_SECS))
         .sqlx_logging(false)
+        // Statement spans (sea-orm's) carry the kind and, from `observe_statements`, the
+        // table: never the text, which may hold literals.
+        .record_stmt_in_spans(false)
         .set_application_name(format!("keygraph-{}", target.service))
         .set_schema_search_path(target.schema.to_owned())
         .map_sqlx_sqlite_opts(|opts| {
@@ -390,5 +449,46 @@ mod tests {
         );
         let text = err.to_string();
         assert!(text.contains("still unreachable after 1s"), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod statement_tests {
+    use super::statement_shape;
+
+    #[test]
+    fn the_kind_and_table_of_a_statement_and_nothing_of_its_values() {
+        for (sql, kind, table) in [
+            (
+                r#"SELECT "users"."id" FROM "identity"."users" WHERE "email" = $1"#,
+                "SELECT",
+                Some("users"),
+            ),
+            (
+                r#"INSERT INTO "outbox" ("id", "payload") VALUES ($1, $2)"#,
+                "INSERT",
+                Some("outbox"),
+            ),
+            (
+                r#"UPDATE "sessions" SET "revoked" = $1"#,
+                "UPDATE",
+                Some("sessions"),
+            ),
+            (
+                r#"delete from roles where id = $1"#,
+                "DELETE",
+                Some("roles"),
+            ),
+            ("SELECT 1 AS one", "SELECT", None),
+            ("SELECT count(*) FROM (SELECT 1) AS x", "SELECT", None),
+            ("BEGIN", "BEGIN", None),
+            (
+                "SET LOCAL plan_cache_mode = force_custom_plan",
+                "OTHER",
+                None,
+            ),
+        ] {
+            assert_eq!(statement_shape(sql), (kind, table), "{sql}");
+        }
     }
 }

@@ -20,6 +20,7 @@ use axum::{
 
 use async_graphql::parser::types::ExecutableDocument;
 use std::sync::Arc;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::{
@@ -46,6 +47,7 @@ where
 {
     Schema::build(query, mutation, EmptySubscription)
         .enable_federation()
+        .extension(RootFieldSpans)
         .limit_depth(saturating_usize(limits.max_depth))
         .limit_complexity(saturating_usize(limits.max_fields))
         .limit_directives(saturating_usize(limits.max_directives))
@@ -63,6 +65,7 @@ where
 {
     Schema::build(query, mutation, EmptySubscription)
         .enable_federation()
+        .extension(RootFieldSpans)
         .finish()
         .sdl_with_options(SDLExportOptions::new().federation())
 }
@@ -289,12 +292,69 @@ where
             .into_response();
     }
     let authentication = authenticate(verifier, headers).await;
-    GraphQLResponse::from(
-        schema
-            .execute(request.data(authentication).data(meta))
-            .await,
-    )
-    .into_response()
+    let kind = if selects_mutation(&mut request) {
+        "mutation"
+    } else {
+        "query"
+    };
+    let span = tracing::info_span!(
+        "graphql execute",
+        otel.name = %match &request.operation_name {
+            Some(name) => format!("{kind} {name}"),
+            None => kind.to_owned(),
+        },
+        graphql.operation.type = kind,
+        graphql.operation.name = request.operation_name.as_deref(),
+    );
+    let service = meta.service;
+    let response = schema
+        .execute(request.data(authentication).data(meta))
+        .instrument(span)
+        .await;
+    crate::metrics::Metrics::of(service).graphql_operation(
+        kind,
+        response.errors.iter().map(|error| {
+            let code = error.extensions.as_ref().and_then(|e| e.get("code"));
+            match code {
+                Some(async_graphql::Value::String(code)) => code.as_str(),
+                Some(async_graphql::Value::Enum(code)) => code.as_str(),
+                _ => "NONE",
+            }
+        }),
+    );
+    GraphQLResponse::from(response).into_response()
+}
+
+/// A span for each root field (queries, mutations and `_entities`): where a subgraph's
+/// resolvers load and change things. Fields below them read what those loaded, or go
+/// through loaders whose statements have spans of their own.
+pub struct RootFieldSpans;
+
+impl async_graphql::extensions::ExtensionFactory for RootFieldSpans {
+    fn create(&self) -> Arc<dyn async_graphql::extensions::Extension> {
+        Arc::new(RootFieldSpans)
+    }
+}
+
+#[async_trait::async_trait]
+impl async_graphql::extensions::Extension for RootFieldSpans {
+    async fn resolve(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        info: async_graphql::extensions::ResolveInfo<'_>,
+        next: async_graphql::extensions::NextResolve<'_>,
+    ) -> async_graphql::ServerResult<Option<async_graphql::Value>> {
+        if info.path_node.parent.is_some() || info.is_for_introspection {
+            return next.run(ctx, info).await;
+        }
+        let span = tracing::info_span!(
+            "graphql resolve",
+            otel.name = %format!("{}.{}", info.parent_type, info.name),
+            graphql.field.name = info.name,
+            graphql.field.type = info.return_type,
+        );
+        next.run(ctx, info).instrument(span).await
+    }
 }
 
 /// `POST` and `GET` for a subgraph's `/graphql` route: [`execute`] with the caller's token,

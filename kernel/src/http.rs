@@ -29,6 +29,8 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Facts about the current request that every layer may need (audit, throttling, logs).
 #[derive(Debug, Clone, Default)]
 pub struct RequestMeta {
+    /// The service serving the request (`identity`, ...), for its metrics.
+    pub service: &'static str,
     pub request_id: String,
     pub client_addr: Option<IpAddr>,
     pub user_agent: Option<String>,
@@ -123,7 +125,7 @@ pub async fn serve(
     serve_layered(
         service,
         listener,
-        with_standard_layers(app, http, addresses, readiness),
+        with_standard_layers(service, app, http, addresses, readiness),
         http,
         shutdown,
     )
@@ -199,8 +201,12 @@ pub async fn serve_with_database(
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
+    let metrics = Router::new()
+        .route("/metrics", get(metrics_page))
+        .with_state(crate::metrics::Metrics::of(service));
     let app = with_standard_layers(
-        app,
+        service,
+        app.merge(metrics),
         shell.http,
         shell.addresses,
         database_readiness(db.clone()),
@@ -215,8 +221,9 @@ pub async fn serve_with_database(
 }
 
 /// Adds `/health/live`, `/health/ready`, request metadata (the client address found by
-/// `addresses`) and spans, timeout and body limit.
+/// `addresses`) and spans (as `service`'s), timeout and body limit.
 pub fn with_standard_layers(
+    service: &'static str,
     app: Router,
     http: &HttpConfig,
     addresses: ClientAddresses,
@@ -234,9 +241,31 @@ pub fn with_standard_layers(
             Duration::from_secs(http.request_timeout_secs),
         ))
         .layer(middleware::from_fn_with_state(
-            Arc::new(addresses),
+            Arc::new(Context {
+                service,
+                addresses,
+                metrics: crate::metrics::Metrics::of(service),
+            }),
             request_context,
         ))
+}
+
+/// What the request layer knows of the service it serves.
+struct Context {
+    service: &'static str,
+    addresses: ClientAddresses,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// `GET /metrics` of a subgraph: its series in the OpenMetrics text format. Like the health
+/// endpoints it answers anyone who reaches the subgraph's port; the router, the public
+/// endpoint, guards its own (`router.metrics`).
+async fn metrics_page(State(metrics): State<Arc<crate::metrics::Metrics>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        metrics.render(),
+    )
+        .into_response()
 }
 
 async fn live() -> Json<serde_json::Value> {
@@ -256,12 +285,18 @@ async fn ready(State(readiness): State<ReadinessCheck>) -> Response {
 }
 
 /// Assigns the request id (a valid incoming one is kept), finds the client address, records
-/// [`RequestMeta`] in the request and logs the outcome inside a span.
+/// [`RequestMeta`] in the request and logs the outcome inside a span, which continues the
+/// caller's trace (W3C `traceparent`) and is exported as the service's when traces are on.
 async fn request_context(
-    State(addresses): State<Arc<ClientAddresses>>,
-    mut request: Request,
+    State(context): State<Arc<Context>>,
+    request: Request,
     next: Next,
 ) -> Response {
+    let service = context.service;
+    crate::telemetry::in_service(service, traced_request(context, request, next)).await
+}
+
+async fn traced_request(context: Arc<Context>, mut request: Request, next: Next) -> Response {
     let request_id = request
         .headers()
         .get(REQUEST_ID_HEADER)
@@ -274,8 +309,9 @@ async fn request_context(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
     let meta = RequestMeta {
+        service: context.service,
         request_id: request_id.clone(),
-        client_addr: addresses.resolve(peer, request.headers()),
+        client_addr: context.addresses.resolve(peer, request.headers()),
         user_agent: request
             .headers()
             .get(header::USER_AGENT)
@@ -283,30 +319,56 @@ async fn request_context(
             .map(|ua| ua.chars().take(512).collect()),
     };
     request.extensions_mut().insert(meta);
-    let span = tracing::info_span!(
-        "request",
-        request_id = %request_id,
-        trace_id = tracing::field::Empty,
-        method = %request.method(),
-        path = %request.uri().path(),
-    );
-    if let Some(trace_id) = request
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(trace_id_of)
-    {
-        span.record("trace_id", trace_id);
-    }
-    let started = Instant::now();
-    // Machine polling (health probes, revocation lists) is logged at debug, not info.
-    let path = request.uri().path();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    // Machine polling (health probes, revocation lists) is logged at debug, not info, and
+    // starts no trace.
     let routine = path.starts_with("/internal/revocations")
         || path.starts_with("/health")
         || path == "/ready";
+    // Only the path: query strings may hold mailed links' tokens.
+    macro_rules! request_span {
+        ($level:expr) => {
+            tracing::span!(
+                $level,
+                crate::telemetry::REQUEST_SPAN,
+                otel.name = %format!("{method} {path}"),
+                otel.kind = "server",
+                otel.status_code = tracing::field::Empty,
+                request_id = %request_id,
+                trace_id = tracing::field::Empty,
+                method = %method,
+                path = %path,
+                status = tracing::field::Empty,
+            )
+        };
+    }
+    let span = if routine {
+        request_span!(tracing::Level::DEBUG)
+    } else {
+        request_span!(tracing::Level::INFO)
+    };
+    if let Some(trace_id) = crate::telemetry::join_trace(&span, request.headers()) {
+        span.record("trace_id", trace_id);
+    }
+    let started = Instant::now();
+    // The route as declared (`/internal/users/{id}`), never the path itself: ids stay out
+    // of the series' labels.
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |matched| matched.as_str())
+        .to_owned();
     let mut response = next.run(request).instrument(span.clone()).await;
+    context
+        .metrics
+        .http_request(&route, response.status().as_u16(), started.elapsed());
     span.in_scope(|| {
         let status = response.status().as_u16();
+        span.record("status", status);
+        if status >= 500 {
+            span.record("otel.status_code", "ERROR");
+        }
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         // One line per request under its own target: `keygraph::requests=info` in
         // `log.filter` turns them on (the default shows only failures).

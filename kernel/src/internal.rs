@@ -19,6 +19,7 @@ use axum::{
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower::ServiceExt as _;
+use tracing::Instrument as _;
 
 /// How long an internal call may take, over HTTP or in process.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -215,17 +216,47 @@ impl InternalClient {
         path: &str,
         json: Option<Vec<u8>>,
     ) -> Result<(String, StatusCode, Bytes), InternalCallError> {
+        // The path names what is asked (ids at most); bodies and the token stay out of it.
+        let route = path.split('?').next().unwrap_or_default();
+        let span = tracing::info_span!(
+            "internal call",
+            otel.name = %format!("{method} {route}"),
+            otel.kind = "client",
+            server = %self.base,
+            status = tracing::field::Empty,
+        );
+        let called = self
+            .exchange(method, path, json, &span)
+            .instrument(span.clone())
+            .await;
+        if let Ok((_, status, _)) = &called {
+            span.record("status", status.as_u16());
+        }
+        called
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        json: Option<Vec<u8>>,
+        span: &tracing::Span,
+    ) -> Result<(String, StatusCode, Bytes), InternalCallError> {
         let url = format!("{}{path}", self.base);
         let unreachable = |message: String| InternalCallError::Unreachable {
             url: url.clone(),
             message,
         };
         let bearer = format!("Bearer {}", self.token);
+        let traceparent = crate::telemetry::traceparent(span);
         if let Some(router) = self.local.find(&self.base) {
             let mut request = Request::builder()
                 .method(method)
                 .uri(if path.is_empty() { "/" } else { path })
                 .header(header::AUTHORIZATION, bearer);
+            if let Some(traceparent) = &traceparent {
+                request = request.header("traceparent", traceparent);
+            }
             if json.is_some() {
                 request = request.header(header::CONTENT_TYPE, "application/json");
             }
@@ -252,6 +283,9 @@ impl InternalClient {
             .http
             .request(method, &url)
             .header(header::AUTHORIZATION, bearer);
+        if let Some(traceparent) = &traceparent {
+            request = request.header("traceparent", traceparent);
+        }
         if let Some(json) = json {
             request = request
                 .header(header::CONTENT_TYPE, "application/json")

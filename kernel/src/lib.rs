@@ -13,6 +13,7 @@ pub mod guard;
 pub mod http;
 pub mod internal;
 pub mod limits;
+pub mod metrics;
 pub mod outbox;
 pub mod pagination;
 pub mod permissions;

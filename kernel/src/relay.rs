@@ -14,6 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::telemetry::InThisService as _;
 use axum::{Json, Router, extract::State, routing::get};
 use chrono::{DateTime, Utc};
 use rand::Rng as _;
@@ -23,6 +24,7 @@ use sea_orm::{
     TransactionTrait as _, sea_query::Expr,
 };
 use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::{
@@ -132,6 +134,7 @@ pub struct Relay {
     audit: InternalClient,
     settings: OutboxConfig,
     stats: Arc<RelayStats>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// How a call to [`Relay::deliver_batch`] went.
@@ -162,6 +165,7 @@ impl Relay {
             audit: InternalClient::new(url, internal_token)?.with_local(local),
             settings: settings.clone(),
             stats: Arc::default(),
+            metrics: crate::metrics::Metrics::of(service),
         }))
     }
 
@@ -196,7 +200,14 @@ impl Relay {
         let prune_every =
             Duration::from_secs(self.settings.prune_delivered_after_secs.clamp(1, 3600));
         let mut last_prune: Option<Instant> = None;
+        let mut last_measured: Option<Instant> = None;
         loop {
+            if last_measured.is_none_or(|at| at.elapsed() >= BACKLOG_GAUGE_EVERY) {
+                last_measured = Some(Instant::now());
+                if let Err(err) = self.measure_backlog().await {
+                    tracing::debug!(service = self.service, error = %err, "cannot measure the outbox");
+                }
+            }
             let pause = match self.deliver_batch().await {
                 Ok(Delivery::Delivered(n)) => {
                     self.recovered();
@@ -236,10 +247,15 @@ impl Relay {
             if events.is_empty() {
                 return Ok(Delivery::Delivered(0));
             }
-            let ids = self.send(events).await?;
-            let _turn = crate::db::write_turn(&self.db).await;
-            self.mark_delivered(&self.db, &ids).await?;
-            return Ok(Delivery::Delivered(ids.len()));
+            let span = self.batch_span(events.len());
+            return async {
+                let ids = self.send(events).await?;
+                let _turn = crate::db::write_turn(&self.db).await;
+                self.mark_delivered(&self.db, &ids).await?;
+                Ok(Delivery::Delivered(ids.len()))
+            }
+            .instrument(span)
+            .await;
         }
         let txn = self.db.begin().await?;
         let lock = txn
@@ -260,10 +276,43 @@ impl Relay {
         if events.is_empty() {
             return Ok(Delivery::Delivered(0));
         }
-        let ids = self.send(events).await?;
-        self.mark_delivered(&txn, &ids).await?;
-        txn.commit().await?;
-        Ok(Delivery::Delivered(ids.len()))
+        let span = self.batch_span(events.len());
+        async {
+            let ids = self.send(events).await?;
+            self.mark_delivered(&txn, &ids).await?;
+            txn.commit().await?;
+            Ok(Delivery::Delivered(ids.len()))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The span of one batch on its way to audit: the root of a trace (an empty outbox,
+    /// looked at every `interval_ms`, makes none).
+    fn batch_span(&self, events: usize) -> tracing::Span {
+        tracing::info_span!(
+            crate::telemetry::RELAY_SPAN,
+            otel.kind = "producer",
+            service = self.service,
+            events,
+        )
+    }
+
+    /// Sets the backlog gauges: how many events wait, and how old the oldest is.
+    async fn measure_backlog(&self) -> Result<(), DbErr> {
+        let waiting = outbox::Entity::find().filter(outbox::Column::DeliveredAt.is_null());
+        let backlog = waiting.clone().count(&self.db).await?;
+        let oldest = waiting
+            .order_by_asc(outbox::Column::OccurredAt)
+            .one(&self.db)
+            .await?
+            .map(|event| {
+                (Utc::now() - event.occurred_at)
+                    .to_std()
+                    .unwrap_or_default()
+            });
+        self.metrics.outbox(backlog, oldest);
+        Ok(())
     }
 
     /// Removes rows delivered longer ago than `prune_delivered_after_secs`.
@@ -299,6 +348,7 @@ impl Relay {
     /// Posts the events; their ids once audit has confirmed every one.
     async fn send(&self, events: Vec<outbox::Model>) -> Result<Vec<Uuid>, RelayError> {
         let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+        let committed: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
         let batch = EventBatch {
             service: self.service.to_owned(),
             events: events.into_iter().map(WireEvent::from).collect(),
@@ -308,6 +358,11 @@ impl Relay {
         let confirmed = receipt.stored + receipt.duplicates;
         if confirmed != sent {
             return Err(RelayError::Receipt { sent, confirmed });
+        }
+        let now = Utc::now();
+        for at in committed {
+            self.metrics
+                .relayed((now - at).to_std().unwrap_or_default());
         }
         Ok(ids)
     }
@@ -334,6 +389,7 @@ impl Relay {
     /// Counts and logs a failed delivery; the pause before the next try.
     async fn failed(&self, err: &RelayError) -> Duration {
         self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+        self.metrics.relay_failed();
         let failures = self
             .stats
             .consecutive_failures
@@ -414,9 +470,12 @@ pub fn start(
         relay.routes(),
         crate::internal::InternalToken::new(internal_token),
     );
-    tokio::spawn(relay.run(shutdown));
+    tokio::spawn(relay.run(shutdown).in_this_service());
     Ok(router.merge(routes))
 }
+
+/// How often the relay measures its backlog for the metrics.
+const BACKLOG_GAUGE_EVERY: Duration = Duration::from_secs(5);
 
 /// The pause after `failures` failures in a row: `base * 2^(failures-1)`, at most `max`,
 /// scaled by `jitter` (0.5 to 1) so replicas that failed together do not retry together.

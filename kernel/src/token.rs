@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::telemetry::InThisService as _;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
@@ -190,6 +191,8 @@ struct VerifierInner {
     /// a token with a session is not accepted, so a restarted service does not take a
     /// signed-out session's token it would have refused before.
     revocations_ready: watch::Sender<bool>,
+    /// When the list of ended sessions was last replaced.
+    revocations_loaded: SyncRwLock<Option<std::time::Instant>>,
 }
 
 struct JwksSource {
@@ -255,13 +258,18 @@ impl TokenVerifier {
                 jwks,
                 revoked: SyncRwLock::default(),
                 revocations_ready: watch::Sender::new(true),
+                revocations_loaded: SyncRwLock::default(),
             }),
         })
     }
 
-    /// A service's verifier: keys from config, and revoked sessions watched when
-    /// `tokens.revocations_url` is set.
-    pub fn for_service(config: &TokenConfig, internal_token: &str) -> Result<Self, KeyConfigError> {
+    /// `service`'s verifier: keys from config, and revoked sessions watched when
+    /// `tokens.revocations_url` is set (the list's age among the service's metrics).
+    pub fn for_service(
+        service: &str,
+        config: &TokenConfig,
+        internal_token: &str,
+    ) -> Result<Self, KeyConfigError> {
         let verifier = Self::from_config(config)?;
         if let Some(url) = &config.revocations_url {
             verifier.watch_revocations(
@@ -269,6 +277,7 @@ impl TokenVerifier {
                 internal_token,
                 Duration::from_secs(config.revocations_poll_secs),
             )?;
+            crate::metrics::Metrics::of(service).watch_revocations(&verifier);
         }
         Ok(verifier)
     }
@@ -349,6 +358,16 @@ impl TokenVerifier {
             .unwrap_or(true)
     }
 
+    /// How long ago the list of ended sessions was last loaded; `None` before the first (or
+    /// when this verifier does not watch one).
+    pub fn revocations_age(&self) -> Option<Duration> {
+        self.inner
+            .revocations_loaded
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map(|at| at.elapsed())
+    }
+
     /// Replaces the set of ended sessions whose tokens are refused.
     pub fn set_revoked(&self, sessions: HashSet<Uuid>) {
         let mut revoked = self
@@ -358,6 +377,11 @@ impl TokenVerifier {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *revoked = sessions;
         drop(revoked);
+        *self
+            .inner
+            .revocations_loaded
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::time::Instant::now());
         self.inner.revocations_ready.send_replace(true);
     }
 
@@ -380,7 +404,7 @@ impl TokenVerifier {
             .map_err(|e| KeyConfigError::Client(e.to_string()))?;
         self.inner.revocations_ready.send_replace(false);
         let weak: Weak<VerifierInner> = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
+        let poll = async move {
             let mut first_retry = Duration::from_millis(100).min(every);
             let mut failures = 0u32;
             loop {
@@ -416,7 +440,8 @@ impl TokenVerifier {
                     first_retry = (first_retry * 2).min(every);
                 }
             }
-        });
+        };
+        tokio::spawn(poll.in_this_service());
         Ok(())
     }
 

@@ -20,6 +20,7 @@ use rustc_hash::FxHashMap;
 use serde_json::{Map, Value as Json, json};
 
 use keygraph_kernel::token::{ISSUED_TOKENS_HEADER, IssuedTokens};
+use tracing::Instrument as _;
 
 use crate::inflight::Inflight;
 use crate::json::{self, Object, Sources, Value};
@@ -583,6 +584,19 @@ impl<'r> Execution<'r> {
         if let Some((_, issued)) = &*self.issued.lock().unwrap_or_else(PoisonError::into_inner) {
             headers.authorization = Some(format!("Bearer {}", issued.access));
         }
+        let span = tracing::info_span!(
+            "subgraph fetch",
+            otel.name = %format!("fetch {service}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            subgraph.name = service,
+            status = tracing::field::Empty,
+        );
+        // With traces on, the subgraph's span is a child of this fetch; otherwise the
+        // client's own `traceparent` goes on as it came.
+        if let Some(traceparent) = keygraph_kernel::telemetry::traceparent(&span) {
+            headers.traceparent = Some(traceparent);
+        }
         let request = fetch(
             self.run.client.http.clone(),
             endpoint.clone(),
@@ -601,10 +615,21 @@ impl<'r> Execution<'r> {
                         .request_id_from_client
                         .then(|| forwarded.request_id.clone()),
                 };
-                inflight.run(key, || request).await
+                inflight.run(key, || request).instrument(span.clone()).await
             }
-            _ => request.await,
+            _ => request.instrument(span.clone()).await,
         };
+        match &fetched {
+            Fetched::Answer { status, .. } => {
+                span.record("status", status);
+                if *status >= 500 {
+                    span.record("otel.status_code", "ERROR");
+                }
+            }
+            Fetched::TimedOut | Fetched::Failed { .. } => {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
         let (status, body) = match fetched {
             Fetched::Answer {
                 status,

@@ -1,161 +1,141 @@
-//! Prometheus metrics of the router, served at `GET /metrics` (text exposition format 0.0.4).
+//! The router's own series, beside what every service exports (`keygraph_kernel::metrics`),
+//! served together at `GET /metrics`. The names are those the router has always exported.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Upper bounds (seconds) of the request duration histogram.
-const BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-];
+use keygraph_kernel::metrics::{Histograms, Labels, latency_histogram, status_class};
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
 
-#[derive(Default)]
 pub struct Metrics {
-    /// By status class: 1xx..5xx at index 0..4.
-    requests: [AtomicU64; 5],
-    buckets: [AtomicU64; BUCKETS.len()],
-    duration_micros: AtomicU64,
-    graphql_errors: AtomicU64,
-    /// Per subgraph: (answered, failed).
-    subgraphs: Mutex<BTreeMap<String, (u64, u64)>>,
+    service: Arc<keygraph_kernel::metrics::Metrics>,
+    requests: Family<Labels, Counter>,
+    duration: Histograms,
+    graphql_errors: Counter,
+    subgraphs: Family<Labels, Counter>,
+    plans_cached: Gauge,
+    supergraph_ready: Gauge,
+    shared_counters_unavailable: Family<Labels, Counter>,
 }
 
+static ROUTER: std::sync::OnceLock<Arc<Metrics>> = std::sync::OnceLock::new();
+
 impl Metrics {
-    /// One `/graphql` request answered with `status` after `elapsed`.
-    pub fn record_request(&self, status: u16, elapsed: Duration) {
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.requests[class].fetch_add(1, Ordering::Relaxed);
-        let seconds = elapsed.as_secs_f64();
-        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
-            if seconds <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        self.duration_micros.fetch_add(micros, Ordering::Relaxed);
+    /// The router's series in this process (registered once into the router's metrics).
+    pub fn shared() -> Arc<Metrics> {
+        ROUTER
+            .get_or_init(|| Arc::new(Self::new(keygraph_kernel::metrics::Metrics::of("router"))))
+            .clone()
     }
 
-    /// Errors in a response (subgraph and router errors alike).
-    pub fn record_graphql_errors(&self, count: usize) {
-        self.graphql_errors
-            .fetch_add(count as u64, Ordering::Relaxed);
+    /// The router's series, registered into `service` (the router's metrics).
+    pub fn new(service: Arc<keygraph_kernel::metrics::Metrics>) -> Self {
+        let metrics = Self {
+            requests: Family::default(),
+            duration: Histograms::new_with_constructor(latency_histogram as fn() -> _),
+            graphql_errors: Counter::default(),
+            subgraphs: Family::default(),
+            plans_cached: Gauge::default(),
+            supergraph_ready: Gauge::default(),
+            shared_counters_unavailable: Family::default(),
+            service,
+        };
+        let service = &metrics.service;
+        service.register(
+            "keygraph_router_requests",
+            "GraphQL HTTP requests by status class.",
+            metrics.requests.clone(),
+        );
+        service.register(
+            "keygraph_router_request_duration_seconds",
+            "Time to answer a GraphQL HTTP request.",
+            metrics.duration.clone(),
+        );
+        service.register(
+            "keygraph_router_graphql_errors",
+            "Errors returned in GraphQL responses.",
+            metrics.graphql_errors.clone(),
+        );
+        service.register(
+            "keygraph_router_subgraph_requests",
+            "Requests to subgraphs by outcome.",
+            metrics.subgraphs.clone(),
+        );
+        service.register(
+            "keygraph_router_query_plans_cached",
+            "Query plans in the cache.",
+            metrics.plans_cached.clone(),
+        );
+        service.register(
+            "keygraph_router_supergraph_ready",
+            "Whether a supergraph is being served.",
+            metrics.supergraph_ready.clone(),
+        );
+        service.register(
+            "keygraph_router_shared_counters_unavailable",
+            "Rate-limit decisions taken without Redis (it failed or was resting), as redis.when_unavailable says.",
+            metrics.shared_counters_unavailable.clone(),
+        );
+        metrics
+    }
+
+    /// One `/graphql` request answered with `status` after `elapsed`.
+    pub fn record_request(&self, status: u16, elapsed: Duration) {
+        let labels = vec![("status", status_class(status).to_owned())];
+        self.requests.get_or_create(&labels).inc();
+        self.duration
+            .get_or_create(&Vec::new())
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// An operation of `kind` answered with errors of these codes (subgraph and router
+    /// errors alike).
+    pub fn record_operation(&self, kind: &str, codes: &[String]) {
+        self.graphql_errors.inc_by(codes.len() as u64);
+        self.service
+            .graphql_operation(kind, codes.iter().map(String::as_str));
     }
 
     /// One request to a subgraph: it answered with a GraphQL response, or it did not.
     pub fn record_subgraph(&self, subgraph: &str, answered: bool) {
-        let mut subgraphs = self
-            .subgraphs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let entry = subgraphs.entry(subgraph.to_owned()).or_default();
-        if answered {
-            entry.0 += 1;
-        } else {
-            entry.1 += 1;
-        }
+        let outcome = if answered { "answered" } else { "failed" };
+        self.subgraphs
+            .get_or_create(&vec![
+                ("subgraph", subgraph.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
     }
 
-    /// The text exposition; `plans` is the plan cache's current size.
-    pub fn render(&self, plans: usize, supergraph_ready: bool) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP keygraph_router_requests_total GraphQL HTTP requests by status class."
-        );
-        let _ = writeln!(out, "# TYPE keygraph_router_requests_total counter");
-        for (i, counter) in self.requests.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "keygraph_router_requests_total{{status=\"{}xx\"}} {}",
-                i + 1,
-                counter.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP keygraph_router_request_duration_seconds Time to answer a GraphQL HTTP request."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE keygraph_router_request_duration_seconds histogram"
-        );
-        let total: u64 = self
-            .requests
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum();
-        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
-            let _ = writeln!(
-                out,
-                "keygraph_router_request_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "keygraph_router_request_duration_seconds_bucket{{le=\"+Inf\"}} {total}"
-        );
-        let _ = writeln!(
-            out,
-            "keygraph_router_request_duration_seconds_sum {}",
-            self.duration_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(
-            out,
-            "keygraph_router_request_duration_seconds_count {total}"
-        );
-        let _ = writeln!(
-            out,
-            "# HELP keygraph_router_graphql_errors_total Errors returned in GraphQL responses."
-        );
-        let _ = writeln!(out, "# TYPE keygraph_router_graphql_errors_total counter");
-        let _ = writeln!(
-            out,
-            "keygraph_router_graphql_errors_total {}",
-            self.graphql_errors.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP keygraph_router_subgraph_requests_total Requests to subgraphs by outcome."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE keygraph_router_subgraph_requests_total counter"
-        );
-        let subgraphs = self
-            .subgraphs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (name, (answered, failed)) in subgraphs.iter() {
-            let _ = writeln!(
-                out,
-                "keygraph_router_subgraph_requests_total{{subgraph=\"{name}\",outcome=\"answered\"}} {answered}"
-            );
-            let _ = writeln!(
-                out,
-                "keygraph_router_subgraph_requests_total{{subgraph=\"{name}\",outcome=\"failed\"}} {failed}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP keygraph_router_query_plans_cached Query plans in the cache."
-        );
-        let _ = writeln!(out, "# TYPE keygraph_router_query_plans_cached gauge");
-        let _ = writeln!(out, "keygraph_router_query_plans_cached {plans}");
-        let _ = writeln!(
-            out,
-            "# HELP keygraph_router_supergraph_ready Whether a supergraph is being served."
-        );
-        let _ = writeln!(out, "# TYPE keygraph_router_supergraph_ready gauge");
-        let _ = writeln!(
-            out,
-            "keygraph_router_supergraph_ready {}",
-            u8::from(supergraph_ready)
-        );
-        out
+    /// Everything, as OpenMetrics text; `plans` is the plan cache's size now, `unavailable`
+    /// the shared counters' decisions without Redis so far.
+    pub fn render(
+        &self,
+        plans: usize,
+        supergraph_ready: bool,
+        shared: bool,
+        unavailable: u64,
+    ) -> String {
+        self.plans_cached
+            .set(i64::try_from(plans).unwrap_or(i64::MAX));
+        self.supergraph_ready.set(i64::from(supergraph_ready));
+        let counter = self
+            .shared_counters_unavailable
+            .get_or_create(&vec![("shared", shared.to_string())]);
+        counter.inc_by(unavailable.saturating_sub(counter.get()));
+        self.service.render()
     }
+}
+
+/// The `extensions.code` of an error for the metrics: a known-looking code, `OTHER` for
+/// anything else (labels stay few), `NONE` when it has none.
+pub fn error_code(error: &serde_json::Value) -> String {
+    keygraph_kernel::metrics::code_label(
+        error
+            .get("extensions")
+            .and_then(|e| e.get("code"))
+            .and_then(|c| c.as_str()),
+    )
 }
 
 #[cfg(test)]
@@ -164,39 +144,39 @@ mod tests {
 
     #[test]
     fn requests_land_in_their_class_and_buckets() {
-        let metrics = Metrics::default();
+        let metrics = Metrics::new(keygraph_kernel::metrics::Metrics::of("router-unit-test"));
         metrics.record_request(200, Duration::from_millis(3));
         metrics.record_request(400, Duration::from_millis(300));
         metrics.record_subgraph("products", true);
         metrics.record_subgraph("products", false);
-        let text = metrics.render(2, true);
-        assert!(
-            text.contains("keygraph_router_requests_total{status=\"2xx\"} 1"),
-            "{text}"
+        metrics.record_operation("query", &["UNAUTHENTICATED".into()]);
+        let text = metrics.render(2, true, false, 3);
+        for expected in [
+            r#"keygraph_router_requests_total{service="router-unit-test",status="2xx"} 1"#,
+            r#"keygraph_router_requests_total{service="router-unit-test",status="4xx"} 1"#,
+            r#"keygraph_router_request_duration_seconds_count{service="router-unit-test"} 2"#,
+            r#"keygraph_router_subgraph_requests_total{service="router-unit-test",subgraph="products",outcome="failed"} 1"#,
+            r#"keygraph_router_query_plans_cached{service="router-unit-test"} 2"#,
+            r#"keygraph_router_supergraph_ready{service="router-unit-test"} 1"#,
+            r#"keygraph_router_graphql_errors_total{service="router-unit-test"} 1"#,
+            r#"keygraph_graphql_errors_total{service="router-unit-test",code="UNAUTHENTICATED"} 1"#,
+            r#"keygraph_router_shared_counters_unavailable_total{service="router-unit-test",shared="false"} 3"#,
+        ] {
+            assert!(text.contains(expected), "{expected} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn error_codes_stay_a_small_set() {
+        let code = |v: serde_json::Value| error_code(&v);
+        assert_eq!(
+            code(serde_json::json!({ "extensions": { "code": "FORBIDDEN" } })),
+            "FORBIDDEN"
         );
-        assert!(
-            text.contains("keygraph_router_requests_total{status=\"4xx\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("keygraph_router_request_duration_seconds_bucket{le=\"0.005\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("keygraph_router_request_duration_seconds_bucket{le=\"0.5\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("keygraph_router_request_duration_seconds_bucket{le=\"+Inf\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("subgraph=\"products\",outcome=\"failed\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("keygraph_router_query_plans_cached 2"),
-            "{text}"
+        assert_eq!(code(serde_json::json!({ "message": "x" })), "NONE");
+        assert_eq!(
+            code(serde_json::json!({ "extensions": { "code": "user@example.com" } })),
+            "OTHER"
         );
     }
 }

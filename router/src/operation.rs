@@ -26,6 +26,17 @@ pub enum OperationKind {
     Subscription,
 }
 
+impl OperationKind {
+    /// `query`, `mutation` or `subscription`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationKind::Query => "query",
+            OperationKind::Mutation => "mutation",
+            OperationKind::Subscription => "subscription",
+        }
+    }
+}
+
 /// A parsed and validated operation of a document.
 #[derive(Debug)]
 pub struct Operation {

@@ -365,15 +365,26 @@ impl Graph {
         query: &str,
         operation_name: Option<&str>,
     ) -> Arc<Preparation> {
+        let span = tracing::info_span!(
+            "graphql prepare",
+            graphql.plan.cached = tracing::field::Empty
+        );
         if let Some(preparation) = self.cached(&key) {
+            span.record("graphql.plan.cached", true);
             return preparation;
         }
+        span.record("graphql.plan.cached", false);
         let cancel = Arc::new(CancellationToken::with_timeout(self.planning_budget()));
         let _cancel_when_dropped = CancelOnDrop(cancel.clone());
         let graph = self.clone();
         let (query, operation_name) = (query.to_owned(), operation_name.map(str::to_owned));
+        // The blocking thread works inside this request's span, for its service.
+        let service = keygraph_kernel::telemetry::current_service();
         tokio::task::spawn_blocking(move || {
-            graph.prepare_and_keep(key, &query, operation_name.as_deref(), &cancel)
+            keygraph_kernel::telemetry::service_scope(service, || {
+                let _entered = span.entered();
+                graph.prepare_and_keep(key, &query, operation_name.as_deref(), &cancel)
+            })
         })
         .await
         .unwrap_or_else(|_| {
@@ -404,7 +415,9 @@ impl Graph {
         operation_name: Option<&str>,
         cancel: &CancellationToken,
     ) -> Preparation {
-        let document = match crate::operation::parse(query, self.limits.max_tokens) {
+        let parsed = tracing::info_span!("graphql parse")
+            .in_scope(|| crate::operation::parse(query, self.limits.max_tokens));
+        let document = match parsed {
             Ok(document) => document,
             Err(Parsed::Invalid(errors)) => {
                 return Preparation {
@@ -438,6 +451,7 @@ impl Graph {
             max_aliases: self.limits.max_aliases as u64,
             max_directives: self.limits.max_directives as u64,
         };
+        let validating = tracing::info_span!("graphql validate").entered();
         limits
             .check(&Measured(document))
             .map_err(PlanError::Refused)?;
@@ -449,6 +463,8 @@ impl Graph {
             operation_name,
         )
         .map_err(PlanError::Invalid)?;
+        drop(validating);
+        let _planning = tracing::info_span!("graphql plan").entered();
         let supergraph = &self.planner.supergraph;
         let planned = catch_unwind(AssertUnwindSafe(|| {
             let normalized = hive_router_query_planner::ast::normalization::normalize_operation(

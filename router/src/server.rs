@@ -5,6 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use keygraph_kernel::telemetry::InThisService as _;
+use tracing::Instrument as _;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
@@ -73,7 +76,7 @@ impl RouterState {
             client_inflight: config.dedupe.client_requests.then(Arc::default),
             subgraph_inflight: config.dedupe.subgraph_requests.then(Arc::default),
             config,
-            metrics: Arc::default(),
+            metrics: crate::metrics::Metrics::shared(),
         }))
     }
 
@@ -252,23 +255,15 @@ async fn track(
 /// Prometheus text exposition of the router's metrics.
 async fn metrics(State(state): State<Arc<RouterState>>) -> Response {
     let graph = state.graph();
-    let mut body = state.metrics.render(
+    let counters = &state.edge.counters;
+    let body = state.metrics.render(
         graph.as_ref().map_or(0, |g| g.cached_plans()),
         graph.is_some(),
-    );
-    let counters = &state.edge.counters;
-    body.push_str(&format!(
-        "# HELP keygraph_router_shared_counters_unavailable_total Rate-limit decisions taken without Redis (it failed or was resting), as redis.when_unavailable says.\n\
-         # TYPE keygraph_router_shared_counters_unavailable_total counter\n\
-         keygraph_router_shared_counters_unavailable_total{{shared=\"{}\"}} {}\n",
         counters.is_shared(),
-        counters.unavailable_total()
-    ));
+        counters.unavailable_total(),
+    );
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, keygraph_kernel::metrics::CONTENT_TYPE)],
         body,
     )
         .into_response()
@@ -521,12 +516,36 @@ pub struct ClientRequestKey {
     graphql_response: bool,
 }
 
+/// [`execute_in_span`] inside the operation's span (named like `query Me`, as OpenTelemetry's
+/// GraphQL conventions have it).
 async fn execute(
     state: &Arc<RouterState>,
     request: GraphqlRequest,
     over_get: bool,
     headers: &HeaderMap,
     meta: &RequestMeta,
+) -> Response {
+    let span = tracing::info_span!(
+        "graphql operation",
+        otel.name = tracing::field::Empty,
+        graphql.operation.name = tracing::field::Empty,
+        graphql.operation.type = tracing::field::Empty,
+    );
+    if let Some(name) = &request.operation_name {
+        span.record("graphql.operation.name", name.as_str());
+    }
+    execute_in_span(state, request, over_get, headers, meta, &span)
+        .instrument(span.clone())
+        .await
+}
+
+async fn execute_in_span(
+    state: &Arc<RouterState>,
+    request: GraphqlRequest,
+    over_get: bool,
+    headers: &HeaderMap,
+    meta: &RequestMeta,
+    span: &tracing::Span,
 ) -> Response {
     let Some(graph) = state.graph() else {
         return Refusal::new(
@@ -542,6 +561,14 @@ async fn execute(
         .await;
     // Documents that cannot run are limited as queries: refusing them costs a lookup.
     let kind = preparation.kind.unwrap_or(OperationKind::Query);
+    span.record("graphql.operation.type", kind.as_str());
+    span.record(
+        "otel.name",
+        match &request.operation_name {
+            Some(name) => format!("{} {name}", kind.as_str()),
+            None => kind.as_str().to_owned(),
+        },
+    );
     if over_get && kind == OperationKind::Mutation {
         let mut response = Refusal::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -591,7 +618,7 @@ async fn execute(
         }
         _ => call.answer().await,
     };
-    answered.into_response(&state.metrics)
+    answered.into_response(&state.metrics, kind)
 }
 
 impl RouterState {
@@ -746,8 +773,12 @@ impl Call {
                 None => None,
             }
         };
-        let (mut outcome, introspection) =
-            tokio::join!(run.execute(&prepared.plan, &variables), introspection);
+        let executing = tracing::info_span!("graphql execute");
+        let (mut outcome, introspection) = tokio::join!(
+            run.execute(&prepared.plan, &variables)
+                .instrument(executing),
+            introspection
+        );
         let issued = outcome.issued.take();
         let response_plan = prepared.response_plan(&graph.types, &variables);
         let projected = crate::project::project(&crate::project::Input {
@@ -833,12 +864,16 @@ struct Answered {
     status: StatusCode,
     content_type: &'static str,
     body: Bytes,
-    errors: usize,
+    /// The `extensions.code` of each error, for the metrics.
+    error_codes: Arc<[String]>,
 }
 
 impl Answered {
     fn new(graphql_response: bool, answer: Answer) -> Answered {
-        let (status, errors, body) = match answer {
+        let codes = |errors: &[Json]| -> Arc<[String]> {
+            errors.iter().map(crate::metrics::error_code).collect()
+        };
+        let (status, error_codes, body) = match answer {
             Answer::RequestError(errors) => {
                 let status = if graphql_response {
                     StatusCode::BAD_REQUEST
@@ -846,7 +881,7 @@ impl Answered {
                     StatusCode::OK
                 };
                 let body = serde_json::to_vec(&json!({ "errors": errors }));
-                (status, errors.len(), body)
+                (status, codes(&errors), body)
             }
             Answer::AccessRefused(status, errors) => {
                 let status = if graphql_response {
@@ -855,14 +890,14 @@ impl Answered {
                     StatusCode::OK
                 };
                 let body = serde_json::to_vec(&json!({ "errors": errors }));
-                (status, errors.len(), body)
+                (status, codes(&errors), body)
             }
             Answer::NoData(errors) => {
                 let body = serde_json::to_vec(&ResponseBody {
                     data: &Json::Null,
                     errors: Some(&errors),
                 });
-                (StatusCode::OK, errors.len(), body)
+                (StatusCode::OK, codes(&errors), body)
             }
             Answer::Data(mut body, errors) => {
                 if !errors.is_empty() {
@@ -876,7 +911,7 @@ impl Answered {
                     body.push(b']');
                 }
                 body.push(b'}');
-                (StatusCode::OK, errors.len(), Ok(body))
+                (StatusCode::OK, codes(&errors), Ok(body))
             }
         };
         let body = body.unwrap_or_else(|_| {
@@ -890,12 +925,12 @@ impl Answered {
                 "application/json"
             },
             body: Bytes::from(body),
-            errors,
+            error_codes,
         }
     }
 
-    fn into_response(self, metrics: &crate::metrics::Metrics) -> Response {
-        metrics.record_graphql_errors(self.errors);
+    fn into_response(self, metrics: &crate::metrics::Metrics, kind: OperationKind) -> Response {
+        metrics.record_operation(kind.as_str(), &self.error_codes);
         (
             self.status,
             [(header::CONTENT_TYPE, self.content_type)],
@@ -954,7 +989,7 @@ async fn graphiql_asset(axum::extract::Path(asset): axum::extract::Path<String>)
 
 /// Starts the router: its state, the supergraph task, and the HTTP server, until `shutdown`.
 pub async fn run(config: &Config, internal_token: &str, shutdown: Shutdown) -> anyhow::Result<()> {
-    let verifier = TokenVerifier::for_service(&config.tokens, internal_token)
+    let verifier = TokenVerifier::for_service("router", &config.tokens, internal_token)
         .map_err(|e| anyhow::anyhow!("router: token keys: {e}"))?;
     let counters = Counters::from_config(&config.redis).map_err(anyhow::Error::msg)?;
     let edge = Edge {
@@ -994,7 +1029,7 @@ pub async fn serve(config: &Config, edge: Edge, shutdown: Shutdown) -> anyhow::R
             }
         });
     }
-    tokio::spawn(keep_supergraph_current(state.clone(), shutdown.clone()));
+    tokio::spawn(keep_supergraph_current(state.clone(), shutdown.clone()).in_this_service());
     keygraph_kernel::http::serve(
         "router",
         listener,

@@ -21,6 +21,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use keygraph_kernel::telemetry::InThisService as _;
 use keygraph_kernel::{
     config::Config,
     db::{DatabaseTarget, connect_and_migrate},
@@ -51,11 +52,12 @@ pub struct AuditService {
 impl AuditService {
     /// Starts the background work (signed checkpoints, retention); it stops with `shutdown`.
     pub fn spawn_workers(&self, shutdown: Shutdown) {
-        tokio::spawn(self.audit.clone().run_maintenance(
-            self.checkpoint_interval,
-            self.retention,
-            shutdown,
-        ));
+        tokio::spawn(
+            self.audit
+                .clone()
+                .run_maintenance(self.checkpoint_interval, self.retention, shutdown)
+                .in_this_service(),
+        );
     }
 }
 
@@ -95,7 +97,7 @@ pub async fn build(config: &Config, internal_token: &str) -> anyhow::Result<Audi
         documents: Arc::new(
             graphql::Documents::new(schema::LIMITS).with_introspection(config.introspection()),
         ),
-        verifier: TokenVerifier::for_service(&config.tokens, internal_token)?,
+        verifier: TokenVerifier::for_service("audit", &config.tokens, internal_token)?,
     };
     let router = Router::new()
         .route("/graphql", post(graphql_handler).get(graphql_handler))

@@ -207,7 +207,7 @@ fn main() {
             return;
         };
         // Errors only, so a failed sign-in says why without the log taking CPU from the load.
-        keygraph_kernel::telemetry::init(&stack.config.log).expect("log filter");
+        keygraph_kernel::telemetry::init(&stack.config.log, &stack.config.telemetry).expect("log filter");
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let clients = 4 * cores;
         let emails: Vec<String> = (0..clients).map(|i| format!("bench{i}@example.com")).collect();

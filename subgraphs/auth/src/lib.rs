@@ -79,7 +79,7 @@ pub async fn build(
         local,
         counters,
     )?);
-    let verifier = TokenVerifier::for_service(&config.tokens, internal_token)?;
+    let verifier = TokenVerifier::for_service("auth", &config.tokens, internal_token)?;
     let router = Router::new()
         .route(
             "/graphql",

@@ -33,6 +33,9 @@ use crate::{
 /// One answer for every kind of failed sign-in.
 pub const INVALID_CREDENTIALS: &str = "the email or password is not correct";
 
+/// This service's name in its metrics.
+const SERVICE: &str = "auth";
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("{INVALID_CREDENTIALS}")]
@@ -202,13 +205,18 @@ impl Auth {
             return Err(AuthError::InvalidCredentials);
         }
         let account_key = email.trim().to_ascii_lowercase();
+        let metrics = keygraph_kernel::metrics::Metrics::of(SERVICE);
         let attempt = self
             .throttle
             .begin(&account_key, meta.client_addr)
             .await
-            .map_err(|refused| match refused {
-                Refused::Wait(secs) => AuthError::Throttled(secs),
-                Refused::Unavailable => AuthError::ThrottleUnavailable,
+            .map_err(|refused| {
+                metrics.sign_in("throttled");
+                metrics.throttled("sign_in");
+                match refused {
+                    Refused::Wait(secs) => AuthError::Throttled(secs),
+                    Refused::Unavailable => AuthError::ThrottleUnavailable,
+                }
             })?;
         let check: CredentialCheck = self
             .identity
@@ -222,12 +230,14 @@ impl Auth {
             (true, Some(account)) if account.status == "active" => account,
             _ => {
                 attempt.finish(false).await;
+                metrics.sign_in("failed");
                 self.record_failed_login(meta, &account_key).await?;
                 return Err(AuthError::InvalidCredentials);
             }
         };
         if !account.email_verified && !self.settings.allow_unverified {
             attempt.finish(false).await;
+            metrics.sign_in("unverified");
             self.record_failed_login(meta, &account_key).await?;
             return Err(AuthError::Unauthenticated(
                 "confirm your email address first: open the link we mailed you".into(),
@@ -266,6 +276,7 @@ impl Auth {
         )
         .await?;
         txn.commit().await?;
+        metrics.sign_in("succeeded");
         self.issue(account.id, session_id, grants, refresh).await
     }
 
@@ -379,6 +390,7 @@ impl Auth {
                 "this refresh token was just exchanged by another request; use the newest refresh token".into(),
             ));
         }
+        keygraph_kernel::metrics::Metrics::of(SERVICE).refresh_reuse_detected();
         let (_turn, txn) = begin_write(&self.db).await?;
         self.end_session(&txn, meta, session, "refresh token reuse", None)
             .await?;

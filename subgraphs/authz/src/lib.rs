@@ -95,7 +95,7 @@ pub async fn build_with(
         documents: Arc::new(
             graphql::Documents::new(schema::LIMITS).with_introspection(config.introspection()),
         ),
-        verifier: TokenVerifier::for_service(&config.tokens, internal_token)?,
+        verifier: TokenVerifier::for_service("authz", &config.tokens, internal_token)?,
         authz: authz.clone(),
         lookup,
     };

@@ -22,6 +22,7 @@ use axum::{
     response::{Html, IntoResponse},
     routing::get,
 };
+use keygraph_kernel::telemetry::InThisService as _;
 use keygraph_kernel::{
     config::Config,
     db::{DatabaseTarget, connect_and_migrate},
@@ -48,7 +49,7 @@ pub struct IdentityService {
 impl IdentityService {
     /// Starts the background workers; they stop with `shutdown`.
     pub fn spawn_workers(&self, shutdown: Shutdown) {
-        tokio::spawn(self.handover.clone().run(shutdown));
+        tokio::spawn(self.handover.clone().run(shutdown).in_this_service());
     }
 }
 
@@ -100,7 +101,7 @@ pub async fn build(
             );
         }
     }
-    let verifier = TokenVerifier::for_service(&config.tokens, internal_token)?;
+    let verifier = TokenVerifier::for_service("identity", &config.tokens, internal_token)?;
     let router = Router::new()
         .route(
             "/graphql",

@@ -1,7 +1,7 @@
 //! Passwords: the acceptance policy (length and common-password check, no composition rules)
 //! and argon2id hashing on a bounded number of blocking threads.
 
-use std::{cell::RefCell, sync::Arc};
+use std::{cell::RefCell, sync::Arc, time::Instant};
 
 use argon2::{
     Algorithm, Argon2, Block, Params, PasswordHash, PasswordHasher as _, Version,
@@ -9,6 +9,7 @@ use argon2::{
 };
 use keygraph_kernel::config::PasswordConfig;
 use tokio::sync::{OnceCell, Semaphore};
+use tracing::Instrument as _;
 
 /// What a password must satisfy.
 #[derive(Debug, Clone)]
@@ -247,27 +248,49 @@ impl PasswordHasher {
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
     }
 
-    /// Runs CPU-heavy password work (hashing, strength estimation) on the hashing pool.
+    /// Runs CPU-heavy password work (hashing, strength estimation) on the hashing pool. Its
+    /// wait for a thread and its work there are spans (and histograms) of their own.
     pub async fn run_blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashingError> {
+        let metrics = hashing_metrics();
+        let queued_at = Instant::now();
+        let waiting = tracing::info_span!("password queue");
+        metrics.queued.inc();
+        let _leaves_queue = QueueSlot(&metrics.queued);
         let _permit = self
             .permits
             .acquire()
+            .instrument(waiting.clone())
             .await
             .map_err(|e| HashingError(e.to_string()))?;
+        let (started, on_thread) = tokio::sync::oneshot::channel();
         let (done, result) = tokio::sync::oneshot::channel();
         self.pool
             .jobs
             .send(Box::new(move || {
+                let _ = started.send(Instant::now());
                 // The caller may have gone away; then nobody needs the result.
                 let _ = done.send(work());
             }))
             .map_err(|_| HashingError("the hashing pool has stopped".into()))?;
-        result
+        let started_at = on_thread
+            .instrument(waiting)
             .await
-            .map_err(|_| HashingError("a hashing job failed".into()))
+            .unwrap_or_else(|_| Instant::now());
+        drop(_leaves_queue);
+        metrics.wait.observe(
+            started_at
+                .saturating_duration_since(queued_at)
+                .as_secs_f64(),
+        );
+        let outcome = result
+            .instrument(tracing::info_span!("password hash"))
+            .await
+            .map_err(|_| HashingError("a hashing job failed".into()));
+        metrics.work.observe(started_at.elapsed().as_secs_f64());
+        outcome
     }
 
     /// A PHC string (`$argon2id$v=19$m=…,t=…,p=1$salt$hash`).
@@ -319,6 +342,50 @@ impl PasswordHasher {
             .await?
             .clone();
         self.verify(password, decoy).await.map(|_| ())
+    }
+}
+
+/// The hashing pool's series (identity's): jobs waiting, their wait and their work.
+struct HashingMetrics {
+    queued: prometheus_client::metrics::gauge::Gauge,
+    wait: prometheus_client::metrics::histogram::Histogram,
+    work: prometheus_client::metrics::histogram::Histogram,
+}
+
+fn hashing_metrics() -> &'static HashingMetrics {
+    static METRICS: std::sync::OnceLock<HashingMetrics> = std::sync::OnceLock::new();
+    METRICS.get_or_init(|| {
+        let metrics = HashingMetrics {
+            queued: Default::default(),
+            wait: keygraph_kernel::metrics::latency_histogram(),
+            work: keygraph_kernel::metrics::latency_histogram(),
+        };
+        let service = keygraph_kernel::metrics::Metrics::of("identity");
+        service.register(
+            "keygraph_password_queue_depth",
+            "Password jobs (hashes, checks) waiting for a hashing thread.",
+            metrics.queued.clone(),
+        );
+        service.register(
+            "keygraph_password_queue_wait_seconds",
+            "Time a password job waited for a hashing thread.",
+            metrics.wait.clone(),
+        );
+        service.register(
+            "keygraph_password_hash_seconds",
+            "Time a password job took on its hashing thread.",
+            metrics.work.clone(),
+        );
+        metrics
+    })
+}
+
+/// Takes a job off the queue gauge when it leaves the queue, however it leaves.
+struct QueueSlot<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -4,6 +4,7 @@
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
+use keygraph_kernel::telemetry::InThisService as _;
 use keygraph_kernel::{
     ApiError, ErrorCode,
     config::{Config, IdentityLinks},
@@ -22,6 +23,7 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait as _, Func, LikeExpr},
 };
 use serde_json::json;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::{
@@ -423,11 +425,16 @@ impl Identity {
         Fut: std::future::Future<Output = IdentityResult<()>> + Send + 'static,
     {
         let this = self.clone();
-        tokio::spawn(async move {
-            if let Err(err) = work(this).await {
-                tracing::error!(error = %err, "{what} failed after it was answered");
+        // Still part of the request's trace, though the request has its answer.
+        tokio::spawn(
+            async move {
+                if let Err(err) = work(this).await {
+                    tracing::error!(error = %err, "{what} failed after it was answered");
+                }
             }
-        });
+            .in_current_span()
+            .in_this_service(),
+        );
     }
 
     /// Sets a new password with a reset token. The token is spent; the mailed link also
@@ -500,7 +507,9 @@ impl Identity {
             .password_throttle
             .begin(&user_id.to_string(), meta.client_addr)
             .await
-            .map_err(|refused| match refused {
+            .inspect_err(|_| {
+                keygraph_kernel::metrics::Metrics::of("identity").throttled("change_password");
+            })            .map_err(|refused| match refused {
                 Refused::Wait(secs) => IdentityError::RateLimited(secs),
                 Refused::Unavailable => IdentityError::Unavailable(
                     "password checks are unavailable for a moment (the shared throttle does not answer); retry shortly".into(),
@@ -992,11 +1001,15 @@ impl Identity {
     /// and a slow relay must not hold the request.
     fn send_in_background(&self, mail: OutgoingMail) {
         let mailer = self.mailer.clone();
-        tokio::spawn(async move {
-            if let Err(err) = mailer.send(&mail).await {
-                tracing::error!(to = %mail.to, subject = %mail.subject, error = %err, "mail delivery failed");
+        tokio::spawn(
+            async move {
+                if let Err(err) = mailer.send(&mail).await {
+                    tracing::error!(to = %mail.to, subject = %mail.subject, error = %err, "mail delivery failed");
+                }
             }
-        });
+            .in_current_span()
+            .in_this_service(),
+        );
     }
 }
 

@@ -145,8 +145,13 @@ impl Stack {
                 let readiness = http::database_readiness(db);
                 let addresses = http::ClientAddresses::for_subgraph(&config.http, INTERNAL_TOKEN)
                     .expect("addresses");
-                let layered =
-                    http::with_standard_layers(router.clone(), &config.http, addresses, readiness);
+                let layered = http::with_standard_layers(
+                    "auth",
+                    router.clone(),
+                    &config.http,
+                    addresses,
+                    readiness,
+                );
                 local.register(internal[service], layered);
             }
         };
