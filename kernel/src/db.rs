@@ -90,7 +90,7 @@ async fn connect(target: &DatabaseTarget<'_>) -> Result<DatabaseConnection, DbEr
     let redacted = redact_url(&url);
     let deadline = Instant::now() + Duration::from_secs(target.pool.startup_wait_secs);
     let mut delay = Duration::from_millis(250);
-    let db = loop {
+    let mut db = loop {
         match Database::connect(options.clone()).await {
             Ok(db) => break db,
             Err(source) => {
@@ -143,7 +143,6 @@ async fn connect(target: &DatabaseTarget<'_>) -> Result<DatabaseConnection, DbEr
         }
     }
     tracing::info!(service = target.service, url = %redacted, "database connected");
-    let mut db = db;
     observe_statements(&mut db, target.service);
     Ok(db)
 }
@@ -185,8 +184,7 @@ pub fn statement_shape(sql: &str) -> (&'static str, Option<&str>) {
         "UPDATE" => return (operation, words.next().map(table_name)),
         _ => return (operation, None),
     };
-    let table = sql
-        .split_ascii_whitespace()
+    let table = words
         .skip_while(|word| !word.eq_ignore_ascii_case(after))
         .nth(1)
         // `FROM (SELECT ...)`: a subquery, no table.

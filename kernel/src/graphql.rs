@@ -65,7 +65,6 @@ where
 {
     Schema::build(query, mutation, EmptySubscription)
         .enable_federation()
-        .extension(RootFieldSpans)
         .finish()
         .sdl_with_options(SDLExportOptions::new().federation())
 }
@@ -299,10 +298,7 @@ where
     };
     let span = tracing::info_span!(
         "graphql execute",
-        otel.name = %match &request.operation_name {
-            Some(name) => format!("{kind} {name}"),
-            None => kind.to_owned(),
-        },
+        otel.name = crate::telemetry::operation_span_name(kind, request.operation_name.as_deref()),
         graphql.operation.type = kind,
         graphql.operation.name = request.operation_name.as_deref(),
     );
@@ -314,11 +310,10 @@ where
     crate::metrics::Metrics::of(service).graphql_operation(
         kind,
         response.errors.iter().map(|error| {
-            let code = error.extensions.as_ref().and_then(|e| e.get("code"));
-            match code {
-                Some(async_graphql::Value::String(code)) => code.as_str(),
-                Some(async_graphql::Value::Enum(code)) => code.as_str(),
-                _ => "NONE",
+            match error.extensions.as_ref().and_then(|e| e.get("code")) {
+                Some(async_graphql::Value::String(code)) => Some(code.as_str()),
+                Some(async_graphql::Value::Enum(code)) => Some(code.as_str()),
+                _ => None,
             }
         }),
     );

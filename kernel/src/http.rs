@@ -360,11 +360,11 @@ async fn traced_request(context: Arc<Context>, mut request: Request, next: Next)
         .map_or("unmatched", |matched| matched.as_str())
         .to_owned();
     let mut response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
     context
         .metrics
-        .http_request(&route, response.status().as_u16(), started.elapsed());
+        .http_request(&route, status, started.elapsed());
     span.in_scope(|| {
-        let status = response.status().as_u16();
         span.record("status", status);
         if status >= 500 {
             span.record("otel.status_code", "ERROR");

@@ -258,18 +258,19 @@ impl Metrics {
     }
 
     /// One GraphQL operation executed, and the codes of the errors it answered with.
-    pub fn graphql_operation<'a>(&self, kind: &str, error_codes: impl Iterator<Item = &'a str>) {
+    /// `error_codes`: each error's `extensions.code`, `None` when it has none; they are
+    /// counted under [`code_label`].
+    pub fn graphql_operation<'a>(
+        &self,
+        kind: &str,
+        error_codes: impl Iterator<Item = Option<&'a str>>,
+    ) {
         self.graphql_operations
             .get_or_create(&vec![("kind", kind.to_owned())])
             .inc();
-        self.graphql_errors_by_code(error_codes);
-    }
-
-    /// Errors by their `extensions.code` (`NONE` when they have none).
-    pub fn graphql_errors_by_code<'a>(&self, codes: impl Iterator<Item = &'a str>) {
-        for code in codes {
+        for code in error_codes {
             self.graphql_errors
-                .get_or_create(&vec![("code", code.to_owned())])
+                .get_or_create(&vec![("code", code_label(code))])
                 .inc();
         }
     }
@@ -432,7 +433,7 @@ mod tests {
         let metrics = Metrics::of("metrics-unit-test");
         metrics.http_request("/graphql", 200, Duration::from_millis(3));
         metrics.http_request("/graphql", 503, Duration::from_millis(3));
-        metrics.graphql_operation("query", ["UNAUTHENTICATED"].into_iter());
+        metrics.graphql_operation("query", [Some("UNAUTHENTICATED")].into_iter());
         metrics.statement("SELECT", "users", Duration::from_millis(1), false);
         let text = metrics.render();
         for expected in [

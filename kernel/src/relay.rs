@@ -179,10 +179,7 @@ impl Relay {
 
     /// The backlog and the counters.
     pub async fn status(&self) -> Result<RelayStatus, DbErr> {
-        let pending = outbox::Entity::find()
-            .filter(outbox::Column::DeliveredAt.is_null())
-            .count(&self.db)
-            .await?;
+        let pending = undelivered().count(&self.db).await?;
         let stats = &self.stats;
         Ok(RelayStatus {
             pending,
@@ -300,9 +297,8 @@ impl Relay {
 
     /// Sets the backlog gauges: how many events wait, and how old the oldest is.
     async fn measure_backlog(&self) -> Result<(), DbErr> {
-        let waiting = outbox::Entity::find().filter(outbox::Column::DeliveredAt.is_null());
-        let backlog = waiting.clone().count(&self.db).await?;
-        let oldest = waiting
+        let backlog = undelivered().count(&self.db).await?;
+        let oldest = undelivered()
             .order_by_asc(outbox::Column::OccurredAt)
             .one(&self.db)
             .await?
@@ -336,8 +332,7 @@ impl Relay {
     }
 
     async fn pending<C: ConnectionTrait>(&self, db: &C) -> Result<Vec<outbox::Model>, DbErr> {
-        outbox::Entity::find()
-            .filter(outbox::Column::DeliveredAt.is_null())
+        undelivered()
             .order_by_asc(outbox::Column::OccurredAt)
             .order_by_asc(outbox::Column::Id)
             .limit(u64::from(self.settings.batch_size))
@@ -472,6 +467,11 @@ pub fn start(
     );
     tokio::spawn(relay.run(shutdown).in_this_service());
     Ok(router.merge(routes))
+}
+
+/// The outbox's events audit has not confirmed yet.
+fn undelivered() -> sea_orm::Select<outbox::Entity> {
+    outbox::Entity::find().filter(outbox::Column::DeliveredAt.is_null())
 }
 
 /// How often the relay measures its backlog for the metrics.

@@ -66,6 +66,9 @@ struct Traces {
     /// The process's tokio runtime: the OTLP exporters run on it.
     runtime: tokio::runtime::Handle,
     tracers: std::sync::RwLock<HashMap<&'static str, SdkTracer>>,
+    /// For work outside any service (and a service whose exporter could not be made): made
+    /// at [`init`], so a bad exporter setting fails start-up.
+    process_tracer: SdkTracer,
     providers: Mutex<Vec<SdkTracerProvider>>,
 }
 
@@ -81,12 +84,7 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> Result<(), ConfigEr
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let traces = match (&telemetry.endpoint, tokio::runtime::Handle::try_current()) {
-        (Some(_), Ok(runtime)) => Some(Traces {
-            config: telemetry.clone(),
-            runtime,
-            tracers: std::sync::RwLock::default(),
-            providers: Mutex::default(),
-        }),
+        (Some(_), Ok(runtime)) => Some(Traces::new(telemetry, runtime)?),
         (Some(_), Err(_)) => {
             return Err(ConfigError::Invalid {
                 path: "telemetry.endpoint".into(),
@@ -202,49 +200,62 @@ impl opentelemetry::trace::Tracer for ServiceTracer {
         builder: opentelemetry::trace::SpanBuilder,
         parent_cx: &Context,
     ) -> Self::Span {
-        let service = current_service().unwrap_or("keygraph");
-        match INSTALLED
-            .get()
-            .and_then(|i| i.traces.as_ref())
-            .and_then(|traces| traces.tracer(service))
-        {
-            Some(tracer) => tracer.build_with_context(builder, parent_cx),
-            None => opentelemetry_sdk::trace::SdkTracerProvider::default()
-                .tracer("keygraph")
+        match INSTALLED.get().and_then(|i| i.traces.as_ref()) {
+            Some(traces) => traces
+                .tracer(current_service())
+                .build_with_context(builder, parent_cx),
+            // Unreachable: the layer exists only when traces are on. A span nobody exports.
+            None => SdkTracerProvider::default()
+                .tracer(PROCESS)
                 .build_with_context(builder, parent_cx),
         }
     }
 }
 
+/// The `service.name` of spans started outside any service.
+const PROCESS: &str = "keygraph";
+
 impl Traces {
-    /// `service`'s tracer, made (with its exporter) the first time.
-    fn tracer(&self, service: &'static str) -> Option<SdkTracer> {
+    fn new(config: &TelemetryConfig, runtime: tokio::runtime::Handle) -> Result<Self, ConfigError> {
+        let mut traces = Self {
+            config: config.clone(),
+            runtime,
+            tracers: std::sync::RwLock::default(),
+            process_tracer: SdkTracerProvider::default().tracer(PROCESS),
+            providers: Mutex::default(),
+        };
+        traces.process_tracer = traces.provider(PROCESS)?.tracer(PROCESS);
+        Ok(traces)
+    }
+
+    /// `service`'s tracer, made (with its exporter) the first time; the process's outside
+    /// any service, or when the service's exporter cannot be made (said once).
+    fn tracer(&self, service: Option<&'static str>) -> SdkTracer {
+        let Some(service) = service else {
+            return self.process_tracer.clone();
+        };
         if let Some(tracer) = self
             .tracers
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(service)
         {
-            return Some(tracer.clone());
+            return tracer.clone();
         }
         let mut tracers = self
             .tracers
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(tracer) = tracers.get(service) {
-            return Some(tracer.clone());
-        }
-        match self.provider(service) {
-            Ok(provider) => {
-                let tracer = provider.tracer("keygraph");
-                tracers.insert(service, tracer.clone());
-                Some(tracer)
-            }
-            Err(err) => {
-                eprintln!("traces of {service} are off: {err}");
-                None
-            }
-        }
+        tracers
+            .entry(service)
+            .or_insert_with(|| match self.provider(service) {
+                Ok(provider) => provider.tracer(PROCESS),
+                Err(err) => {
+                    eprintln!("traces of {service} go out as {PROCESS}'s: {err}");
+                    self.process_tracer.clone()
+                }
+            })
+            .clone()
     }
 
     /// A tracer provider exporting as `service`, kept so [`shutdown`] can flush it.
@@ -345,14 +356,23 @@ pub trait InThisService: Future + Sized {
 
 impl<F: Future> InThisService for F {}
 
+/// The name of an operation's span, as OpenTelemetry's GraphQL conventions have it:
+/// `query Me`, or just `mutation` for an anonymous one.
+pub fn operation_span_name(kind: &str, name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("{kind} {name}"),
+        None => kind.to_owned(),
+    }
+}
+
 /// Whether spans are exported at all.
 pub fn traces_enabled() -> bool {
     INSTALLED.get().is_some_and(|i| i.traces.is_some())
 }
 
-/// The trace context a request arrived in (its `traceparent`), to make its span a child.
-pub fn extract_parent(headers: &HeaderMap) -> Context {
-    TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers))
+/// The OpenTelemetry identity (trace and span id) of `span`.
+fn span_context(span: &tracing::Span) -> opentelemetry::trace::SpanContext {
+    span.context().span().span_context().clone()
 }
 
 /// Makes `span` a child of the trace the request `headers` carry, when traces are on, and
@@ -366,13 +386,12 @@ pub fn join_trace(span: &tracing::Span, headers: &HeaderMap) -> Option<String> {
             .and_then(crate::http::trace_id_of)
             .map(str::to_owned);
     }
+    let parent =
+        TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers));
     // Err: the span is disabled (filtered out); it then has no trace to join.
-    let _ = span.set_parent(extract_parent(headers));
-    let context = span.context();
-    let span_context = context.span().span_context().clone();
-    span_context
-        .is_valid()
-        .then(|| span_context.trace_id().to_string())
+    let _ = span.set_parent(parent);
+    let joined = span_context(span);
+    joined.is_valid().then(|| joined.trace_id().to_string())
 }
 
 /// The `traceparent` that continues the trace of `span` in a call it makes, when traces are
@@ -381,14 +400,13 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
     if !traces_enabled() {
         return None;
     }
-    let context = span.context();
-    let span_context = context.span().span_context().clone();
-    span_context.is_valid().then(|| {
+    let current = span_context(span);
+    current.is_valid().then(|| {
         format!(
             "00-{}-{}-{:02x}",
-            span_context.trace_id(),
-            span_context.span_id(),
-            span_context.trace_flags().to_u8()
+            current.trace_id(),
+            current.span_id(),
+            current.trace_flags().to_u8()
         )
     })
 }
@@ -508,10 +526,10 @@ impl tracing::field::Visit for FieldWriter<'_> {
         }
         let separator = if self.first { "" } else { " " };
         self.first = false;
-        self.result = if field.name() == "message" {
+        self.result = if name == "message" {
             write!(self.writer, "{separator}{value:?}")
         } else {
-            write!(self.writer, "{separator}{}={value:?}", field.name())
+            write!(self.writer, "{separator}{name}={value:?}")
         };
     }
 }

@@ -192,7 +192,7 @@ struct VerifierInner {
     /// signed-out session's token it would have refused before.
     revocations_ready: watch::Sender<bool>,
     /// When the list of ended sessions was last replaced.
-    revocations_loaded: SyncRwLock<Option<std::time::Instant>>,
+    revocations_loaded: SyncRwLock<Option<Instant>>,
 }
 
 struct JwksSource {
@@ -381,7 +381,7 @@ impl TokenVerifier {
             .inner
             .revocations_loaded
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::time::Instant::now());
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
         self.inner.revocations_ready.send_replace(true);
     }
 

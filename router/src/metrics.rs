@@ -90,10 +90,10 @@ impl Metrics {
 
     /// An operation of `kind` answered with errors of these codes (subgraph and router
     /// errors alike).
-    pub fn record_operation(&self, kind: &str, codes: &[String]) {
+    pub fn record_operation(&self, kind: &str, codes: &[Option<String>]) {
         self.graphql_errors.inc_by(codes.len() as u64);
         self.service
-            .graphql_operation(kind, codes.iter().map(String::as_str));
+            .graphql_operation(kind, codes.iter().map(Option::as_deref));
     }
 
     /// One request to a subgraph: it answered with a GraphQL response, or it did not.
@@ -127,15 +127,13 @@ impl Metrics {
     }
 }
 
-/// The `extensions.code` of an error for the metrics: a known-looking code, `OTHER` for
-/// anything else (labels stay few), `NONE` when it has none.
-pub fn error_code(error: &serde_json::Value) -> String {
-    keygraph_kernel::metrics::code_label(
-        error
-            .get("extensions")
-            .and_then(|e| e.get("code"))
-            .and_then(|c| c.as_str()),
-    )
+/// The `extensions.code` of an error, if it has one.
+pub fn error_code(error: &serde_json::Value) -> Option<String> {
+    error
+        .get("extensions")
+        .and_then(|e| e.get("code"))
+        .and_then(|c| c.as_str())
+        .map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -149,7 +147,7 @@ mod tests {
         metrics.record_request(400, Duration::from_millis(300));
         metrics.record_subgraph("products", true);
         metrics.record_subgraph("products", false);
-        metrics.record_operation("query", &["UNAUTHENTICATED".into()]);
+        metrics.record_operation("query", &[Some("UNAUTHENTICATED".into())]);
         let text = metrics.render(2, true, false, 3);
         for expected in [
             r#"keygraph_router_requests_total{service="router-unit-test",status="2xx"} 1"#,
@@ -168,7 +166,8 @@ mod tests {
 
     #[test]
     fn error_codes_stay_a_small_set() {
-        let code = |v: serde_json::Value| error_code(&v);
+        let code =
+            |v: serde_json::Value| keygraph_kernel::metrics::code_label(error_code(&v).as_deref());
         assert_eq!(
             code(serde_json::json!({ "extensions": { "code": "FORBIDDEN" } })),
             "FORBIDDEN"

@@ -564,10 +564,10 @@ async fn execute_in_span(
     span.record("graphql.operation.type", kind.as_str());
     span.record(
         "otel.name",
-        match &request.operation_name {
-            Some(name) => format!("{} {name}", kind.as_str()),
-            None => kind.as_str().to_owned(),
-        },
+        keygraph_kernel::telemetry::operation_span_name(
+            kind.as_str(),
+            request.operation_name.as_deref(),
+        ),
     );
     if over_get && kind == OperationKind::Mutation {
         let mut response = Refusal::new(
@@ -865,12 +865,12 @@ struct Answered {
     content_type: &'static str,
     body: Bytes,
     /// The `extensions.code` of each error, for the metrics.
-    error_codes: Arc<[String]>,
+    error_codes: Arc<[Option<String>]>,
 }
 
 impl Answered {
     fn new(graphql_response: bool, answer: Answer) -> Answered {
-        let codes = |errors: &[Json]| -> Arc<[String]> {
+        let codes = |errors: &[Json]| -> Arc<[Option<String>]> {
             errors.iter().map(crate::metrics::error_code).collect()
         };
         let (status, error_codes, body) = match answer {

@@ -258,7 +258,7 @@ impl PasswordHasher {
         let queued_at = Instant::now();
         let waiting = tracing::info_span!("password queue");
         metrics.queued.inc();
-        let _leaves_queue = QueueSlot(&metrics.queued);
+        let leaves_queue = QueueSlot(&metrics.queued);
         let _permit = self
             .permits
             .acquire()
@@ -279,7 +279,7 @@ impl PasswordHasher {
             .instrument(waiting)
             .await
             .unwrap_or_else(|_| Instant::now());
-        drop(_leaves_queue);
+        drop(leaves_queue);
         metrics.wait.observe(
             started_at
                 .saturating_duration_since(queued_at)
