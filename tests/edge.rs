@@ -12,11 +12,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use harness::{ADMIN_PASSWORD, Stack, Topology, client_from, data, free_port, gql_with, spawn};
+use harness::{
+    ADMIN_EMAIL, ADMIN_PASSWORD, Stack, Topology, client_from, data, free_port, gql_with, spawn,
+};
 use keygraph_kernel::testing::Backend;
 use serde_json::{Value, json};
 
-const ADMIN_EMAIL: &str = "admin@keygraph.localhost";
 const LOGIN: &str =
     "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken } }";
 

@@ -13,8 +13,7 @@ use keygraph_kernel::testing::{Backend, jwt_claims as claims, link_token};
 use serde_json::json;
 
 const PASSWORD: &str = "correct horse battery staple 9";
-const ADMIN_EMAIL: &str = "admin@keygraph.localhost";
-use harness::ADMIN_PASSWORD;
+use harness::{ADMIN_EMAIL, ADMIN_PASSWORD};
 
 async fn register_verify_login_and_logout(backend: Backend, topology: Topology) {
     let Some(mut stack) = Stack::start(backend, topology).await else {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::{Router, body::Bytes, extract::State, http::StatusCode, routing::post};
-use harness::{ADMIN_PASSWORD, Stack, Topology, data};
+use harness::{ADMIN_EMAIL, ADMIN_PASSWORD, Stack, Topology, data};
 use keygraph_kernel::testing::Backend;
 use opentelemetry_proto::tonic::{
     collector::trace::v1::ExportTraceServiceRequest, common::v1::any_value, trace::v1::Span,
@@ -21,7 +21,6 @@ use opentelemetry_proto::tonic::{
 use prost::Message as _;
 use serde_json::json;
 
-const ADMIN_EMAIL: &str = "admin@keygraph.localhost";
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 const CALLER_SPAN: &str = "b7ad6b7169203331";
 
@@ -111,21 +110,7 @@ async fn one_request_is_one_trace(backend: Backend, topology: Topology) {
     else {
         return;
     };
-    let login = stack
-        .gql(
-            "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken refreshToken } }",
-            json!({ "e": ADMIN_EMAIL, "p": ADMIN_PASSWORD }),
-            None,
-        )
-        .await;
-    let access = data(&login)["login"]["accessToken"]
-        .as_str()
-        .expect("access")
-        .to_owned();
-    let refresh = data(&login)["login"]["refreshToken"]
-        .as_str()
-        .expect("refresh")
-        .to_owned();
+    let (access, refresh) = stack.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let me: serde_json::Value = reqwest::Client::new()
         .post(&stack.graphql)
         .bearer_auth(&access)

@@ -16,6 +16,8 @@ use crate::common;
 
 /// The first administrator's password in every stack.
 pub const ADMIN_PASSWORD: &str = "first admin's own passphrase 42";
+/// The first administrator `identity.first_admin` creates (config/default.yaml).
+pub const ADMIN_EMAIL: &str = "admin@keygraph.localhost";
 
 pub fn free_port() -> u16 {
     common::free_port().expect("a free port")
@@ -213,6 +215,22 @@ impl Stack {
 
     pub async fn gql(&self, query: &str, variables: Value, token: Option<&str>) -> Value {
         gql_with(&self.http, &self.graphql, query, variables, token).await
+    }
+
+    /// Signs in through the router: the access and refresh tokens.
+    pub async fn login(&self, email: &str, password: &str) -> (String, String) {
+        let answer = self
+            .gql(
+                "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken refreshToken } }",
+                json!({ "e": email, "p": password }),
+                None,
+            )
+            .await;
+        let login = &data(&answer)["login"];
+        (
+            login["accessToken"].as_str().expect("access").to_owned(),
+            login["refreshToken"].as_str().expect("refresh").to_owned(),
+        )
     }
 
     pub async fn mail_to(&self, address: &str) -> String {
