@@ -9,27 +9,15 @@ use std::collections::HashSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use harness::{ADMIN_PASSWORD, Stack, Topology, data};
+use harness::{ADMIN_EMAIL, ADMIN_PASSWORD, Stack, Topology, data};
 use keygraph_kernel::testing::{Backend, link_token};
 use sea_orm::{ConnectOptions, ConnectionTrait as _, Database, DatabaseConnection, Statement};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple 9";
-const ADMIN_EMAIL: &str = "admin@keygraph.localhost";
 const LOGIN: &str = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken refreshToken } }";
 const EVENTS: &str = "query($f: AuditEventFilter, $n: Int, $a: String) { auditEvents(first: $n, after: $a, filter: $f) { totalCount pageInfo { hasNextPage endCursor } edges { node { id sequence service action actor { id } targetType targetId outcome occurredAt metadata clientAddress } } } }";
 const VERIFY: &str = "query($from: Int, $to: Int) { verifyAuditLog(from: $from, to: $to) { valid from to eventsChecked checkpointsChecked signedThrough firstBreak { sequence eventId kind message } } }";
-
-async fn login(stack: &Stack, email: &str, password: &str) -> (String, String) {
-    let answer = stack
-        .gql(LOGIN, json!({ "e": email, "p": password }), None)
-        .await;
-    let login = &data(&answer)["login"];
-    (
-        login["accessToken"].as_str().expect("access").to_owned(),
-        login["refreshToken"].as_str().expect("refresh").to_owned(),
-    )
-}
 
 /// Registers and verifies `email`; its user id.
 async fn register(stack: &Stack, email: &str) -> String {
@@ -162,7 +150,7 @@ async fn the_journey_is_in_the_log(backend: Backend) {
     };
     let email = "ada@example.com";
     let user = register(&stack, email).await;
-    let (access, refresh) = login(&stack, email, PASSWORD).await;
+    let (_, refresh) = stack.login(email, PASSWORD).await;
     let failed = stack
         .gql(
             LOGIN,
@@ -171,7 +159,7 @@ async fn the_journey_is_in_the_log(backend: Backend) {
         )
         .await;
     assert!(failed["errors"].is_array(), "{failed}");
-    let (admin, _) = login(&stack, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let (admin, _) = stack.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let admin_id = data(&stack.gql("{ me { id } }", json!({}), Some(&admin)).await)["me"]["id"]
         .as_str()
         .expect("admin id")
@@ -212,7 +200,7 @@ async fn the_journey_is_in_the_log(backend: Backend) {
         )
         .await;
     assert!(reused["errors"].is_array(), "{reused}");
-    let (again, _) = login(&stack, email, PASSWORD).await;
+    let (again, _) = stack.login(email, PASSWORD).await;
     let out = stack
         .gql("mutation { logout }", json!({}), Some(&again))
         .await;
@@ -305,7 +293,11 @@ async fn the_journey_is_in_the_log(backend: Backend) {
     .await;
     assert!(about_user.iter().all(|e| e["targetId"] == user.as_str()));
 
-    // What the user did, on the federated User: their own "recent activity".
+    // What the user did, on the federated User: their own "recent activity". The journey's
+    // first session ended when its refresh token came back (the theft above), and every
+    // service refuses its access token once it has polled the list of ended sessions: a
+    // fresh sign-in reads on.
+    let (access, _) = stack.login(email, PASSWORD).await;
     let mine = stack
         .gql(
             "{ me { email auditEvents(first: 50) { totalCount edges { node { action actor { id email } } } } } }",
@@ -425,7 +417,7 @@ async fn events_survive_an_audit_outage(backend: Backend) {
     else {
         return;
     };
-    let (admin, _) = login(&stack, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let (admin, _) = stack.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     // The first administrator's creation and role, and their sign-in.
     let before = all_events(&stack, &admin, json!({}), 3).await.len();
     stack.kill("audit");
@@ -534,7 +526,7 @@ async fn a_batch_sent_again_is_stored_once(backend: Backend) {
     let Some(stack) = Stack::start(backend, Topology::Embedded).await else {
         return;
     };
-    let (admin, _) = login(&stack, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let (admin, _) = stack.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     register(&stack, "lin@example.com").await;
     let identity = service_db(&stack, "identity").await;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -603,7 +595,7 @@ async fn tampering_is_found_where_it_happened(backend: Backend) {
     let Some(stack) = Stack::start(backend, Topology::Embedded).await else {
         return;
     };
-    let (admin, _) = login(&stack, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let (admin, _) = stack.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     for i in 0..8 {
         let created = stack
             .gql(
