@@ -111,87 +111,87 @@ impl Metrics {
         };
         registry.register(
             "keygraph_http_requests",
-            "HTTP requests answered, by route and status class.",
+            "HTTP requests answered, by route and status class",
             metrics.http_requests.clone(),
         );
         registry.register(
             "keygraph_http_request_duration_seconds",
-            "Time to answer an HTTP request, by route and status class.",
+            "Time to answer an HTTP request, by route and status class",
             metrics.http_duration.clone(),
         );
         registry.register(
             "keygraph_graphql_operations",
-            "GraphQL operations executed, by kind.",
+            "GraphQL operations executed, by kind",
             metrics.graphql_operations.clone(),
         );
         registry.register(
             "keygraph_graphql_errors",
-            "Errors in GraphQL responses, by extensions.code.",
+            "Errors in GraphQL responses, by extensions.code",
             metrics.graphql_errors.clone(),
         );
         registry.register(
             "keygraph_db_statement_duration_seconds",
-            "Time a database statement took, by kind and table.",
+            "Time a database statement took, by kind and table",
             metrics.db_statements.clone(),
         );
         registry.register(
             "keygraph_db_statement_errors",
-            "Database statements that failed, by kind and table.",
+            "Database statements that failed, by kind and table",
             metrics.db_statement_errors.clone(),
         );
         registry.register(
             "keygraph_db_pool_connections",
-            "Connections of the database pool, by state (idle, in_use).",
+            "Connections of the database pool, by state (idle, in_use)",
             metrics.db_connections.clone(),
         );
         registry.register(
             "keygraph_db_pool_max_connections",
-            "The most connections the database pool opens.",
+            "The most connections the database pool opens",
             metrics.db_max_connections.clone(),
         );
         registry.register(
             "keygraph_outbox_backlog_events",
-            "Audit events in the outbox not yet delivered to audit.",
+            "Audit events in the outbox not yet delivered to audit",
             metrics.outbox_backlog.clone(),
         );
         registry.register(
             "keygraph_outbox_oldest_event_age_seconds",
-            "Age of the oldest undelivered outbox event (0 when none waits).",
+            "Age of the oldest undelivered outbox event (0 when none waits)",
             metrics.outbox_oldest.clone(),
         );
         registry.register(
             "keygraph_outbox_relay_lag_seconds",
-            "Time from an event's commit to audit confirming it.",
+            "Time from an event's commit to audit confirming it",
             metrics.relay_lag.clone(),
         );
         registry.register(
             "keygraph_outbox_relay_failures",
-            "Batches audit did not confirm (it was down or refused them).",
+            "Batches audit did not confirm (it was down or refused them)",
             metrics.relay_failures.clone(),
         );
         registry.register(
             "keygraph_revocation_list_age_seconds",
-            "Seconds since the list of ended sessions was last loaded from auth.",
+            "Seconds since the list of ended sessions was last loaded from auth",
             metrics.revocations_age.clone(),
         );
         registry.register(
             "keygraph_sign_ins",
-            "Sign-in attempts, by outcome (succeeded, failed, unverified, throttled).",
+            "Sign-in attempts, by outcome (succeeded, failed, unverified, throttled)",
             metrics.sign_ins.clone(),
         );
         registry.register(
             "keygraph_throttled_attempts",
-            "Password attempts refused by the throttle before any check, by action.",
+            "Password attempts refused by the throttle before any check, by action",
             metrics.throttled.clone(),
         );
         registry.register(
             "keygraph_refresh_reuse_detected",
-            "Spent refresh tokens presented again (their sessions were ended).",
+            "Spent refresh tokens presented again (their sessions were ended)",
             metrics.refresh_reuse.clone(),
         );
         registry.register(
             "keygraph_build_info",
-            "Always 1; the version in its label.",
+            "Always 1; the version in its label",
             build_info(),
         );
         metrics.registry = Mutex::new(registry);
@@ -284,8 +284,11 @@ impl Metrics {
         self.db_statements
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
+        // The error series of every statement seen exists (at 0 until one fails), so an
+        // error rate divides by what ran.
+        let errors = self.db_statement_errors.get_or_create(&labels);
         if failed {
-            self.db_statement_errors.get_or_create(&labels).inc();
+            errors.inc();
         }
     }
 

@@ -43,37 +43,37 @@ impl Metrics {
         let service = &metrics.service;
         service.register(
             "keygraph_router_requests",
-            "GraphQL HTTP requests by status class.",
+            "GraphQL HTTP requests by status class",
             metrics.requests.clone(),
         );
         service.register(
             "keygraph_router_request_duration_seconds",
-            "Time to answer a GraphQL HTTP request.",
+            "Time to answer a GraphQL HTTP request",
             metrics.duration.clone(),
         );
         service.register(
             "keygraph_router_graphql_errors",
-            "Errors returned in GraphQL responses.",
+            "Errors returned in GraphQL responses",
             metrics.graphql_errors.clone(),
         );
         service.register(
             "keygraph_router_subgraph_requests",
-            "Requests to subgraphs by outcome.",
+            "Requests to subgraphs by outcome",
             metrics.subgraphs.clone(),
         );
         service.register(
             "keygraph_router_query_plans_cached",
-            "Query plans in the cache.",
+            "Query plans in the cache",
             metrics.plans_cached.clone(),
         );
         service.register(
             "keygraph_router_supergraph_ready",
-            "Whether a supergraph is being served.",
+            "Whether a supergraph is being served",
             metrics.supergraph_ready.clone(),
         );
         service.register(
             "keygraph_router_shared_counters_unavailable",
-            "Rate-limit decisions taken without Redis (it failed or was resting), as redis.when_unavailable says.",
+            "Rate-limit decisions taken without Redis (it failed or was resting), as redis.when_unavailable says",
             metrics.shared_counters_unavailable.clone(),
         );
         metrics

@@ -363,17 +363,17 @@ fn hashing_metrics() -> &'static HashingMetrics {
         let service = keygraph_kernel::metrics::Metrics::of("identity");
         service.register(
             "keygraph_password_queue_depth",
-            "Password jobs (hashes, checks) waiting for a hashing thread.",
+            "Password jobs (hashes, checks) waiting for a hashing thread",
             metrics.queued.clone(),
         );
         service.register(
             "keygraph_password_queue_wait_seconds",
-            "Time a password job waited for a hashing thread.",
+            "Time a password job waited for a hashing thread",
             metrics.wait.clone(),
         );
         service.register(
             "keygraph_password_hash_seconds",
-            "Time a password job took on its hashing thread.",
+            "Time a password job took on its hashing thread",
             metrics.work.clone(),
         );
         metrics
