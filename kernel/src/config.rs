@@ -671,6 +671,18 @@ impl Config {
             })
         };
         validate_http_url("telemetry.endpoint", telemetry.endpoint.as_deref())?;
+        if telemetry
+            .endpoint
+            .as_deref()
+            .is_some_and(|url| url.starts_with("https://"))
+        {
+            // Neither exporter is built with TLS: refused here rather than failing every
+            // export later.
+            return fail(
+                "telemetry.endpoint",
+                "spans are sent over plain http only: point it at a collector beside the service (e.g. http://127.0.0.1:4318) and let that one use TLS".into(),
+            );
+        }
         if !(0.0..=1.0).contains(&telemetry.sampling_ratio) {
             return fail(
                 "telemetry.sampling_ratio",
@@ -1069,6 +1081,56 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("`identity.lisen`"), "{text}");
         assert!(text.contains("listen"), "lists the known keys: {text}");
+    }
+
+    #[test]
+    fn telemetry_settings_are_checked() {
+        for (key, value, says) in [
+            (
+                "KEYGRAPH__TELEMETRY__ENDPOINT",
+                "collector:4318",
+                "not an http(s) URL",
+            ),
+            (
+                "KEYGRAPH__TELEMETRY__ENDPOINT",
+                "https://otlp.example.com",
+                "plain http only",
+            ),
+            (
+                "KEYGRAPH__TELEMETRY__SAMPLING_RATIO",
+                "1.5",
+                "between 0.0 and 1.0",
+            ),
+            (
+                "KEYGRAPH__TELEMETRY__PROTOCOL",
+                "http/json",
+                "telemetry.protocol",
+            ),
+            (
+                "KEYGRAPH__TELEMETRY__SERVICE_NAMES__AUTH",
+                " ",
+                "must not be empty",
+            ),
+            (
+                "KEYGRAPH__TELEMETRY__FILTER",
+                "info,[",
+                "not a valid filter",
+            ),
+        ] {
+            let err = Config::from_sources(None, env(&[(key, value)]))
+                .expect_err(&format!("{key}={value} is refused"));
+            assert!(err.to_string().contains(says), "{key}={value}: {err}");
+        }
+        let config = Config::from_sources(
+            None,
+            env(&[
+                ("KEYGRAPH__TELEMETRY__ENDPOINT", "http://127.0.0.1:4317"),
+                ("KEYGRAPH__TELEMETRY__PROTOCOL", "grpc"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(config.telemetry.protocol, OtlpProtocol::Grpc);
+        assert_eq!(config.telemetry.service_names.of("authz"), "keygraph-authz");
     }
 
     #[test]
