@@ -332,7 +332,7 @@ async fn traced_request(context: Arc<Context>, mut request: Request, next: Next)
             tracing::span!(
                 $level,
                 crate::telemetry::REQUEST_SPAN,
-                otel.name = %format!("{method} {path}"),
+                otel.name = tracing::field::Empty,
                 otel.kind = "server",
                 otel.status_code = tracing::field::Empty,
                 request_id = %request_id,
@@ -348,6 +348,9 @@ async fn traced_request(context: Arc<Context>, mut request: Request, next: Next)
     } else {
         request_span!(tracing::Level::INFO)
     };
+    if crate::telemetry::traces_enabled() {
+        span.record("otel.name", format!("{method} {path}"));
+    }
     if let Some(trace_id) = crate::telemetry::join_trace(&span, request.headers()) {
         span.record("trace_id", trace_id);
     }

@@ -128,7 +128,13 @@ impl Installed {
                 .boxed(),
             LogFormat::Text => logs.fmt_fields(WithoutOtelFields).boxed(),
         };
-        let logs = logs.with_filter(log_filter(&self.log_directives)?);
+        // Of the spans, log lines carry only the request's (its request_id and trace_id):
+        // the others are for the exporter alone, and cost nothing while traces are off.
+        let logs = logs.with_filter(log_filter(&self.log_directives)?.and(
+            tracing_subscriber::filter::filter_fn(|metadata| {
+                !metadata.is_span() || metadata.name() == REQUEST_SPAN
+            }),
+        ));
         let spans = match &self.traces {
             Some(traces) => {
                 let filter = EnvFilter::try_new(&traces.config.filter).map_err(|e| {
