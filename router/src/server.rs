@@ -562,13 +562,15 @@ async fn execute_in_span(
     // Documents that cannot run are limited as queries: refusing them costs a lookup.
     let kind = preparation.kind.unwrap_or(OperationKind::Query);
     span.record("graphql.operation.type", kind.as_str());
-    span.record(
-        "otel.name",
-        keygraph_kernel::telemetry::operation_span_name(
-            kind.as_str(),
-            request.operation_name.as_deref(),
-        ),
-    );
+    if keygraph_kernel::telemetry::traces_enabled() {
+        span.record(
+            "otel.name",
+            keygraph_kernel::telemetry::operation_span_name(
+                kind.as_str(),
+                request.operation_name.as_deref(),
+            ),
+        );
+    }
     if over_get && kind == OperationKind::Mutation {
         let mut response = Refusal::new(
             StatusCode::METHOD_NOT_ALLOWED,
