@@ -151,7 +151,6 @@ async fn connect(target: &DatabaseTarget<'_>) -> Result<DatabaseConnection, DbEr
 /// the service's metrics.
 fn observe_statements(db: &mut DatabaseConnection, service: &str) {
     let metrics = crate::metrics::Metrics::of(service);
-    metrics.watch_pool(db);
     db.set_metric_callback(move |info| {
         let (operation, table) = statement_shape(&info.statement.sql);
         if crate::telemetry::traces_enabled() {

@@ -201,9 +201,12 @@ pub async fn serve_with_database(
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
+    let metrics = crate::metrics::Metrics::of(service);
+    // The pool's gauges while the service serves.
+    let _pool_gauges = metrics.watch_pool(&db);
     let metrics = Router::new()
         .route("/metrics", get(metrics_page))
-        .with_state(crate::metrics::Metrics::of(service));
+        .with_state(metrics);
     let app = with_standard_layers(
         service,
         app.merge(metrics),

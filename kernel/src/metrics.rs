@@ -59,8 +59,8 @@ pub struct Metrics {
     sign_ins: Family<Labels, Counter>,
     throttled: Family<Labels, Counter>,
     refresh_reuse: Counter,
-    revocation_lists: Mutex<Vec<crate::token::TokenVerifier>>,
-    databases: Mutex<Vec<DatabaseConnection>>,
+    revocation_lists: Mutex<Vec<crate::token::RevocationsAge>>,
+    databases: Mutex<Vec<(u64, DatabaseConnection)>>,
     before_render: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
 }
 
@@ -217,13 +217,22 @@ impl Metrics {
     /// The OpenMetrics text of every series.
     pub fn render(&self) -> String {
         self.refresh_pools();
-        let ages = self
-            .revocation_lists
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .filter_map(crate::token::TokenVerifier::revocations_age)
-            .max();
+        let ages = {
+            let mut lists = self
+                .revocation_lists
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Verifiers that are gone (their service stopped) leave the list.
+            let mut ages = Vec::new();
+            lists.retain(|list| match list.get() {
+                Some(age) => {
+                    ages.extend(age);
+                    true
+                }
+                None => false,
+            });
+            ages.into_iter().max()
+        };
         if let Some(age) = ages {
             self.revocations_age.set(age.as_secs_f64());
         }
@@ -292,12 +301,18 @@ impl Metrics {
         }
     }
 
-    /// Watches `db`'s pool (size, idle) for the pool gauges.
-    pub fn watch_pool(&self, db: &DatabaseConnection) {
+    /// Watches `db`'s pool (size, idle) for the pool gauges while the returned guard lives.
+    pub fn watch_pool(self: &Arc<Self>, db: &DatabaseConnection) -> PoolWatch {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.databases
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(db.clone());
+            .push((id, db.clone()));
+        PoolWatch {
+            metrics: self.clone(),
+            id,
+        }
     }
 
     fn refresh_pools(&self) {
@@ -306,7 +321,7 @@ impl Metrics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (mut size, mut idle, mut max) = (0i64, 0i64, 0i64);
-        for db in databases.iter() {
+        for (_, db) in databases.iter() {
             let (s, i, m) = match db.get_database_backend() {
                 DbBackend::Postgres => {
                     let pool = db.get_postgres_connection_pool();
@@ -379,12 +394,29 @@ impl Metrics {
         self.refresh_reuse.inc();
     }
 
-    /// Reports the age of `verifier`'s list of ended sessions.
-    pub fn watch_revocations(&self, verifier: &crate::token::TokenVerifier) {
+    /// Reports the age of a verifier's list of ended sessions while the verifier lives.
+    pub fn watch_revocations(&self, list: crate::token::RevocationsAge) {
         self.revocation_lists
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(verifier.clone());
+            .push(list);
+    }
+}
+
+/// Keeps a database pool in its service's gauges until dropped (the service stopped):
+/// the metrics never keep a pool, and its connections, open.
+pub struct PoolWatch {
+    metrics: Arc<Metrics>,
+    id: u64,
+}
+
+impl Drop for PoolWatch {
+    fn drop(&mut self) {
+        self.metrics
+            .databases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|(id, _)| *id != self.id);
     }
 }
 
@@ -449,5 +481,31 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");
         }
+    }
+
+    /// A pool watched for the gauges is let go with its watch: the metrics never keep a
+    /// stopped service's connections open (they did, and test runs ran out of them).
+    #[tokio::test]
+    async fn a_watched_pool_is_let_go_with_its_watch() {
+        let metrics = Metrics::of("metrics-pool-test");
+        let db = sea_orm::Database::connect("sqlite::memory:")
+            .await
+            .expect("sqlite");
+        let watch = metrics.watch_pool(&db);
+        assert!(
+            metrics
+                .render()
+                .contains(r#"keygraph_db_pool_max_connections{service="metrics-pool-test"}"#)
+        );
+        let held = || {
+            metrics
+                .databases
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .len()
+        };
+        assert_eq!(held(), 1);
+        drop(watch);
+        assert_eq!(held(), 0, "the metrics hold no pool once the watch is gone");
     }
 }

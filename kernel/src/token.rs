@@ -175,6 +175,23 @@ impl IssuedTokens {
 /// before it is refused (only just after start, or while auth has never been reachable).
 const FIRST_REVOCATIONS_WAIT: Duration = Duration::from_secs(3);
 
+/// The age of a verifier's list of ended sessions, for the metrics (see
+/// [`TokenVerifier::revocations_age_probe`]).
+pub struct RevocationsAge(Weak<VerifierInner>);
+
+impl RevocationsAge {
+    /// `None` once the verifier is gone; then `None` until its first list arrived, or how
+    /// long ago the last one did.
+    pub fn get(&self) -> Option<Option<Duration>> {
+        let inner = self.0.upgrade()?;
+        let loaded = *inner
+            .revocations_loaded
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(loaded.map(|at| at.elapsed()))
+    }
+}
+
 /// Verifies access tokens. Cheap to clone.
 #[derive(Clone)]
 pub struct TokenVerifier {
@@ -277,7 +294,8 @@ impl TokenVerifier {
                 internal_token,
                 Duration::from_secs(config.revocations_poll_secs),
             )?;
-            crate::metrics::Metrics::of(service).watch_revocations(&verifier);
+            crate::metrics::Metrics::of(service)
+                .watch_revocations(verifier.revocations_age_probe());
         }
         Ok(verifier)
     }
@@ -358,14 +376,10 @@ impl TokenVerifier {
             .unwrap_or(true)
     }
 
-    /// How long ago the list of ended sessions was last loaded; `None` before the first (or
-    /// when this verifier does not watch one).
-    pub fn revocations_age(&self) -> Option<Duration> {
-        self.inner
-            .revocations_loaded
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .map(|at| at.elapsed())
+    /// Reads the age of this verifier's list of ended sessions without keeping the verifier
+    /// alive (its polling stops with it).
+    pub fn revocations_age_probe(&self) -> RevocationsAge {
+        RevocationsAge(Arc::downgrade(&self.inner))
     }
 
     /// Replaces the set of ended sessions whose tokens are refused.
@@ -641,5 +655,17 @@ mod tests {
         assert!(!grant_covers("identity.user*", "identity.user.read"));
         assert!(grant_covers("identity.user.read", "identity.user.read"));
         assert!(!grant_covers("identity.user.read", "identity.user.delete"));
+    }
+
+    #[test]
+    fn the_metrics_probe_does_not_keep_a_verifier_alive() {
+        let config = crate::config::Config::from_sources(None, Vec::new()).expect("defaults");
+        let verifier = TokenVerifier::from_config(&config.tokens).expect("verifier");
+        let probe = verifier.revocations_age_probe();
+        assert_eq!(probe.get(), Some(None), "no list loaded yet");
+        verifier.set_revoked(HashSet::new());
+        assert!(matches!(probe.get(), Some(Some(_))), "a list was loaded");
+        drop(verifier);
+        assert_eq!(probe.get(), None, "the verifier is gone");
     }
 }
