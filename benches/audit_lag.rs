@@ -20,8 +20,7 @@ use keygraph_kernel::testing::Backend;
 use serde_json::json;
 
 const ADMIN_EMAIL: &str = "admin@keygraph.localhost";
-const LOGIN: &str =
-    "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken } }";
+const LOGIN: &str = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { ... on AuthPayload { accessToken } } }";
 const TARGET_P99_MS: f64 = 1000.0;
 
 fn arg(flag: &str, default: u64) -> u64 {

@@ -15,7 +15,7 @@ use sea_orm::{ConnectOptions, ConnectionTrait as _, Database, DatabaseConnection
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple 9";
-const LOGIN: &str = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken refreshToken } }";
+const LOGIN: &str = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { ... on AuthPayload { accessToken refreshToken } } }";
 const EVENTS: &str = "query($f: AuditEventFilter, $n: Int, $a: String) { auditEvents(first: $n, after: $a, filter: $f) { totalCount pageInfo { hasNextPage endCursor } edges { node { id sequence service action actor { id } targetType targetId outcome occurredAt metadata clientAddress } } } }";
 const VERIFY: &str = "query($from: Int, $to: Int) { verifyAuditLog(from: $from, to: $to) { valid from to eventsChecked checkpointsChecked signedThrough firstBreak { sequence eventId kind message } } }";
 

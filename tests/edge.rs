@@ -18,8 +18,7 @@ use harness::{
 use keygraph_kernel::testing::Backend;
 use serde_json::{Value, json};
 
-const LOGIN: &str =
-    "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken } }";
+const LOGIN: &str = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { ... on AuthPayload { accessToken } } }";
 
 fn code(answer: &Value) -> &str {
     answer["errors"][0]["extensions"]["code"]
@@ -118,8 +117,8 @@ async fn sign_in_answers_with_the_users_fields_and_leaves_no_orphan_session(back
     let Some(stack) = Stack::start(backend, Topology::Embedded).await else {
         return;
     };
-    let login = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { \
-                 accessToken refreshToken user { email displayName roles { name } permissions } } }";
+    let login = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { ... on AuthPayload { \
+                 accessToken refreshToken user { email displayName roles { name } permissions } } } }";
     let credentials = json!({ "e": ADMIN_EMAIL, "p": ADMIN_PASSWORD });
     let answer = stack.gql(login, credentials.clone(), None).await;
     let payload = &data(&answer)["login"];
@@ -161,7 +160,7 @@ async fn sign_in_answers_with_the_users_fields_and_leaves_no_orphan_session(back
     // Signed in, but neither token asked for: the session is ended at once.
     let answer = stack
         .gql(
-            "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { user { email } } }",
+            "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { ... on AuthPayload { user { email } } } }",
             credentials,
             None,
         )

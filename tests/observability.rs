@@ -70,7 +70,7 @@ async fn the_dashboard_queries_only_what_the_services_export() {
     for _ in 0..8 {
         let answer = stack
             .gql(
-                "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken } }",
+                "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { ... on AuthPayload { accessToken } } }",
                 serde_json::json!({ "e": "nobody@example.com", "p": "not a password 12" }),
                 None,
             )

@@ -60,7 +60,7 @@ async fn register_verify_login_and_logout(backend: Backend, topology: Topology) 
 
     let login = stack
         .gql(
-            "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken refreshToken } }",
+            "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { ... on AuthPayload { accessToken refreshToken } } }",
             json!({ "e": email, "p": PASSWORD }),
             None,
         )
@@ -95,7 +95,7 @@ async fn register_verify_login_and_logout(backend: Backend, topology: Topology) 
     let admin = loop {
         let login = stack
             .gql(
-                "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken } }",
+                "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { ... on AuthPayload { accessToken } } }",
                 json!({ "e": ADMIN_EMAIL, "p": ADMIN_PASSWORD }),
                 None,
             )

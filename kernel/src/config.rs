@@ -231,6 +231,8 @@ pub struct TokenConfig {
     pub static_keys: Vec<StaticKey>,
     pub revocations_url: Option<String>,
     pub revocations_poll_secs: u64,
+    /// Seconds after a sign-in (or a step-up) during which sensitive changes are allowed.
+    pub step_up_max_age_secs: u64,
 }
 
 /// An Ed25519 public key trusted without JWKS.
@@ -293,6 +295,21 @@ pub struct AuthConfig {
     pub allow_unverified_login: bool,
     pub key_encryption_key: Option<String>,
     pub throttle: ThrottleConfig,
+    pub mfa: MfaConfig,
+}
+
+/// Second factors at sign-in (`auth.mfa`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MfaConfig {
+    /// The issuer authenticator apps show beside the account.
+    pub totp_issuer: String,
+    /// Seconds a sign-in challenge (the answer to a password when a factor is due) lasts.
+    pub challenge_ttl_secs: u64,
+    /// Seconds an unconfirmed TOTP enrolment waits for its first code.
+    pub enrolment_ttl_secs: u64,
+    /// Roles whose holders must sign in with a second factor; one without enrols at sign-in.
+    pub required_for_roles: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -333,6 +350,8 @@ pub struct RouterConfig {
     pub dedupe: RouterDedupe,
     pub rate_limit: RouterRateLimit,
     pub cors: CorsConfig,
+    /// `Type.field` coordinates that need a recent sign-in with the second factor.
+    pub step_up_fields: Vec<String>,
 }
 
 /// Where the router's Prometheus metrics are served.
@@ -523,6 +542,12 @@ impl Config {
                 "must be 1 to 5: revoked sessions must be refused within 5 seconds".into(),
             );
         }
+        if !(30..=86_400).contains(&self.tokens.step_up_max_age_secs) {
+            return fail(
+                "tokens.step_up_max_age_secs",
+                "must be 30 to 86400 seconds".into(),
+            );
+        }
         self.validate_router()?;
         if let Err(message) = crate::address::TrustedProxies::parse(&self.http.trusted_proxies) {
             return fail("http.trusted_proxies", message);
@@ -549,6 +574,21 @@ impl Config {
                     "`{}` is not a plain schema name (lowercase letters, digits, _)",
                     auth.schema
                 ),
+            );
+        }
+        if !(30..=900).contains(&auth.mfa.challenge_ttl_secs) {
+            return fail(
+                "auth.mfa.challenge_ttl_secs",
+                "must be 30 to 900: a sign-in challenge is short-lived".into(),
+            );
+        }
+        if !(60..=3600).contains(&auth.mfa.enrolment_ttl_secs) {
+            return fail("auth.mfa.enrolment_ttl_secs", "must be 60 to 3600".into());
+        }
+        if auth.mfa.totp_issuer.trim().is_empty() || auth.mfa.totp_issuer.contains(':') {
+            return fail(
+                "auth.mfa.totp_issuer",
+                "must be a non-empty name without `:` (authenticator apps split on it)".into(),
             );
         }
         if auth.access_token_ttl_secs == 0 || auth.access_token_ttl_secs > 3600 {

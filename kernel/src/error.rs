@@ -12,6 +12,9 @@ pub enum ErrorCode {
     NotFound,
     Conflict,
     RateLimited,
+    /// A sensitive change needs a recent sign-in with the second factor: step up (`stepUp`)
+    /// or sign in again, then retry.
+    StepUpRequired,
     /// A dependency is down for a moment; retrying shortly may work.
     ServiceUnavailable,
     InternalServerError,
@@ -26,6 +29,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::StepUpRequired => "STEP_UP_REQUIRED",
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ErrorCode::InternalServerError => "INTERNAL_SERVER_ERROR",
         }
@@ -77,6 +81,16 @@ impl ApiError {
 
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Conflict, message)
+    }
+
+    /// STEP_UP_REQUIRED for `what`, saying how to get past it.
+    pub fn step_up_required(what: &str) -> Self {
+        Self::new(
+            ErrorCode::StepUpRequired,
+            format!(
+                "{what} needs a recent sign-in with your second factor: confirm it with `stepUp` (or sign in again), then retry"
+            ),
+        )
     }
 
     pub fn rate_limited(retry_after_secs: u64) -> Self {

@@ -52,6 +52,17 @@ pub fn require_permission<'a>(ctx: &'a Context<'_>, code: &str) -> Result<&'a Pr
     }
 }
 
+/// The caller signed in (or stepped up) recently, with their second factor when they have
+/// one; otherwise STEP_UP_REQUIRED naming `what`.
+pub fn require_step_up<'a>(ctx: &'a Context<'_>, what: &str) -> Result<&'a Principal, ApiError> {
+    let principal = require_principal(ctx)?;
+    if principal.stepped_up() {
+        Ok(principal)
+    } else {
+        Err(ApiError::step_up_required(what))
+    }
+}
+
 /// The caller is `user_id` or holds `code`.
 pub fn require_self_or_permission<'a>(
     ctx: &'a Context<'_>,

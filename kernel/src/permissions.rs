@@ -37,6 +37,8 @@ pub mod auth {
     pub const SESSION_REVOKE: &str = "auth.session.revoke";
     /// Rotate the token signing key.
     pub const KEY_ROTATE: &str = "auth.key.rotate";
+    /// Remove every second factor and recovery code of another user (who lost them).
+    pub const FACTOR_RESET: &str = "auth.factor.reset";
 }
 
 /// Codes the audit subgraph checks.
@@ -77,6 +79,10 @@ pub const CATALOG: &[(&str, &str)] = &[
     (authz::PERMISSION_DEFINE, "Add permissions to the catalog"),
     (auth::SESSION_REVOKE, "Revoke other users' sessions"),
     (auth::KEY_ROTATE, "Rotate the token signing key"),
+    (
+        auth::FACTOR_RESET,
+        "Reset another user's second factors and recovery codes",
+    ),
     (audit::EVENT_READ, "Read the audit log"),
     (
         audit::EVENT_VERIFY,

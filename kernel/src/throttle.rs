@@ -16,6 +16,10 @@
 //! is counted per account from any address: whoever holds a stolen access token must not
 //! guess at its user's password faster than at sign-in, from however many addresses.
 //!
+//! Second-factor codes at sign-in and step-up ([`Throttle::second_factor`]) are counted per
+//! account from any address, with the long per-address delay cap (a six-digit code has far
+//! fewer guesses to go through than a password), and per address together with sign-ins.
+//!
 //! The counters are [`Counters`]: in Redis when configured (shared by every auth replica), in
 //! memory otherwise.
 
@@ -42,6 +46,8 @@ enum Checks {
     SignIn,
     /// A signed-in user's current password: the account, from any address.
     CurrentPassword,
+    /// A second factor's code: the account from any address, and the address.
+    SecondFactor,
 }
 
 /// Why an attempt may not start.
@@ -79,6 +85,16 @@ impl Throttle {
             config,
             counters,
             checks: Checks::CurrentPassword,
+        }
+    }
+
+    /// Second-factor codes, per account from any address (the per-address delay cap) and per
+    /// address (shared with sign-in).
+    pub fn second_factor(config: ThrottleConfig, counters: Arc<Counters>) -> Self {
+        Self {
+            config,
+            counters,
+            checks: Checks::SecondFactor,
         }
     }
 
@@ -120,6 +136,10 @@ impl Throttle {
                 format!("login:address:{address}"),
             ],
             Checks::CurrentPassword => vec![format!("password:account:{account}")],
+            Checks::SecondFactor => vec![
+                format!("factor:account:{account}"),
+                format!("login:address:{address}"),
+            ],
         }
     }
 
@@ -141,8 +161,12 @@ impl Throttle {
         };
         let now = unix_ms();
         let config = &self.config;
+        let account_cap = match self.checks {
+            Checks::SecondFactor => config.max_address_delay_secs,
+            Checks::SignIn | Checks::CurrentPassword => config.max_account_delay_secs,
+        };
         let account_ready = tallies.first().map_or(0, |t| {
-            self.ready_at(*t, now, config.free_attempts, config.max_account_delay_secs)
+            self.ready_at(*t, now, config.free_attempts, account_cap)
         });
         let address_ready = tallies.get(1).map_or(0, |t| {
             self.ready_at(

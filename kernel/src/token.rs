@@ -40,6 +40,30 @@ pub struct AccessClaims {
     /// Effective permission codes, space-separated.
     #[serde(default)]
     pub scope: String,
+    /// How the session signed in (RFC 8176 values: `pwd`, `otp`, `hwk`, `swk`, `mfa`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
+    /// When the user last proved who they are in this session (sign-in or step-up), Unix
+    /// seconds. Refreshing keeps it: a refreshed token is no fresher a proof.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+    /// Whether the account had a second factor when the token was issued: then only a sign-in
+    /// that used it (`amr` has `mfa`) counts for a step-up.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mfa_enrolled: bool,
+}
+
+impl AccessClaims {
+    /// Until when (Unix seconds) these claims satisfy a step-up check with a window of
+    /// `max_age_secs`: a recent proof, with the second factor when the account has one.
+    pub fn step_up_until(&self, max_age_secs: u64) -> Option<i64> {
+        let multi_factor = self.amr.iter().any(|m| m == "mfa");
+        if self.mfa_enrolled && !multi_factor {
+            return None;
+        }
+        let max_age = i64::try_from(max_age_secs).unwrap_or(i64::MAX);
+        self.auth_time.map(|t| t.saturating_add(max_age))
+    }
 }
 
 /// Who is calling, as proven by a verified access token.
@@ -51,9 +75,21 @@ pub struct Principal {
     pub roles: Vec<String>,
     /// Granted permission codes; may contain wildcards (`identity.user.*`, `*`).
     pub scopes: Vec<String>,
+    /// The token's `amr`: how its session signed in.
+    pub amr: Vec<String>,
+    /// Until when (Unix seconds) the token passes a step-up check; none when it never does
+    /// (no recent proof, or a password alone for an account with a second factor).
+    pub step_up_until: Option<i64>,
 }
 
 impl Principal {
+    /// Whether the caller proved who they are recently enough, with their second factor if
+    /// they have one, for a sensitive change (see [`AccessClaims::step_up_until`]).
+    pub fn stepped_up(&self) -> bool {
+        self.step_up_until
+            .is_some_and(|until| chrono::Utc::now().timestamp() <= until)
+    }
+
     /// Whether any granted code covers `code` (see [`grant_covers`]).
     pub fn has_permission(&self, code: &str) -> bool {
         self.scopes.iter().any(|grant| grant_covers(grant, code))
@@ -200,6 +236,8 @@ pub struct TokenVerifier {
 
 struct VerifierInner {
     validation: Validation,
+    /// `tokens.step_up_max_age_secs`.
+    step_up_max_age_secs: u64,
     static_keys: HashMap<String, Arc<DecodingKey>>,
     jwks: Option<JwksSource>,
     /// Sessions that have ended, as last fetched from auth (see [`TokenVerifier::watch_revocations`]).
@@ -271,6 +309,7 @@ impl TokenVerifier {
         Ok(Self {
             inner: Arc::new(VerifierInner {
                 validation,
+                step_up_max_age_secs: config.step_up_max_age_secs,
                 static_keys,
                 jwks,
                 revoked: SyncRwLock::default(),
@@ -346,12 +385,15 @@ impl TokenVerifier {
         if self.is_revoked(session_id) {
             return Err(TokenError::Revoked);
         }
+        let step_up_until = claims.step_up_until(self.inner.step_up_max_age_secs);
         Ok(Principal {
             user_id,
             session_id,
             token_id: claims.jti,
             roles: claims.roles,
             scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
+            amr: claims.amr,
+            step_up_until,
         })
     }
 

@@ -302,6 +302,7 @@ impl JwksServer {
             static_keys: vec![],
             revocations_url: None,
             revocations_poll_secs: 2,
+            step_up_max_age_secs: 600,
         }
     }
 }

@@ -9,7 +9,7 @@
     "# Welcome to Keygraph. Sign in first (the first administrator's password was printed",
     "# at the first start, unless identity.first_admin.password is set):",
     "#",
-    "# mutation { login(email: \"admin@keygraph.localhost\", password: \"...\") { accessToken } }",
+    "# mutation { login(email: \"admin@keygraph.localhost\", password: \"...\") { ... on AuthPayload { accessToken } } }",
     "#",
     "# then add {\"Authorization\": \"Bearer <accessToken>\"} under Headers and run:",
     "",

@@ -1,7 +1,7 @@
 //! One composed supergraph, ready to serve: the planner, the API schema, subgraph endpoints and
 //! the plan cache. A recomposition builds a new [`Graph`]; requests in flight keep the old one.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +53,9 @@ pub enum PlanError {
     },
     #[error("{0}")]
     Forbidden(String),
+    /// A field of `router.step_up_fields` without a recent multi-factor sign-in.
+    #[error("{}", keygraph_kernel::ApiError::step_up_required(.0).message)]
+    StepUpRequired(String),
 }
 
 impl PlanError {
@@ -65,6 +68,7 @@ impl PlanError {
             PlanError::Planning(_) => "QUERY_PLANNING_FAILED",
             PlanError::Unauthenticated { .. } => "UNAUTHENTICATED",
             PlanError::Forbidden(_) => "FORBIDDEN",
+            PlanError::StepUpRequired(_) => "STEP_UP_REQUIRED",
         }
     }
 
@@ -116,6 +120,10 @@ enum Requirement {
         coordinate: String,
         groups: Vec<Vec<String>>,
     },
+    /// A recent sign-in with the second factor (`router.step_up_fields`).
+    StepUp {
+        coordinate: String,
+    },
 }
 
 /// What preparing a request's document came to, cached by its [`operation_key`]: the kind of
@@ -165,7 +173,8 @@ impl PreparedPlan {
         for requirement in &self.requirements {
             match (requirement, principal) {
                 (Requirement::Authenticated { coordinate }, None)
-                | (Requirement::Scopes { coordinate, .. }, None) => {
+                | (Requirement::Scopes { coordinate, .. }, None)
+                | (Requirement::StepUp { coordinate }, None) => {
                     return Err(match authentication {
                         Authentication::Invalid(refused) => PlanError::Unauthenticated {
                             message: format!(
@@ -193,6 +202,11 @@ impl PreparedPlan {
                         )));
                     }
                 }
+                (Requirement::StepUp { coordinate }, Some(principal)) => {
+                    if !principal.stepped_up() {
+                        return Err(PlanError::StepUpRequired(format!("`{coordinate}`")));
+                    }
+                }
                 (Requirement::Authenticated { .. }, Some(_)) => {}
             }
         }
@@ -210,6 +224,7 @@ pub struct Graph {
     pub api: async_graphql::dynamic::Schema,
     validation: ValidationPlan,
     limits: RouterLimits,
+    step_up_fields: BTreeSet<String>,
     endpoints: HashMap<String, Endpoint>,
     possible_types: HashMap<String, HashSet<String>>,
     /// Documents that can run, with their plans.
@@ -234,6 +249,9 @@ pub struct GraphOptions {
     pub subgraphs: BTreeMap<String, SubgraphEndpoint>,
     pub plan_cache_size: usize,
     pub limits: RouterLimits,
+    /// `Type.field` coordinates that need a recent sign-in with the second factor
+    /// (`router.step_up_fields`).
+    pub step_up_fields: BTreeSet<String>,
 }
 
 impl From<&RouterConfig> for GraphOptions {
@@ -242,6 +260,7 @@ impl From<&RouterConfig> for GraphOptions {
             subgraphs: config.subgraphs.clone(),
             plan_cache_size: config.plan_cache_size,
             limits: config.limits,
+            step_up_fields: config.step_up_fields.iter().cloned().collect(),
         }
     }
 }
@@ -259,6 +278,20 @@ impl Graph {
             "the query planner rejected the supergraph (it has no Query type?)".to_owned()
         })?
         .map_err(|e| format!("the query planner rejected the supergraph: {e}"))?;
+        for coordinate in &options.step_up_fields {
+            let known = coordinate.split_once('.').is_some_and(|(parent, field)| {
+                planner
+                    .supergraph
+                    .definitions
+                    .get(parent)
+                    .is_some_and(|d| d.fields().contains_key(field))
+            });
+            if !known {
+                return Err(format!(
+                    "router.step_up_fields: `{coordinate}` is not a field of the supergraph (write it as Type.field)"
+                ));
+            }
+        }
         let types = Types::new(&planner.consumer_schema.document);
         let api = api_schema::build(&planner.consumer_schema.document, &types)
             .map_err(|e| format!("the API schema is invalid: {e}"))?;
@@ -287,6 +320,7 @@ impl Graph {
             api,
             validation: crate::operation::validation_plan(),
             limits: options.limits,
+            step_up_fields: options.step_up_fields.clone(),
             endpoints,
             plans: BoundedCache::new(options.plan_cache_size),
             refusals: BoundedCache::new(options.plan_cache_size),
@@ -475,7 +509,8 @@ impl Graph {
             .map_err(|e| PlanError::Planning(e.to_string()))?;
             let mut normalized_operation = normalized.executable_operation().clone();
             strip_introspection(&mut normalized_operation.selection_set);
-            let requirements = requirements(supergraph, &normalized_operation);
+            let requirements =
+                requirements(supergraph, &self.step_up_fields, &normalized_operation);
             if !asks_subgraphs(&normalized_operation.selection_set) {
                 // Only introspection and `__typename`: the router answers it all.
                 let plan = QueryPlan {
@@ -596,8 +631,13 @@ fn scope_groups(value: &PlanValue) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// Every `@authenticated` / `@requiresScopes` the operation touches, in selection order.
-fn requirements(supergraph: &SupergraphState, operation: &OperationDefinition) -> Vec<Requirement> {
+/// Every `@authenticated` / `@requiresScopes` and step-up field the operation touches, in
+/// selection order.
+fn requirements(
+    supergraph: &SupergraphState,
+    step_up: &BTreeSet<String>,
+    operation: &OperationDefinition,
+) -> Vec<Requirement> {
     let root = match operation.operation_kind {
         Some(hive_router_query_planner::state::supergraph_state::OperationKind::Mutation) => {
             supergraph
@@ -614,12 +654,19 @@ fn requirements(supergraph: &SupergraphState, operation: &OperationDefinition) -
         _ => supergraph.query_type.clone(),
     };
     let mut out = Vec::new();
-    walk_requirements(supergraph, &root, &operation.selection_set, &mut out);
+    walk_requirements(
+        supergraph,
+        step_up,
+        &root,
+        &operation.selection_set,
+        &mut out,
+    );
     out
 }
 
 fn walk_requirements(
     supergraph: &SupergraphState,
+    step_up: &BTreeSet<String>,
     parent: &str,
     selections: &SelectionSet,
     out: &mut Vec<Requirement>,
@@ -645,12 +692,17 @@ fn walk_requirements(
                         groups: scope_groups(&directive.scopes),
                     });
                 }
+                if step_up.contains(&coordinate) {
+                    out.push(Requirement::StepUp {
+                        coordinate: coordinate.clone(),
+                    });
+                }
                 let target = field_definition.field_type.inner_type();
                 if let Some(target_definition) = supergraph.definitions.get(target) {
                     type_requirements(target_definition, out);
                 }
                 if !field.selections.items.is_empty() {
-                    walk_requirements(supergraph, target, &field.selections, out);
+                    walk_requirements(supergraph, step_up, target, &field.selections, out);
                 }
             }
             SelectionItem::InlineFragment(fragment) => {
@@ -662,6 +714,7 @@ fn walk_requirements(
                 }
                 walk_requirements(
                     supergraph,
+                    step_up,
                     &fragment.type_condition,
                     &fragment.selections,
                     out,
@@ -676,26 +729,83 @@ fn walk_requirements(
 mod tests {
     use super::*;
 
-    /// Keygraph's own supergraph, as committed.
-    fn graph() -> Graph {
-        let limits = RouterLimits {
-            max_depth: 15,
-            max_fields: 1000,
-            max_aliases: 30,
-            max_directives: 50,
-            max_tokens: 15_000,
-            planning_timeout_ms: 2_000,
-        };
-        let options = GraphOptions {
+    /// Test options, with these step-up fields.
+    fn options(step_up_fields: &[&str]) -> GraphOptions {
+        GraphOptions {
             subgraphs: BTreeMap::new(),
             plan_cache_size: 10,
-            limits,
-        };
+            limits: RouterLimits {
+                max_depth: 15,
+                max_fields: 1000,
+                max_aliases: 30,
+                max_directives: 50,
+                max_tokens: 15_000,
+                planning_timeout_ms: 2_000,
+            },
+            step_up_fields: step_up_fields.iter().map(|f| (*f).to_owned()).collect(),
+        }
+    }
+
+    /// Keygraph's own supergraph, as committed.
+    fn graph() -> Graph {
         Graph::new(
             include_str!("../../schema/supergraph.graphql").to_owned(),
-            &options,
+            &options(&[]),
         )
         .expect("the supergraph builds")
+    }
+
+    /// `router.step_up_fields` guard their fields at the router; a coordinate the
+    /// supergraph lacks is refused when the graph loads.
+    #[test]
+    fn step_up_fields_need_a_recent_second_factor() {
+        let sdl = include_str!("../../schema/supergraph.graphql");
+        let graph = Graph::new(sdl.to_owned(), &options(&["Mutation.deleteRole"])).expect("builds");
+        let principal = |step_up_until| {
+            Authentication::Authenticated(keygraph_kernel::token::Principal {
+                user_id: uuid::Uuid::nil(),
+                session_id: uuid::Uuid::nil(),
+                token_id: None,
+                roles: vec![],
+                scopes: vec!["*".into()],
+                amr: vec!["pwd".into()],
+                step_up_until,
+            })
+        };
+        let check = |query: &str, authentication: &Authentication| match &graph
+            .prepare(query, None)
+            .outcome
+        {
+            Ok(prepared) => prepared.check_access(authentication),
+            Err(err) => panic!("{query} does not prepare: {err}"),
+        };
+        let delete = "mutation { deleteRole(id: \"x\") }";
+        let now = keygraph_kernel::testing::now_secs();
+        match check(delete, &principal(None)) {
+            Err(err @ PlanError::StepUpRequired(_)) => {
+                assert_eq!(err.code(), "STEP_UP_REQUIRED");
+                assert!(err.to_string().contains("`Mutation.deleteRole`"), "{err}");
+                assert!(err.to_string().contains("stepUp"), "{err}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            check(delete, &principal(Some(now - 1))),
+            Err(PlanError::StepUpRequired(_))
+        ));
+        assert!(check(delete, &principal(Some(now + 60))).is_ok());
+        assert!(matches!(
+            check(delete, &Authentication::Anonymous),
+            Err(PlanError::Unauthenticated { .. })
+        ));
+        // Other fields are not affected.
+        assert!(check("{ roles { totalCount } }", &principal(None)).is_ok());
+        let unknown = Graph::new(sdl.to_owned(), &options(&["Mutation.noSuchField"]));
+        assert!(
+            unknown
+                .err()
+                .is_some_and(|e| e.contains("`Mutation.noSuchField` is not a field")),
+        );
     }
 
     const ME: &str = "{ me { id email roles { name } permissions } }";
@@ -728,7 +838,7 @@ mod tests {
                 "{query}"
             );
         }
-        let login = "mutation { login(email: \"a@b.c\", password: \"p\") { accessToken user { email roles { name } permissions } } }";
+        let login = "mutation { login(email: \"a@b.c\", password: \"p\") { ... on AuthPayload { accessToken user { email roles { name } permissions } } } }";
         assert!(access(login, &anonymous).is_ok());
         let refreshed = "mutation { refresh(refreshToken: \"r\") { accessToken user { email } } }";
         assert!(access(refreshed, &anonymous).is_ok());
@@ -739,6 +849,8 @@ mod tests {
             token_id: None,
             roles: vec![],
             scopes: vec!["identity.user.read".into()],
+            amr: vec!["pwd".into()],
+            step_up_until: None,
         });
         assert!(access("{ users { totalCount } }", &reader).is_ok());
         match access("{ roles { totalCount } }", &reader) {

@@ -221,7 +221,7 @@ impl Stack {
     pub async fn login(&self, email: &str, password: &str) -> (String, String) {
         let answer = self
             .gql(
-                "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken refreshToken } }",
+                "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { ... on AuthPayload { accessToken refreshToken } } }",
                 json!({ "e": email, "p": password }),
                 None,
             )

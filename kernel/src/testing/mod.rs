@@ -451,6 +451,7 @@ impl TestSigner {
             }],
             revocations_url: None,
             revocations_poll_secs: 2,
+            step_up_max_age_secs: 600,
         }
     }
 
@@ -468,6 +469,9 @@ impl TestSigner {
             jti: Some(Uuid::now_v7().to_string()),
             roles: vec![],
             scope: scopes.join(" "),
+            amr: vec!["pwd".into()],
+            auth_time: Some(now),
+            mfa_enrolled: false,
         }
     }
 

@@ -85,30 +85,40 @@ impl KeyEncryptionKey {
     }
 
     fn seal(&self, seed: &[u8; 32]) -> Result<String, KeyError> {
+        self.seal_bytes(seed)
+    }
+
+    /// Seals any secret: nonce || ciphertext, base64.
+    pub(crate) fn seal_bytes(&self, secret: &[u8]) -> Result<String, KeyError> {
         let cipher = XChaCha20Poly1305::new((&self.0).into());
         let mut nonce = [0u8; 24];
         rand::rng().fill_bytes(&mut nonce);
         let sealed = cipher
-            .encrypt(&XNonce::from(nonce), seed.as_slice())
+            .encrypt(&XNonce::from(nonce), secret)
             .map_err(|_| KeyError::Kek("sealing failed".into()))?;
         let mut out = nonce.to_vec();
         out.extend(sealed);
         Ok(STANDARD.encode(out))
     }
 
-    fn unseal(&self, kid: &str, sealed: &str) -> Result<[u8; 32], KeyError> {
-        let fail = || KeyError::Unseal(kid.to_owned());
-        let raw = STANDARD.decode(sealed).map_err(|_| fail())?;
+    /// What [`KeyEncryptionKey::seal_bytes`] sealed; none for a wrong key or damaged data.
+    pub(crate) fn open_bytes(&self, sealed: &str) -> Option<Vec<u8>> {
+        let raw = STANDARD.decode(sealed).ok()?;
         if raw.len() < 24 {
-            return Err(fail());
+            return None;
         }
         let (nonce, ciphertext) = raw.split_at(24);
-        let nonce: [u8; 24] = nonce.try_into().map_err(|_| fail())?;
+        let nonce: [u8; 24] = nonce.try_into().ok()?;
         let cipher = XChaCha20Poly1305::new((&self.0).into());
-        let seed = cipher
-            .decrypt(&XNonce::from(nonce), ciphertext)
-            .map_err(|_| fail())?;
-        seed.try_into().map_err(|_| fail())
+        cipher.decrypt(&XNonce::from(nonce), ciphertext).ok()
+    }
+
+    fn unseal(&self, kid: &str, sealed: &str) -> Result<[u8; 32], KeyError> {
+        let fail = || KeyError::Unseal(kid.to_owned());
+        self.open_bytes(sealed)
+            .ok_or_else(fail)?
+            .try_into()
+            .map_err(|_| fail())
     }
 }
 
@@ -164,6 +174,11 @@ impl KeyRing {
             token_lifetime,
             current: RwLock::new(None),
         }
+    }
+
+    /// The key-encryption key, which also seals second-factor secrets.
+    pub(crate) fn sealer(&self) -> &KeyEncryptionKey {
+        &self.kek
     }
 
     /// On first start: a current key and the next one. Checks that the current key unseals.

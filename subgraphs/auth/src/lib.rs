@@ -7,8 +7,10 @@
 pub mod entity;
 pub mod internal;
 pub mod keys;
+pub mod mfa;
 pub mod schema;
 pub mod service;
+pub mod totp;
 
 use std::{sync::Arc, time::Duration};
 

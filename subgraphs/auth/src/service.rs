@@ -100,6 +100,8 @@ pub struct Tokens {
     pub refresh_token: String,
     pub session_id: Uuid,
     pub user_id: Uuid,
+    /// Set when this sign-in enrolled the user's first second factor: shown once.
+    pub recovery_codes: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -110,19 +112,57 @@ struct CredentialCheck {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Account {
-    id: Uuid,
+pub(crate) struct Account {
+    pub(crate) id: Uuid,
+    pub(crate) email: String,
     email_verified: bool,
     status: String,
 }
 
-#[derive(Deserialize)]
-struct Grants {
-    roles: Vec<String>,
-    permissions: Vec<String>,
+impl Account {
+    pub(crate) fn is_active(&self) -> bool {
+        self.status == "active"
+    }
 }
 
-struct Settings {
+#[derive(Deserialize)]
+pub(crate) struct Grants {
+    pub(crate) roles: Vec<String>,
+    pub(crate) permissions: Vec<String>,
+}
+
+/// How a session's user proved who they are, as its tokens state it.
+#[derive(Debug, Clone)]
+pub(crate) struct Proven {
+    /// `amr` values (RFC 8176).
+    pub(crate) amr: Vec<String>,
+    /// When, Unix seconds.
+    pub(crate) auth_time: i64,
+    /// Whether the account has a second factor.
+    pub(crate) mfa_enrolled: bool,
+}
+
+impl Proven {
+    /// The session's record of it, as stored (`amr` space-separated).
+    pub(crate) fn of_session(session: &session::Model, mfa_enrolled: bool) -> Self {
+        Self {
+            amr: session.amr.split_whitespace().map(str::to_owned).collect(),
+            auth_time: session.auth_time.unwrap_or(session.created_at).timestamp(),
+            mfa_enrolled,
+        }
+    }
+}
+
+/// What a correct password leads to.
+#[derive(Debug)]
+pub enum SignIn {
+    /// No second factor is due: the session is open.
+    Tokens(Tokens),
+    /// A second factor is due (see [`crate::mfa`]).
+    SecondFactor(crate::mfa::Challenge),
+}
+
+pub(crate) struct Settings {
     issuer: String,
     audience: String,
     access_ttl: Duration,
@@ -133,12 +173,15 @@ struct Settings {
 }
 
 pub struct Auth {
-    db: DatabaseConnection,
-    keys: KeyRing,
-    identity: InternalClient,
+    pub(crate) db: DatabaseConnection,
+    pub(crate) keys: KeyRing,
+    pub(crate) identity: InternalClient,
     authz: InternalClient,
     throttle: Throttle,
-    settings: Settings,
+    /// Second-factor codes (see [`Throttle::second_factor`]).
+    pub(crate) factor_throttle: Throttle,
+    pub(crate) settings: Settings,
+    pub(crate) mfa: keygraph_kernel::config::MfaConfig,
 }
 
 fn chrono_secs(secs: u64) -> chrono::Duration {
@@ -153,7 +196,7 @@ pub fn hash_token(token: &str) -> String {
         .collect()
 }
 
-fn new_refresh_token() -> (String, String) {
+pub(crate) fn new_refresh_token() -> (String, String) {
     use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
@@ -177,7 +220,9 @@ impl Auth {
             keys,
             identity: InternalClient::new(&auth.identity_url, internal_token)?.with_local(local),
             authz: InternalClient::new(&auth.authz_url, internal_token)?.with_local(local),
-            throttle: Throttle::sign_in(auth.throttle, counters),
+            throttle: Throttle::sign_in(auth.throttle, counters.clone()),
+            factor_throttle: Throttle::second_factor(auth.throttle, counters),
+            mfa: auth.mfa.clone(),
             settings: Settings {
                 issuer: config.tokens.issuer.clone(),
                 audience: config.tokens.audience.clone(),
@@ -194,13 +239,14 @@ impl Auth {
         &self.keys
     }
 
-    /// Signs in: one answer for unknown email, wrong password and disabled account.
+    /// Signs in: one answer for unknown email, wrong password and disabled account. A correct
+    /// password opens the session, or answers a challenge when a second factor is due.
     pub async fn login(
         &self,
         meta: &RequestMeta,
         email: &str,
         password: &str,
-    ) -> AuthResult<Tokens> {
+    ) -> AuthResult<SignIn> {
         if email.len() > 254 || password.chars().count() > 4096 {
             return Err(AuthError::InvalidCredentials);
         }
@@ -245,16 +291,48 @@ impl Auth {
         }
         attempt.finish(true).await;
         let grants = self.grants(account.id).await?;
+        let enrolled = self.has_second_factor(account.id).await?;
+        if enrolled || self.role_requires_second_factor(&grants) {
+            metrics.sign_in("second_factor_due");
+            let challenge = self.challenge(meta, &account, !enrolled, &["pwd"]).await?;
+            return Ok(SignIn::SecondFactor(challenge));
+        }
+        let proven = Proven {
+            amr: vec!["pwd".into()],
+            auth_time: Utc::now().timestamp(),
+            mfa_enrolled: false,
+        };
+        let (_turn, txn) = begin_write(&self.db).await?;
+        let (session_id, refresh) = self
+            .open_session(&txn, meta, account.id, &proven, Vec::new())
+            .await?;
+        txn.commit().await?;
+        metrics.sign_in("succeeded");
+        Ok(SignIn::Tokens(
+            self.issue(account.id, session_id, grants, refresh, &proven)
+                .await?,
+        ))
+    }
+
+    /// Opens a session in `txn`: the session, its first refresh token and the audit event,
+    /// after `first` (statements of the caller's), in one round trip and without `RETURNING`
+    /// (the rows are known): this is the hot path of every sign-in. Returns the session and
+    /// its refresh token.
+    pub(crate) async fn open_session(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        meta: &RequestMeta,
+        user: Uuid,
+        proven: &Proven,
+        mut first: Vec<sea_orm::Statement>,
+    ) -> AuthResult<(Uuid, String)> {
         let now = Utc::now();
         let session_id = Uuid::now_v7();
         let (refresh, refresh_hash) = new_refresh_token();
-        let (_turn, txn) = begin_write(&self.db).await?;
-        // The session, its first refresh token and the audit event go in one round trip, and
-        // without `RETURNING` (the rows are known): this is the hot path of every sign-in.
         let backend = txn.get_database_backend();
         let session = session::Entity::insert(session::ActiveModel {
             id: Set(session_id),
-            user_id: Set(account.id),
+            user_id: Set(user),
             created_at: Set(now),
             last_used_at: Set(now),
             expires_at: Set(now + self.settings.absolute_ttl),
@@ -262,22 +340,20 @@ impl Auth {
             user_agent: Set(meta.user_agent.clone()),
             revoked_at: Set(None),
             revoked_reason: Set(None),
+            amr: Set(proven.amr.join(" ")),
+            auth_time: Set(DateTime::from_timestamp(proven.auth_time, 0)),
         });
         let (_, event) = AuditEvent::new("auth.login.succeeded", "session", session_id)
-            .actor(Some(account.id))
+            .actor(Some(user))
+            .metadata(json!({ "amr": proven.amr }))
             .insert(meta);
-        execute_in_order(
-            &txn,
-            vec![
-                session.build(backend),
-                insert_refresh(session_id, refresh_hash, 0, now).build(backend),
-                event.build(backend),
-            ],
-        )
-        .await?;
-        txn.commit().await?;
-        metrics.sign_in("succeeded");
-        self.issue(account.id, session_id, grants, refresh).await
+        first.extend([
+            session.build(backend),
+            insert_refresh(session_id, refresh_hash, 0, now).build(backend),
+            event.build(backend),
+        ]);
+        execute_in_order(txn, first).await?;
+        Ok((session_id, refresh))
     }
 
     async fn record_failed_login(&self, meta: &RequestMeta, account_key: &str) -> AuthResult<()> {
@@ -335,6 +411,7 @@ impl Auth {
             ));
         }
         let grants = self.grants(session.user_id).await?;
+        let proven = Proven::of_session(&session, self.has_second_factor(session.user_id).await?);
         let (refresh, refresh_hash) = new_refresh_token();
         let (_turn, txn) = begin_write(&self.db).await?;
         // Of two concurrent refreshes only one spends the token.
@@ -363,7 +440,7 @@ impl Auth {
         )
         .await?;
         txn.commit().await?;
-        self.issue(session.user_id, session.id, grants, refresh)
+        self.issue(session.user_id, session.id, grants, refresh, &proven)
             .await
     }
 
@@ -406,7 +483,7 @@ impl Auth {
         ))
     }
 
-    async fn grants(&self, user: Uuid) -> AuthResult<Grants> {
+    pub(crate) async fn grants(&self, user: Uuid) -> AuthResult<Grants> {
         Ok(self
             .authz
             .get_json::<Grants>(&format!("/internal/users/{user}/grants"))
@@ -418,12 +495,13 @@ impl Auth {
             }))
     }
 
-    async fn issue(
+    pub(crate) async fn issue(
         &self,
         user: Uuid,
         session: Uuid,
         grants: Grants,
         refresh_token: String,
+        proven: &Proven,
     ) -> AuthResult<Tokens> {
         let key = self.keys.signing_key().await?;
         let now = Utc::now();
@@ -441,6 +519,9 @@ impl Auth {
             jti: Some(Uuid::now_v7().to_string()),
             roles: grants.roles,
             scope: grants.permissions.join(" "),
+            amr: proven.amr.clone(),
+            auth_time: Some(proven.auth_time),
+            mfa_enrolled: proven.mfa_enrolled,
         };
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
         header.typ = Some(ACCESS_TOKEN_TYPE.into());
@@ -454,6 +535,7 @@ impl Auth {
             refresh_token,
             session_id: session,
             user_id: user,
+            recovery_codes: None,
         })
     }
 
@@ -591,7 +673,7 @@ impl Auth {
 }
 
 /// The insert of a session's refresh token (its hash; the token itself is never stored).
-fn insert_refresh(
+pub(crate) fn insert_refresh(
     session: Uuid,
     token_hash: String,
     generation: i32,

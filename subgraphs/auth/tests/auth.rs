@@ -281,7 +281,7 @@ async fn failed_sign_ins_are_throttled_also_as_aliases(backend: Backend) {
     };
     stack.register("edsger@example.com").await;
     let aliases: String = (0..8)
-        .map(|i| format!("a{i}: login(email: \"edsger@example.com\", password: \"wrong guess {i}\") {{ accessToken }}"))
+        .map(|i| format!("a{i}: login(email: \"edsger@example.com\", password: \"wrong guess {i}\") {{ ... on AuthPayload {{ accessToken }} }}"))
         .collect::<Vec<_>>()
         .join(" ");
     let answer = stack

@@ -305,7 +305,8 @@ impl Mutation {
         Ok(true)
     }
 
-    /// Changes your password; needs the current one.
+    /// Changes your password; needs the current one, and a recent sign-in (with your second
+    /// factor if you have one: otherwise `STEP_UP_REQUIRED`).
     #[graphql(guard = "Authenticated", directive = authenticated::apply())]
     async fn change_password(
         &self,
@@ -313,7 +314,7 @@ impl Mutation {
         current_password: String,
         #[graphql(desc = "The new password: 8 to 128 characters, not a common one.")] new_password: String,
     ) -> ApiResult<bool> {
-        let principal = require_principal(ctx)?;
+        let principal = keygraph_kernel::guard::require_step_up(ctx, "changing the password")?;
         identity(ctx)
             .change_password(
                 request_meta(ctx),

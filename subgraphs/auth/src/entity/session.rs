@@ -14,6 +14,11 @@ pub struct Model {
     pub user_agent: Option<String>,
     pub revoked_at: Option<DateTimeUtc>,
     pub revoked_reason: Option<String>,
+    /// How it signed in: space-separated `amr` values (`pwd`, `pwd otp mfa`).
+    pub amr: String,
+    /// When the user last proved who they are in it (sign-in or step-up); none: at
+    /// `created_at` (sessions from before this was recorded).
+    pub auth_time: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

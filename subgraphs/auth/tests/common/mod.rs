@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod authenticator;
+
 use std::time::Duration;
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
@@ -254,7 +256,7 @@ impl Stack {
     pub async fn login_answer(&self, email: &str, password: &str) -> Answer {
         self.auth
             .gql(
-                &format!("mutation($e: String!, $p: String!) {{ login(email: $e, password: $p) {{ {PAYLOAD} }} }}"),
+                &format!("mutation($e: String!, $p: String!) {{ login(email: $e, password: $p) {{ ... on AuthPayload {{ {PAYLOAD} }} }} }}"),
                 json!({ "e": email, "p": password }),
                 None,
             )

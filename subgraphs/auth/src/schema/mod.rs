@@ -1,9 +1,13 @@
 //! The auth subgraph's GraphQL types and resolvers: they check access, call [`Auth`], and map
-//! errors.
+//! errors. Sign-in, sessions and keys are here; second factors in [`factors`].
+
+mod factors;
 
 use std::sync::Arc;
 
-use async_graphql::{Context, EmptySubscription, ID, Object, Schema, SimpleObject};
+use async_graphql::{
+    Context, EmptySubscription, ID, MergedObject, Object, Schema, SimpleObject, Union,
+};
 use chrono::{DateTime, Utc};
 use keygraph_kernel::{
     ApiResult,
@@ -16,10 +20,18 @@ use keygraph_kernel::{
 
 use crate::{
     entity::session,
-    service::{Auth, Tokens},
+    service::{Auth, SignIn, Tokens},
 };
 
 pub type AuthSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Every query of the subgraph.
+#[derive(MergedObject, Default)]
+pub struct Query(SessionQuery, factors::FactorQuery);
+
+/// Every mutation of the subgraph.
+#[derive(MergedObject, Default)]
+pub struct Mutation(SessionMutation, factors::FactorMutation);
 
 /// What one document may ask of this subgraph, from the router or from anyone who reaches it
 /// directly: field nesting, and fields (async-graphql's complexity: one per field), aliases
@@ -32,14 +44,14 @@ pub const LIMITS: Limits = Limits {
 };
 
 pub fn build_schema(auth: Arc<Auth>) -> AuthSchema {
-    graphql::subgraph_schema(Query, Mutation, &LIMITS)
+    graphql::subgraph_schema(Query::default(), Mutation::default(), &LIMITS)
         .data(auth)
         .finish()
 }
 
 /// The SDL this subgraph serves as `_service { sdl }` (committed as `schema/auth.graphql`).
 pub fn sdl() -> String {
-    graphql::subgraph_sdl(Query, Mutation)
+    graphql::subgraph_sdl(Query::default(), Mutation::default())
 }
 
 fn auth<'a>(ctx: &'a Context<'_>) -> &'a Arc<Auth> {
@@ -71,10 +83,22 @@ pub struct AuthPayload {
     pub session_id: ID,
     /// The signed-in user.
     pub user: User,
+    /// Set only when this sign-in added your first second factor: your recovery codes,
+    /// shown this once. Each signs in once in place of a code; store them safely.
+    pub recovery_codes: Option<Vec<String>>,
+}
+
+/// What `login` answers: the tokens, or a challenge when a second factor is due.
+#[derive(Union)]
+pub enum LoginResult {
+    /// Signed in.
+    Signed(AuthPayload),
+    /// The password was right; complete the sign-in with `completeLogin`.
+    SecondFactor(factors::SecondFactorChallenge),
 }
 
 /// Names the issued tokens in a response header for the router (see [`ISSUED_TOKENS_HEADER`]).
-fn announce(ctx: &Context<'_>, tokens: Tokens) -> AuthPayload {
+pub(crate) fn announce(ctx: &Context<'_>, tokens: Tokens) -> AuthPayload {
     let issued = IssuedTokens {
         access: tokens.access_token.clone(),
         refresh: tokens.refresh_token.clone(),
@@ -95,6 +119,7 @@ impl From<Tokens> for AuthPayload {
             user: User {
                 id: ID(t.user_id.to_string()),
             },
+            recovery_codes: t.recovery_codes,
         }
     }
 }
@@ -125,10 +150,11 @@ pub struct SigningKeyInfo {
     pub kid: String,
 }
 
-pub struct Query;
+#[derive(Default)]
+pub struct SessionQuery;
 
 #[Object]
-impl Query {
+impl SessionQuery {
     /// Your sessions that have not ended, newest first.
     #[graphql(guard = "Authenticated", directive = authenticated::apply())]
     async fn sessions(&self, ctx: &Context<'_>) -> ApiResult<Vec<Session>> {
@@ -150,22 +176,28 @@ impl Query {
     }
 }
 
-pub struct Mutation;
+#[derive(Default)]
+pub struct SessionMutation;
 
 #[Object]
-impl Mutation {
+impl SessionMutation {
     /// Signs in. Fails with one message for an unknown email, a wrong password and a disabled
     /// account; repeated failures are slowed down (`RATE_LIMITED` says how long to wait).
+    /// With a second factor (or a role that requires one) the answer is a
+    /// `SecondFactorChallenge` to complete with `completeLogin`, not tokens.
     async fn login(
         &self,
         ctx: &Context<'_>,
         email: String,
         password: String,
-    ) -> ApiResult<AuthPayload> {
-        let tokens = auth(ctx)
+    ) -> ApiResult<LoginResult> {
+        match auth(ctx)
             .login(request_meta(ctx), &email, &password)
-            .await?;
-        Ok(announce(ctx, tokens))
+            .await?
+        {
+            SignIn::Tokens(tokens) => Ok(LoginResult::Signed(announce(ctx, tokens))),
+            SignIn::SecondFactor(challenge) => Ok(LoginResult::SecondFactor(challenge.into())),
+        }
     }
 
     /// Exchanges a refresh token for a new access and refresh token (the old one is spent).
