@@ -8,13 +8,19 @@ mod harness;
 
 #[path = "../subgraphs/auth/tests/common/authenticator.rs"]
 mod authenticator;
+#[path = "../subgraphs/auth/tests/common/passkey.rs"]
+mod passkey;
 
 use authenticator::App;
 use harness::{ADMIN_EMAIL, ADMIN_PASSWORD, Stack, Topology, data};
 use keygraph_kernel::testing::{Backend, jwt_claims};
+use passkey::SoftPasskey;
 use serde_json::{Value, json};
 
-keygraph_kernel::on_both_backends!(a_user_enrols_signs_in_with_a_code_and_steps_up);
+keygraph_kernel::on_both_backends!(
+    a_user_enrols_signs_in_with_a_code_and_steps_up,
+    a_passkey_alone_signs_in_through_the_router,
+);
 
 const LOGIN: &str = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { \
     __typename ... on AuthPayload { accessToken refreshToken } \
@@ -161,5 +167,67 @@ async fn a_user_enrols_signs_in_with_a_code_and_steps_up(backend: Backend) {
         .await;
     let stepped = text(&data(&stepped)["stepUp"], "accessToken").to_owned();
     let changed = stack.gql(change, variables, Some(&stepped)).await;
+    assert_eq!(data(&changed)["changePassword"], true);
+}
+
+async fn a_passkey_alone_signs_in_through_the_router(backend: Backend) {
+    let Some(stack) = Stack::start(backend, Topology::Embedded).await else {
+        return;
+    };
+    let first = login(&stack).await;
+    let access = text(&first, "accessToken").to_owned();
+    let begun = stack
+        .gql(
+            "mutation { beginPasskeyRegistration { ceremonyId options } }",
+            json!({}),
+            Some(&access),
+        )
+        .await;
+    let begun = data(&begun)["beginPasskeyRegistration"].clone();
+    let (mut passkey, credential) = SoftPasskey::create(&begun["options"], "http://localhost:4000");
+    let finished = stack
+        .gql(
+            "mutation($c: ID!, $k: JSON!) { finishPasskeyRegistration(ceremonyId: $c, credential: $k) { factor { kind } } }",
+            json!({ "c": begun["ceremonyId"], "k": credential }),
+            Some(&access),
+        )
+        .await;
+    assert_eq!(
+        data(&finished)["finishPasskeyRegistration"]["factor"]["kind"],
+        "PASSKEY"
+    );
+    let out = stack
+        .gql("mutation { logout }", json!({}), Some(&access))
+        .await;
+    assert_eq!(data(&out)["logout"], true);
+
+    // No email, no password: the passkey says who signs in.
+    let begun = stack
+        .gql(
+            "mutation { beginPasskeySignIn { ceremonyId options } }",
+            json!({}),
+            None,
+        )
+        .await;
+    let begun = data(&begun)["beginPasskeySignIn"].clone();
+    let signed = stack
+        .gql(
+            "mutation($c: ID!, $k: JSON!) { finishPasskeySignIn(ceremonyId: $c, credential: $k) { accessToken user { email } } }",
+            json!({ "c": begun["ceremonyId"], "k": passkey.get(&begun["options"]) }),
+            None,
+        )
+        .await;
+    let signed = data(&signed)["finishPasskeySignIn"].clone();
+    assert_eq!(signed["user"]["email"], ADMIN_EMAIL);
+    let token = text(&signed, "accessToken");
+    assert_eq!(jwt_claims(token)["amr"], json!(["hwk", "mfa"]));
+    // A passkey sign-in counts for sensitive changes.
+    let changed = stack
+        .gql(
+            "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) }",
+            json!({ "c": ADMIN_PASSWORD, "n": "a different passphrase entirely" }),
+            Some(token),
+        )
+        .await;
     assert_eq!(data(&changed)["changePassword"], true);
 }

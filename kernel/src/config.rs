@@ -310,6 +310,21 @@ pub struct MfaConfig {
     pub enrolment_ttl_secs: u64,
     /// Roles whose holders must sign in with a second factor; one without enrols at sign-in.
     pub required_for_roles: Vec<String>,
+    pub passkeys: PasskeyConfig,
+}
+
+/// The relying party passkeys are made for (`auth.mfa.passkeys`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyConfig {
+    /// The domain passkeys are bound to (the origins' host or a parent of it).
+    pub rp_id: String,
+    /// The name authenticators show.
+    pub rp_name: String,
+    /// The web origins sign-in pages run on, e.g. `https://app.example.com`.
+    pub origins: Vec<String>,
+    /// Seconds a passkey ceremony waits between its begin and its finish.
+    pub ceremony_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -584,6 +599,57 @@ impl Config {
         }
         if !(60..=3600).contains(&auth.mfa.enrolment_ttl_secs) {
             return fail("auth.mfa.enrolment_ttl_secs", "must be 60 to 3600".into());
+        }
+        let passkeys = &auth.mfa.passkeys;
+        if passkeys.rp_id.is_empty()
+            || !passkeys
+                .rp_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
+            return fail(
+                "auth.mfa.passkeys.rp_id",
+                format!("`{}` is not a domain name", passkeys.rp_id),
+            );
+        }
+        if passkeys.origins.is_empty() {
+            return fail(
+                "auth.mfa.passkeys.origins",
+                "name at least one origin sign-in pages run on".into(),
+            );
+        }
+        for origin in &passkeys.origins {
+            let host = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"))
+                .map(|rest| rest.split(['/', ':']).next().unwrap_or_default());
+            let Some(host) = host else {
+                return fail(
+                    "auth.mfa.passkeys.origins",
+                    format!("`{origin}` is not an http(s) origin"),
+                );
+            };
+            if host != passkeys.rp_id && !host.ends_with(&format!(".{}", passkeys.rp_id)) {
+                return fail(
+                    "auth.mfa.passkeys.origins",
+                    format!(
+                        "`{origin}` is not on `{}` (auth.mfa.passkeys.rp_id) or below it",
+                        passkeys.rp_id
+                    ),
+                );
+            }
+            if origin.starts_with("http://") && host != "localhost" {
+                return fail(
+                    "auth.mfa.passkeys.origins",
+                    format!("`{origin}`: browsers allow passkeys over http only on localhost"),
+                );
+            }
+        }
+        if !(30..=900).contains(&passkeys.ceremony_ttl_secs) {
+            return fail(
+                "auth.mfa.passkeys.ceremony_ttl_secs",
+                "must be 30 to 900".into(),
+            );
         }
         if auth.mfa.totp_issuer.trim().is_empty() || auth.mfa.totp_issuer.contains(':') {
             return fail(
@@ -1121,6 +1187,72 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("`identity.lisen`"), "{text}");
         assert!(text.contains("listen"), "lists the known keys: {text}");
+    }
+
+    #[test]
+    fn second_factor_settings_are_checked() {
+        for (key, value, says) in [
+            (
+                "KEYGRAPH__AUTH__MFA__PASSKEYS__ORIGINS",
+                "[\"https://evil.example\"]",
+                "is not on `localhost`",
+            ),
+            (
+                "KEYGRAPH__AUTH__MFA__PASSKEYS__ORIGINS",
+                "[\"localhost:4000\"]",
+                "not an http(s) origin",
+            ),
+            (
+                "KEYGRAPH__AUTH__MFA__PASSKEYS__ORIGINS",
+                "[]",
+                "at least one origin",
+            ),
+            (
+                "KEYGRAPH__AUTH__MFA__PASSKEYS__RP_ID",
+                "key graph",
+                "not a domain name",
+            ),
+            (
+                "KEYGRAPH__AUTH__MFA__TOTP_ISSUER",
+                "Key:graph",
+                "without `:`",
+            ),
+            (
+                "KEYGRAPH__AUTH__MFA__CHALLENGE_TTL_SECS",
+                "3600",
+                "short-lived",
+            ),
+            ("KEYGRAPH__TOKENS__STEP_UP_MAX_AGE_SECS", "5", "30 to 86400"),
+        ] {
+            let err = Config::from_sources(None, env(&[(key, value)]))
+                .expect_err(&format!("{key}={value} is refused"));
+            assert!(err.to_string().contains(says), "{key}={value}: {err}");
+        }
+        // A production domain: https on it and below it; http only on localhost.
+        let config = Config::from_sources(
+            None,
+            env(&[
+                ("KEYGRAPH__AUTH__MFA__PASSKEYS__RP_ID", "example.com"),
+                (
+                    "KEYGRAPH__AUTH__MFA__PASSKEYS__ORIGINS",
+                    "[\"https://example.com\", \"https://app.example.com:8443\"]",
+                ),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(config.auth.mfa.passkeys.origins.len(), 2);
+        let err = Config::from_sources(
+            None,
+            env(&[
+                ("KEYGRAPH__AUTH__MFA__PASSKEYS__RP_ID", "example.com"),
+                (
+                    "KEYGRAPH__AUTH__MFA__PASSKEYS__ORIGINS",
+                    "[\"http://app.example.com\"]",
+                ),
+            ]),
+        )
+        .expect_err("http off localhost");
+        assert!(err.to_string().contains("only on localhost"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261120_000001_init;
 mod m20261204_000002_second_factors;
+mod m20261204_000003_passkey_ceremonies;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261120_000001_init::Migration),
             Box::new(m20261204_000002_second_factors::Migration),
+            Box::new(m20261204_000003_passkey_ceremonies::Migration),
         ]
     }
 }

@@ -8,6 +8,7 @@ pub mod entity;
 pub mod internal;
 pub mod keys;
 pub mod mfa;
+pub mod passkeys;
 pub mod schema;
 pub mod service;
 pub mod totp;
@@ -80,6 +81,7 @@ pub async fn build(
         internal_token,
         local,
         counters,
+        passkeys::Passkeys::from_config(&config.auth.mfa.passkeys).map_err(anyhow::Error::msg)?,
     )?);
     let verifier = TokenVerifier::for_service("auth", &config.tokens, internal_token)?;
     let router = Router::new()

@@ -28,7 +28,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    entity::{factor, recovery_code, refresh_token, session, sign_in_challenge},
+    entity::{factor, passkey_ceremony, recovery_code, refresh_token, session, sign_in_challenge},
+    passkeys::{PasskeyOptions, Verified},
     service::{
         Account, Auth, AuthError, AuthResult, Grants, Proven, Tokens, hash_token, insert_refresh,
         new_refresh_token,
@@ -50,6 +51,7 @@ const INVALID_CHALLENGE: &str = "the sign-in challenge is not valid: it expired,
 pub enum Method {
     Totp,
     RecoveryCode,
+    Passkey,
 }
 
 impl Method {
@@ -57,6 +59,7 @@ impl Method {
         match self {
             Method::Totp => "totp",
             Method::RecoveryCode => "recovery_code",
+            Method::Passkey => "passkey",
         }
     }
 }
@@ -66,6 +69,11 @@ impl Method {
 pub enum Proof {
     Totp(String),
     RecoveryCode(String),
+    /// A passkey's answer (`PublicKeyCredential` JSON) to the ceremony begun for it.
+    Passkey {
+        ceremony: Uuid,
+        credential: serde_json::Value,
+    },
 }
 
 impl Proof {
@@ -73,6 +81,7 @@ impl Proof {
         match self {
             Proof::Totp(_) => Method::Totp,
             Proof::RecoveryCode(_) => Method::RecoveryCode,
+            Proof::Passkey { .. } => Method::Passkey,
         }
     }
 }
@@ -100,6 +109,8 @@ pub struct Challenge {
     /// Set when a role requires a factor the user does not have: the authenticator to add,
     /// whose first code completes the sign-in.
     pub enrolment: Option<TotpEnrolment>,
+    /// Set when the user has a passkey: the options to answer with one.
+    pub passkey: Option<PasskeyOptions>,
 }
 
 /// A confirmed enrolment.
@@ -111,7 +122,7 @@ pub struct Confirmed {
 }
 
 /// A proof that checked out, still to be spent.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Accepted {
     Totp {
         factor: Uuid,
@@ -122,13 +133,23 @@ enum Accepted {
     Recovery {
         code: Uuid,
     },
+    Passkey(Verified),
 }
 
 impl Accepted {
-    fn method(self) -> Method {
+    fn method(&self) -> Method {
         match self {
             Accepted::Totp { .. } => Method::Totp,
             Accepted::Recovery { .. } => Method::RecoveryCode,
+            Accepted::Passkey(_) => Method::Passkey,
+        }
+    }
+
+    /// What it adds to the session's `amr` (with `mfa`).
+    fn amr(&self) -> &'static str {
+        match self {
+            Accepted::Totp { .. } | Accepted::Recovery { .. } => "otp",
+            Accepted::Passkey(verified) => verified.amr,
         }
     }
 }
@@ -185,8 +206,20 @@ fn field_of(proof: &Proof, prefix: &'static str) -> &'static str {
     match (proof, prefix) {
         (Proof::Totp(_), "proof") => "proof.totpCode",
         (Proof::RecoveryCode(_), "proof") => "proof.recoveryCode",
+        (Proof::Passkey { .. }, "proof") => "proof.passkey",
         _ => "code",
     }
+}
+
+/// `amr` after a second factor: the first step's values, then the factor's and `mfa`.
+fn with_factor(first: &str, accepted: &Accepted) -> Vec<String> {
+    let mut amr: Vec<String> = first.split_whitespace().map(str::to_owned).collect();
+    for value in [accepted.amr(), "mfa"] {
+        if !amr.iter().any(|a| a == value) {
+            amr.push(value.to_owned());
+        }
+    }
+    amr
 }
 
 impl Auth {
@@ -247,10 +280,29 @@ impl Auth {
         } else {
             None
         };
+        let id = Uuid::now_v7();
+        let passkey = if enrol {
+            None
+        } else {
+            self.passkey_request(&txn, account.id, passkey_ceremony::SECOND_FACTOR, Some(id))
+                .await?
+        };
         let methods = if enrol {
             vec![Method::Totp]
         } else {
-            let mut methods = vec![Method::Totp];
+            let mut methods = Vec::new();
+            let totp = factor::Entity::find()
+                .filter(factor::Column::UserId.eq(account.id))
+                .filter(factor::Column::Kind.eq(factor::TOTP))
+                .filter(factor::Column::ConfirmedAt.is_not_null())
+                .count(&txn)
+                .await?;
+            if totp > 0 {
+                methods.push(Method::Totp);
+            }
+            if passkey.is_some() {
+                methods.push(Method::Passkey);
+            }
             let codes = recovery_code::Entity::find()
                 .filter(recovery_code::Column::UserId.eq(account.id))
                 .filter(recovery_code::Column::UsedAt.is_null())
@@ -261,7 +313,6 @@ impl Auth {
             }
             methods
         };
-        let id = Uuid::now_v7();
         sign_in_challenge::ActiveModel {
             id: Set(id),
             token_hash: Set(token_hash),
@@ -287,6 +338,7 @@ impl Auth {
             expires_at,
             methods,
             enrolment,
+            passkey,
         })
     }
 
@@ -350,11 +402,9 @@ impl Auth {
         name: Option<&str>,
     ) -> AuthResult<TotpEnrolment> {
         let name = check_name(name.unwrap_or("Authenticator"))?;
-        let account: Account = self
-            .identity
-            .get_json(&format!("/internal/users/{user}"))
-            .await
-            .map_err(AuthError::Upstream)?
+        let account = self
+            .account(user)
+            .await?
             .ok_or_else(|| AuthError::NotFound(format!("no user {user}")))?;
         let (_turn, txn) = begin_write(&self.db).await?;
         let enrolment = self
@@ -384,7 +434,7 @@ impl Auth {
     ) -> AuthResult<Confirmed> {
         let proof = Proof::Totp(code.to_owned());
         let accepted = self
-            .check_proof(meta, user, &proof, Some(factor_id), "code")
+            .check_proof(meta, user, &proof, Some(factor_id), None, "code")
             .await?;
         let (_turn, txn) = begin_write(&self.db).await?;
         let recovery_codes = self.spend(&txn, meta, user, accepted, "enrolment").await?;
@@ -423,12 +473,7 @@ impl Auth {
             })
             .ok_or_else(invalid)?;
         let user = stored.user_id;
-        let account: Option<Account> = self
-            .identity
-            .get_json(&format!("/internal/users/{user}"))
-            .await
-            .map_err(AuthError::Upstream)?;
-        if account.is_none_or(|a| !a.is_active()) {
+        if !self.may_sign_in(user).await? {
             return Err(invalid());
         }
         if stored.enrol_factor.is_some() && !matches!(proof, Proof::Totp(_)) {
@@ -439,7 +484,14 @@ impl Auth {
             ));
         }
         let accepted = self
-            .check_proof(meta, user, proof, stored.enrol_factor, "proof")
+            .check_proof(
+                meta,
+                user,
+                proof,
+                stored.enrol_factor,
+                Some(stored.id),
+                "proof",
+            )
             .await?;
         let grants = self.grants(user).await?;
         let (_turn, txn) = begin_write(&self.db).await?;
@@ -453,9 +505,8 @@ impl Auth {
             txn.rollback().await?;
             return Err(invalid());
         }
+        let amr = with_factor(&stored.amr, &accepted);
         let recovery_codes = self.spend(&txn, meta, user, accepted, "sign_in").await?;
-        let mut amr: Vec<String> = stored.amr.split_whitespace().map(str::to_owned).collect();
-        amr.extend(["otp".to_owned(), "mfa".to_owned()]);
         let proven = Proven {
             amr,
             auth_time: now.timestamp(),
@@ -495,15 +546,12 @@ impl Auth {
                 "you have no second factor to step up with; sign in again with your password for a fresh sign-in".into(),
             ));
         }
-        let accepted = self.check_proof(meta, user, proof, None, "proof").await?;
+        let accepted = self
+            .check_proof(meta, user, proof, None, None, "proof")
+            .await?;
         let grants = self.grants(user).await?;
         let now = Utc::now();
-        let mut amr: Vec<String> = session.amr.split_whitespace().map(str::to_owned).collect();
-        for value in ["otp", "mfa"] {
-            if !amr.iter().any(|a| a == value) {
-                amr.push(value.to_owned());
-            }
-        }
+        let amr = with_factor(&session.amr, &accepted);
         let (refresh, refresh_hash) = new_refresh_token();
         let (_turn, txn) = begin_write(&self.db).await?;
         self.spend(&txn, meta, user, accepted, "step_up").await?;
@@ -538,18 +586,13 @@ impl Auth {
         self.issue(user, session.id, grants, refresh, &proven).await
     }
 
-    /// Checks a proof (throttled), writing the failure's audit event when it is wrong.
-    /// `pending` is the unconfirmed TOTP factor the code must be of, when enrolling.
-    async fn check_proof(
+    /// Starts a throttled check of one of `user`'s factors.
+    pub(crate) async fn begin_factor_attempt(
         &self,
         meta: &RequestMeta,
         user: Uuid,
-        proof: &Proof,
-        pending: Option<Uuid>,
-        field_prefix: &'static str,
-    ) -> AuthResult<Accepted> {
-        let attempt = self
-            .factor_throttle
+    ) -> AuthResult<keygraph_kernel::throttle::Attempt> {
+        self.factor_throttle
             .begin(&format!("factor:{user}"), meta.client_addr)
             .await
             .map_err(|refused| {
@@ -558,9 +601,26 @@ impl Auth {
                     Refused::Wait(secs) => AuthError::Throttled(secs),
                     Refused::Unavailable => AuthError::ThrottleUnavailable,
                 }
-            })?;
+            })
+    }
+
+    /// Checks a proof (throttled), writing the failure's audit event when it is wrong.
+    /// `pending` is the unconfirmed TOTP factor the code must be of, when enrolling;
+    /// `challenge` the sign-in challenge a passkey ceremony belongs to.
+    async fn check_proof(
+        &self,
+        meta: &RequestMeta,
+        user: Uuid,
+        proof: &Proof,
+        pending: Option<Uuid>,
+        challenge: Option<Uuid>,
+        field_prefix: &'static str,
+    ) -> AuthResult<Accepted> {
+        let attempt = self.begin_factor_attempt(meta, user).await?;
         let field = field_of(proof, field_prefix);
-        let checked = self.match_proof(user, proof, pending, field).await;
+        let checked = self
+            .match_proof(user, proof, pending, challenge, field)
+            .await;
         match checked {
             Ok(accepted) => {
                 attempt.finish(true).await;
@@ -582,9 +642,17 @@ impl Auth {
         user: Uuid,
         proof: &Proof,
         pending: Option<Uuid>,
+        challenge: Option<Uuid>,
         field: &'static str,
     ) -> AuthResult<Accepted> {
         match proof {
+            Proof::Passkey {
+                ceremony,
+                credential,
+            } => Ok(Accepted::Passkey(
+                self.verify_passkey(user, *ceremony, challenge, credential, field)
+                    .await?,
+            )),
             Proof::Totp(code) => {
                 let now = Utc::now();
                 let candidates = match pending {
@@ -687,6 +755,7 @@ impl Auth {
             )
         };
         let mut recovery_codes = None;
+        let method = accepted.method();
         match accepted {
             Accepted::Totp {
                 factor: id,
@@ -716,14 +785,12 @@ impl Auth {
                         .metadata(json!({ "kind": factor::TOTP, "user": user }))
                         .record(txn, meta)
                         .await?;
-                    let unused = recovery_code::Entity::find()
-                        .filter(recovery_code::Column::UserId.eq(user))
-                        .filter(recovery_code::Column::UsedAt.is_null())
-                        .count(txn)
-                        .await?;
-                    if unused == 0 {
-                        recovery_codes = Some(self.replace_recovery_codes(txn, meta, user).await?);
-                    }
+                    recovery_codes = self.first_factor_codes(txn, meta, user).await?;
+                }
+            }
+            Accepted::Passkey(verified) => {
+                if !self.spend_passkey(txn, &verified).await? {
+                    return Err(replay());
                 }
             }
             Accepted::Recovery { code } => {
@@ -740,13 +807,31 @@ impl Auth {
         }
         AuditEvent::new("auth.factor.verified", "user", user)
             .actor(Some(user))
-            .metadata(json!({ "method": accepted.method().as_str(), "purpose": purpose }))
+            .metadata(json!({ "method": method.as_str(), "purpose": purpose }))
             .record(txn, meta)
             .await?;
         Ok(recovery_codes)
     }
 
-    async fn record_failed_check(
+    /// Recovery codes for a user who has none unused (their first factor was just added).
+    pub(crate) async fn first_factor_codes(
+        &self,
+        txn: &DatabaseTransaction,
+        meta: &RequestMeta,
+        user: Uuid,
+    ) -> AuthResult<Option<Vec<String>>> {
+        let unused = recovery_code::Entity::find()
+            .filter(recovery_code::Column::UserId.eq(user))
+            .filter(recovery_code::Column::UsedAt.is_null())
+            .count(txn)
+            .await?;
+        if unused > 0 {
+            return Ok(None);
+        }
+        Ok(Some(self.replace_recovery_codes(txn, meta, user).await?))
+    }
+
+    pub(crate) async fn record_failed_check(
         &self,
         meta: &RequestMeta,
         user: Uuid,

@@ -182,6 +182,7 @@ pub struct Auth {
     pub(crate) factor_throttle: Throttle,
     pub(crate) settings: Settings,
     pub(crate) mfa: keygraph_kernel::config::MfaConfig,
+    pub(crate) passkeys: crate::passkeys::Passkeys,
 }
 
 fn chrono_secs(secs: u64) -> chrono::Duration {
@@ -213,6 +214,7 @@ impl Auth {
         internal_token: &str,
         local: &LocalServices,
         counters: Arc<Counters>,
+        passkeys: crate::passkeys::Passkeys,
     ) -> Result<Self, InternalCallError> {
         let auth = &config.auth;
         Ok(Self {
@@ -223,6 +225,7 @@ impl Auth {
             throttle: Throttle::sign_in(auth.throttle, counters.clone()),
             factor_throttle: Throttle::second_factor(auth.throttle, counters),
             mfa: auth.mfa.clone(),
+            passkeys,
             settings: Settings {
                 issuer: config.tokens.issuer.clone(),
                 audience: config.tokens.audience.clone(),
@@ -481,6 +484,19 @@ impl Auth {
         Ok(AuthError::Unauthenticated(
             "this refresh token was already used, so the session was ended for safety; sign in again".into(),
         ))
+    }
+
+    /// The user's account at identity; none for a deleted user.
+    pub(crate) async fn account(&self, user: Uuid) -> AuthResult<Option<Account>> {
+        self.identity
+            .get_json(&format!("/internal/users/{user}"))
+            .await
+            .map_err(AuthError::Upstream)
+    }
+
+    /// Whether the user exists and may sign in.
+    pub(crate) async fn may_sign_in(&self, user: Uuid) -> AuthResult<bool> {
+        Ok(self.account(user).await?.is_some_and(|a| a.is_active()))
     }
 
     pub(crate) async fn grants(&self, user: Uuid) -> AuthResult<Grants> {

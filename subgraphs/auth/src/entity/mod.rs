@@ -1,6 +1,7 @@
 //! SeaORM entities of the auth schema.
 
 pub mod factor;
+pub mod passkey_ceremony;
 pub mod recovery_code;
 pub mod refresh_token;
 pub mod session;

@@ -1,8 +1,8 @@
-//! Second factors in the API: the sign-in challenge and its completion, step-up, TOTP
-//! enrolment, recovery codes, listing, naming and removing factors, and an administrator's
-//! reset.
+//! Second factors in the API: the sign-in challenge and its completion, step-up, TOTP and
+//! passkey enrolment, passwordless sign-in with a passkey, recovery codes, listing, naming
+//! and removing factors, and an administrator's reset.
 
-use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use keygraph_kernel::{
     ApiError, ApiResult,
@@ -15,6 +15,7 @@ use super::{AuthPayload, announce, auth};
 use crate::{
     entity::factor,
     mfa::{self, Method, Proof},
+    passkeys,
 };
 
 /// The answer to a correct password when a second factor is due.
@@ -30,6 +31,42 @@ pub struct SecondFactorChallenge {
     /// Set when a role you hold requires a second factor and you have none: add this
     /// authenticator to your app, then complete the sign-in with its first code.
     pub enrolment: Option<TotpEnrolment>,
+    /// Set when you have a passkey: answer these options with
+    /// `navigator.credentials.get()` and complete with the answer as `proof.passkey`.
+    pub passkey: Option<PasskeyOptions>,
+}
+
+/// A passkey ceremony begun: answer `options` in the browser, then send the answer with
+/// `ceremonyId` before `expiresAt`.
+#[derive(SimpleObject)]
+pub struct PasskeyOptions {
+    /// Names the ceremony when you send the answer.
+    pub ceremony_id: ID,
+    /// The WebAuthn options as JSON, `{ "publicKey": { ... } }`: pass `publicKey` to
+    /// `PublicKeyCredential.parseCreationOptionsFromJSON` (registration) or
+    /// `parseRequestOptionsFromJSON` (sign-in), or decode its base64url fields yourself.
+    pub options: Json<serde_json::Value>,
+    /// Finish before this (UTC), or begin again.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl From<passkeys::PasskeyOptions> for PasskeyOptions {
+    fn from(o: passkeys::PasskeyOptions) -> Self {
+        Self {
+            ceremony_id: ID(o.ceremony.to_string()),
+            options: Json(o.options),
+            expires_at: o.expires_at,
+        }
+    }
+}
+
+/// A passkey's answer to a ceremony.
+#[derive(InputObject)]
+pub struct PasskeyAnswer {
+    /// The ceremony it answers (`PasskeyOptions.ceremonyId`).
+    pub ceremony_id: ID,
+    /// The `PublicKeyCredential` as JSON (`credential.toJSON()`).
+    pub credential: Json<serde_json::Value>,
 }
 
 impl From<mfa::Challenge> for SecondFactorChallenge {
@@ -39,6 +76,7 @@ impl From<mfa::Challenge> for SecondFactorChallenge {
             expires_at: c.expires_at,
             methods: c.methods.into_iter().map(Into::into).collect(),
             enrolment: c.enrolment.map(Into::into),
+            passkey: c.passkey.map(Into::into),
         }
     }
 }
@@ -50,6 +88,8 @@ pub enum SecondFactorMethod {
     Totp,
     /// One of your recovery codes.
     RecoveryCode,
+    /// One of your passkeys.
+    Passkey,
 }
 
 impl From<Method> for SecondFactorMethod {
@@ -57,6 +97,7 @@ impl From<Method> for SecondFactorMethod {
         match m {
             Method::Totp => SecondFactorMethod::Totp,
             Method::RecoveryCode => SecondFactorMethod::RecoveryCode,
+            Method::Passkey => SecondFactorMethod::Passkey,
         }
     }
 }
@@ -66,6 +107,8 @@ impl From<Method> for SecondFactorMethod {
 pub enum SecondFactorKind {
     /// An authenticator app (TOTP, RFC 6238).
     Totp,
+    /// A passkey (WebAuthn); it also signs in without a password.
+    Passkey,
 }
 
 /// The second factor presented: exactly one of the fields.
@@ -75,16 +118,27 @@ pub struct SecondFactorInput {
     pub totp_code: Option<String>,
     /// One of your recovery codes (each works once).
     pub recovery_code: Option<String>,
+    /// A passkey's answer to the ceremony of `SecondFactorChallenge.passkey` (sign-in) or
+    /// of `beginPasskeyStepUp`.
+    pub passkey: Option<PasskeyAnswer>,
 }
 
 impl SecondFactorInput {
     fn into_proof(self) -> ApiResult<Proof> {
-        match (self.totp_code, self.recovery_code) {
-            (Some(code), None) => Ok(Proof::Totp(code)),
-            (None, Some(code)) => Ok(Proof::RecoveryCode(code)),
+        match (self.totp_code, self.recovery_code, self.passkey) {
+            (Some(code), None, None) => Ok(Proof::Totp(code)),
+            (None, Some(code), None) => Ok(Proof::RecoveryCode(code)),
+            (None, None, Some(answer)) => Ok(Proof::Passkey {
+                ceremony: parse_id(
+                    "proof.passkey.ceremonyId",
+                    "passkey ceremony",
+                    &answer.ceremony_id,
+                )?,
+                credential: answer.credential.0,
+            }),
             _ => Err(ApiError::bad_input(
                 "proof",
-                "give exactly one of `totpCode` and `recoveryCode`",
+                "give exactly one of `totpCode`, `recoveryCode` and `passkey`",
             )),
         }
     }
@@ -137,7 +191,11 @@ impl From<factor::Model> for SecondFactor {
     fn from(f: factor::Model) -> Self {
         Self {
             id: ID(f.id.to_string()),
-            kind: SecondFactorKind::Totp,
+            kind: if f.kind == factor::PASSKEY {
+                SecondFactorKind::Passkey
+            } else {
+                SecondFactorKind::Totp
+            },
             name: f.name,
             created_at: f.confirmed_at.unwrap_or(f.created_at),
             last_used_at: f.last_used_at,
@@ -145,9 +203,9 @@ impl From<factor::Model> for SecondFactor {
     }
 }
 
-/// A confirmed authenticator.
+/// A second factor added.
 #[derive(SimpleObject)]
-pub struct TotpConfirmation {
+pub struct SecondFactorConfirmation {
     /// The factor, now in use.
     pub factor: SecondFactor,
     /// Set when this was your first second factor: your recovery codes, shown this once.
@@ -244,16 +302,92 @@ impl FactorMutation {
         ctx: &Context<'_>,
         factor_id: ID,
         code: String,
-    ) -> ApiResult<TotpConfirmation> {
+    ) -> ApiResult<SecondFactorConfirmation> {
         let principal = require_principal(ctx)?;
         let factor_id = parse_id("factorId", "factor", &factor_id)?;
         let confirmed = auth(ctx)
             .confirm_totp(request_meta(ctx), principal.user_id, factor_id, &code)
             .await?;
-        Ok(TotpConfirmation {
+        Ok(SecondFactorConfirmation {
             factor: confirmed.factor.into(),
             recovery_codes: confirmed.recovery_codes,
         })
+    }
+
+    /// Starts adding a passkey (needs a recent sign-in, with your second factor if you have
+    /// one): answer the options with `navigator.credentials.create()`, then send the answer
+    /// to `finishPasskeyRegistration`. The passkey is discoverable, so it also signs in
+    /// without a password (`beginPasskeySignIn`).
+    #[graphql(guard = "Authenticated", directive = authenticated::apply())]
+    async fn begin_passkey_registration(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What to call it, e.g. \"Laptop\"; `Passkey` when left out.")]
+        name: Option<String>,
+    ) -> ApiResult<PasskeyOptions> {
+        let principal = require_step_up(ctx, "adding a second factor")?;
+        Ok(auth(ctx)
+            .begin_passkey_registration(request_meta(ctx), principal.user_id, name.as_deref())
+            .await?
+            .into())
+    }
+
+    /// Finishes adding a passkey with the browser's answer (`credential.toJSON()`). Your
+    /// first second factor comes with recovery codes, shown this once.
+    #[graphql(guard = "Authenticated", directive = authenticated::apply())]
+    async fn finish_passkey_registration(
+        &self,
+        ctx: &Context<'_>,
+        ceremony_id: ID,
+        credential: Json<serde_json::Value>,
+    ) -> ApiResult<SecondFactorConfirmation> {
+        let principal = require_principal(ctx)?;
+        let ceremony = parse_id("ceremonyId", "passkey ceremony", &ceremony_id)?;
+        let confirmed = auth(ctx)
+            .finish_passkey_registration(
+                request_meta(ctx),
+                principal.user_id,
+                ceremony,
+                &credential.0,
+            )
+            .await?;
+        Ok(SecondFactorConfirmation {
+            factor: confirmed.factor.into(),
+            recovery_codes: confirmed.recovery_codes,
+        })
+    }
+
+    /// Starts a sign-in without a password: answer the options with
+    /// `navigator.credentials.get()` (the browser offers this site's passkeys), then send the
+    /// answer to `finishPasskeySignIn`.
+    async fn begin_passkey_sign_in(&self, ctx: &Context<'_>) -> ApiResult<PasskeyOptions> {
+        Ok(auth(ctx).begin_passkey_sign_in().await?.into())
+    }
+
+    /// Signs in with a passkey's answer: the tokens, as `login` gives them. The session
+    /// counts as multi-factor (`amr` has `hwk` or `swk`, and `mfa`).
+    async fn finish_passkey_sign_in(
+        &self,
+        ctx: &Context<'_>,
+        ceremony_id: ID,
+        credential: Json<serde_json::Value>,
+    ) -> ApiResult<AuthPayload> {
+        let ceremony = parse_id("ceremonyId", "passkey ceremony", &ceremony_id)?;
+        let tokens = auth(ctx)
+            .finish_passkey_sign_in(request_meta(ctx), ceremony, &credential.0)
+            .await?;
+        Ok(announce(ctx, tokens))
+    }
+
+    /// Starts a step-up with one of your passkeys: answer the options, then send the answer
+    /// to `stepUp` as `proof.passkey`.
+    #[graphql(guard = "Authenticated", directive = authenticated::apply())]
+    async fn begin_passkey_step_up(&self, ctx: &Context<'_>) -> ApiResult<PasskeyOptions> {
+        let principal = require_principal(ctx)?;
+        Ok(auth(ctx)
+            .begin_passkey_step_up(principal.user_id)
+            .await?
+            .into())
     }
 
     /// Renames one of your second factors.
