@@ -87,6 +87,20 @@ pub fn require_self_or_permission<'a>(
 #[async_graphql::TypeDirective(name = "federation__authenticated", location = "FieldDefinition")]
 pub fn authenticated() {}
 
+/// The `@policy` name of a recent multi-factor sign-in: the router refuses a field carrying
+/// `@policy(policies: [["step_up"]])` with STEP_UP_REQUIRED unless the caller
+/// [`require_step_up`] would pass, before any subgraph is called.
+pub const STEP_UP_POLICY: &str = "step_up";
+
+/// Apollo Federation's `@policy`: the field needs one of the groups of policies, all of a
+/// group. Keygraph's router evaluates `step_up` (a recent sign-in with the second factor)
+/// and refuses a field whose policies it does not know.
+// Qualified like `authenticated`; in Rust, apply it as
+// `directive = policy::apply(vec![vec![STEP_UP_POLICY.into()]])`, beside the resolver's own
+// `require_step_up` (a direct call to the subgraph meets that one).
+#[async_graphql::TypeDirective(name = "federation__policy", location = "FieldDefinition")]
+pub fn policy(policies: Vec<Vec<String>>) {}
+
 /// Guard: any valid access token.
 pub struct Authenticated;
 

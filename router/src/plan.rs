@@ -278,6 +278,8 @@ impl Graph {
             "the query planner rejected the supergraph (it has no Query type?)".to_owned()
         })?
         .map_err(|e| format!("the query planner rejected the supergraph: {e}"))?;
+        let mut step_up_fields = options.step_up_fields.clone();
+        step_up_fields.extend(policy_step_up_fields(&document)?);
         for coordinate in &options.step_up_fields {
             let known = coordinate.split_once('.').is_some_and(|(parent, field)| {
                 planner
@@ -320,7 +322,7 @@ impl Graph {
             api,
             validation: crate::operation::validation_plan(),
             limits: options.limits,
-            step_up_fields: options.step_up_fields.clone(),
+            step_up_fields,
             endpoints,
             plans: BoundedCache::new(options.plan_cache_size),
             refusals: BoundedCache::new(options.plan_cache_size),
@@ -631,6 +633,59 @@ fn scope_groups(value: &PlanValue) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The fields whose `@policy` asks for [`STEP_UP_POLICY`](keygraph_kernel::guard::STEP_UP_POLICY).
+/// A policy the router does not evaluate refuses the supergraph: it would otherwise let
+/// everyone through.
+fn policy_step_up_fields(
+    document: &graphql_tools::parser::schema::Document<'static, String>,
+) -> Result<BTreeSet<String>, String> {
+    use graphql_tools::parser::schema::{Definition, TypeDefinition, Value};
+    let mut out = BTreeSet::new();
+    for definition in &document.definitions {
+        let (name, fields) = match definition {
+            Definition::TypeDefinition(TypeDefinition::Object(t)) => (&t.name, &t.fields),
+            Definition::TypeDefinition(TypeDefinition::Interface(t)) => (&t.name, &t.fields),
+            _ => continue,
+        };
+        for field in fields {
+            for directive in field.directives.iter().filter(|d| d.name == "policy") {
+                let coordinate = format!("{name}.{}", field.name);
+                let names: Vec<&str> = directive
+                    .arguments
+                    .iter()
+                    .filter(|(argument, _)| argument == "policies")
+                    .flat_map(|(_, groups)| match groups {
+                        Value::List(groups) => groups.iter().collect::<Vec<_>>(),
+                        _ => Vec::new(),
+                    })
+                    .flat_map(|group| match group {
+                        Value::List(policies) => policies
+                            .iter()
+                            .map(|p| match p {
+                                Value::String(p) => p.as_str(),
+                                _ => "",
+                            })
+                            .collect::<Vec<_>>(),
+                        _ => vec![""],
+                    })
+                    .collect();
+                if let Some(unknown) = names
+                    .iter()
+                    .find(|p| **p != keygraph_kernel::guard::STEP_UP_POLICY)
+                {
+                    return Err(format!(
+                        "`{coordinate}` asks for the policy `{unknown}`, which this router does not evaluate (it knows `step_up`)"
+                    ));
+                }
+                if !names.is_empty() {
+                    out.insert(coordinate);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Every `@authenticated` / `@requiresScopes` and step-up field the operation touches, in
 /// selection order.
 fn requirements(
@@ -779,6 +834,12 @@ mod tests {
             Ok(prepared) => prepared.check_access(authentication),
             Err(err) => panic!("{query} does not prepare: {err}"),
         };
+        // Keygraph's own sensitive fields carry `@policy(policies: [["step_up"]])`.
+        let change = "mutation { changePassword(currentPassword: \"a\", newPassword: \"b\") }";
+        assert!(matches!(
+            check(change, &principal(None)),
+            Err(PlanError::StepUpRequired(_))
+        ));
         let delete = "mutation { deleteRole(id: \"x\") }";
         let now = keygraph_kernel::testing::now_secs();
         match check(delete, &principal(None)) {
@@ -800,6 +861,12 @@ mod tests {
         ));
         // Other fields are not affected.
         assert!(check("{ roles { totalCount } }", &principal(None)).is_ok());
+        let other_policy = sdl.replacen("[[\"step_up\"]]", "[[\"weekdays_only\"]]", 1);
+        assert!(
+            Graph::new(other_policy, &options(&[]))
+                .err()
+                .is_some_and(|e| e.contains("`weekdays_only`, which this router does not evaluate")),
+        );
         let unknown = Graph::new(sdl.to_owned(), &options(&["Mutation.noSuchField"]));
         assert!(
             unknown

@@ -307,7 +307,11 @@ impl Mutation {
 
     /// Changes your password; needs the current one, and a recent sign-in (with your second
     /// factor if you have one: otherwise `STEP_UP_REQUIRED`).
-    #[graphql(guard = "Authenticated", directive = authenticated::apply())]
+    #[graphql(
+        guard = "Authenticated",
+        directive = authenticated::apply(),
+        directive = keygraph_kernel::guard::policy::apply(vec![vec![keygraph_kernel::guard::STEP_UP_POLICY.into()]])
+    )]
     async fn change_password(
         &self,
         ctx: &Context<'_>,

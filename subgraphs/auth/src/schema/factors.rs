@@ -7,7 +7,10 @@ use chrono::{DateTime, Utc};
 use keygraph_kernel::{
     ApiError, ApiResult,
     graphql::{parse_id, request_meta},
-    guard::{Authenticated, HasPermission, authenticated, require_principal, require_step_up},
+    guard::{
+        Authenticated, HasPermission, STEP_UP_POLICY, authenticated, policy, require_principal,
+        require_step_up,
+    },
     permissions::auth as codes,
 };
 
@@ -280,7 +283,11 @@ impl FactorMutation {
 
     /// Starts adding an authenticator app (needs a recent sign-in, with your second factor
     /// if you have one). It counts once `confirmTotpEnrolment` takes its first code.
-    #[graphql(guard = "Authenticated", directive = authenticated::apply())]
+    #[graphql(
+        guard = "Authenticated",
+        directive = authenticated::apply(),
+        directive = policy::apply(vec![vec![STEP_UP_POLICY.into()]])
+    )]
     async fn begin_totp_enrolment(
         &self,
         ctx: &Context<'_>,
@@ -318,7 +325,11 @@ impl FactorMutation {
     /// one): answer the options with `navigator.credentials.create()`, then send the answer
     /// to `finishPasskeyRegistration`. The passkey is discoverable, so it also signs in
     /// without a password (`beginPasskeySignIn`).
-    #[graphql(guard = "Authenticated", directive = authenticated::apply())]
+    #[graphql(
+        guard = "Authenticated",
+        directive = authenticated::apply(),
+        directive = policy::apply(vec![vec![STEP_UP_POLICY.into()]])
+    )]
     async fn begin_passkey_registration(
         &self,
         ctx: &Context<'_>,
@@ -408,7 +419,11 @@ impl FactorMutation {
 
     /// Removes one of your second factors (needs a recent sign-in with a second factor).
     /// Removing the last one removes your recovery codes too.
-    #[graphql(guard = "Authenticated", directive = authenticated::apply())]
+    #[graphql(
+        guard = "Authenticated",
+        directive = authenticated::apply(),
+        directive = policy::apply(vec![vec![STEP_UP_POLICY.into()]])
+    )]
     async fn remove_second_factor(&self, ctx: &Context<'_>, id: ID) -> ApiResult<bool> {
         let principal = require_step_up(ctx, "removing a second factor")?;
         let id = parse_id("id", "factor", &id)?;
@@ -420,7 +435,11 @@ impl FactorMutation {
 
     /// Replaces your recovery codes with 10 new ones, shown this once (needs a recent
     /// sign-in with a second factor). The old ones stop working.
-    #[graphql(guard = "Authenticated", directive = authenticated::apply())]
+    #[graphql(
+        guard = "Authenticated",
+        directive = authenticated::apply(),
+        directive = policy::apply(vec![vec![STEP_UP_POLICY.into()]])
+    )]
     async fn regenerate_recovery_codes(&self, ctx: &Context<'_>) -> ApiResult<Vec<String>> {
         let principal = require_step_up(ctx, "regenerating recovery codes")?;
         Ok(auth(ctx)
@@ -433,7 +452,8 @@ impl FactorMutation {
     /// factors went; the user signs in with the password alone until they add one.
     #[graphql(
         guard = "HasPermission(codes::FACTOR_RESET)",
-        requires_scopes = "auth.factor.reset"
+        requires_scopes = "auth.factor.reset",
+        directive = policy::apply(vec![vec![STEP_UP_POLICY.into()]])
     )]
     async fn reset_second_factors(&self, ctx: &Context<'_>, user_id: ID) -> ApiResult<u64> {
         let principal = require_step_up(ctx, "resetting a user's second factors")?;
