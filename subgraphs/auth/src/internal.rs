@@ -8,7 +8,7 @@ use axum::{
     extract::{Path, State, rejection::JsonRejection},
     http::StatusCode,
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{delete, get, post},
 };
 use keygraph_kernel::http::RequestMeta;
 use serde::Deserialize;
@@ -23,6 +23,7 @@ pub fn routes(auth: Arc<Auth>) -> Router {
             "/internal/users/{id}/sessions/revoke",
             post(revoke_user_sessions),
         )
+        .route("/internal/users/{id}/factors", delete(drop_factors))
         .with_state(auth)
 }
 
@@ -56,6 +57,33 @@ struct RevokeRequest {
     keep_session: Option<Uuid>,
     /// Why, for the audit trail (e.g. `password changed`).
     reason: String,
+}
+
+/// Removes a deleted user's second factors, recovery codes and open ceremonies; answers how
+/// many factors went (none the second time: it is idempotent).
+async fn drop_factors(
+    State(auth): State<Arc<Auth>>,
+    Extension(meta): Extension<RequestMeta>,
+    Path(id): Path<String>,
+) -> Response {
+    let Ok(user) = Uuid::parse_str(&id) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("`{id}` is not a user id (a UUID)"),
+        );
+    };
+    match auth.drop_factors(&meta, user).await {
+        Ok(removed) => Json(serde_json::json!({ "removed": removed })).into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "dropping a user's factors failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "dropping factors failed",
+            )
+        }
+    }
 }
 
 /// Ends the user's sessions; answers how many ended.

@@ -992,15 +992,7 @@ impl Auth {
             )));
         }
         let (_turn, txn) = begin_write(&self.db).await?;
-        let removed = factor::Entity::delete_many()
-            .filter(factor::Column::UserId.eq(target))
-            .exec(&txn)
-            .await?
-            .rows_affected;
-        recovery_code::Entity::delete_many()
-            .filter(recovery_code::Column::UserId.eq(target))
-            .exec(&txn)
-            .await?;
+        let removed = remove_all_factors(&txn, target).await?;
         AuditEvent::new("auth.factor.reset", "user", target)
             .actor(Some(actor))
             .metadata(json!({ "factors": removed }))
@@ -1009,6 +1001,43 @@ impl Auth {
         txn.commit().await?;
         Ok(removed)
     }
+
+    /// Removes what auth keeps of a deleted user's factors (identity asks, after the
+    /// deletion). Idempotent; returns how many factors went.
+    pub async fn drop_factors(&self, meta: &RequestMeta, user: Uuid) -> AuthResult<u64> {
+        let (_turn, txn) = begin_write(&self.db).await?;
+        let removed = remove_all_factors(&txn, user).await?;
+        if removed > 0 {
+            AuditEvent::new("auth.factor.dropped", "user", user)
+                .metadata(json!({ "factors": removed, "reason": "account deleted" }))
+                .record(&txn, meta)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(removed)
+    }
+}
+
+/// Deletes every factor, recovery code, sign-in challenge and passkey ceremony of `user`.
+async fn remove_all_factors(txn: &DatabaseTransaction, user: Uuid) -> AuthResult<u64> {
+    let removed = factor::Entity::delete_many()
+        .filter(factor::Column::UserId.eq(user))
+        .exec(txn)
+        .await?
+        .rows_affected;
+    recovery_code::Entity::delete_many()
+        .filter(recovery_code::Column::UserId.eq(user))
+        .exec(txn)
+        .await?;
+    sign_in_challenge::Entity::delete_many()
+        .filter(sign_in_challenge::Column::UserId.eq(user))
+        .exec(txn)
+        .await?;
+    passkey_ceremony::Entity::delete_many()
+        .filter(passkey_ceremony::Column::UserId.eq(user))
+        .exec(txn)
+        .await?;
+    Ok(removed)
 }
 
 fn secs(value: u64) -> i64 {

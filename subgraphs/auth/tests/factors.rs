@@ -18,6 +18,7 @@ keygraph_kernel::on_both_backends!(
     wrong_codes_are_throttled_per_account,
     a_role_can_require_a_second_factor,
     an_administrator_resets_a_users_factors,
+    a_deleted_users_factors_go_with_them,
 );
 
 const LOGIN: &str = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { \
@@ -561,5 +562,54 @@ async fn an_administrator_resets_a_users_factors(backend: Backend) {
     assert!(
         actions.iter().any(|a| a == "auth.factor.reset"),
         "{actions:?}"
+    );
+}
+
+async fn a_deleted_users_factors_go_with_them(backend: Backend) {
+    use keygraph_auth::entity::{factor, recovery_code};
+    use sea_orm::{ColumnTrait as _, EntityTrait as _, PaginatorTrait as _, QueryFilter as _};
+    let Some(stack) = Stack::start(backend).await else {
+        return;
+    };
+    let Enrolled { access, .. } = enrolled(&stack, "ada@example.com").await;
+    let user = Uuid::parse_str(jwt_claims(&access)["sub"].as_str().expect("sub")).expect("uuid");
+    let left = || async {
+        let factors = factor::Entity::find()
+            .filter(factor::Column::UserId.eq(user))
+            .count(&stack.db)
+            .await
+            .expect("count factors");
+        let codes = recovery_code::Entity::find()
+            .filter(recovery_code::Column::UserId.eq(user))
+            .count(&stack.db)
+            .await
+            .expect("count codes");
+        (factors, codes)
+    };
+    assert_eq!(left().await, (1, 10));
+    stack
+        .identity
+        .gql(
+            "mutation($id: ID!) { deleteUser(id: $id) }",
+            json!({ "id": user }),
+            Some(&stack.admin()),
+        )
+        .await
+        .data();
+    // identity hands the deletion over to auth after its own commit.
+    for _ in 0..100 {
+        if left().await == (0, 0) {
+            let actions = stack.audit_actions().await;
+            assert!(
+                actions.iter().any(|a| a == "auth.factor.dropped"),
+                "{actions:?}"
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "the deleted user's factors are still there: {:?}",
+        left().await
     );
 }

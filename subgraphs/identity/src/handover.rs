@@ -19,7 +19,7 @@ use sea_orm::{
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::entity::pending_call::{self, ASSIGN_ROLE, DROP_GRANTS, END_SESSIONS};
+use crate::entity::pending_call::{self, ASSIGN_ROLE, DROP_FACTORS, DROP_GRANTS, END_SESSIONS};
 
 /// Longest wait between two attempts of one call.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -35,6 +35,8 @@ pub enum Call {
     DropGrants,
     /// authz: give the user the named role (system-granted, for the first administrator).
     AssignRole { role: &'static str },
+    /// auth: the user is deleted; drop their second factors and recovery codes.
+    DropFactors,
     /// auth: end the user's sessions, except `keep`.
     EndSessions {
         keep: Option<Uuid>,
@@ -75,6 +77,7 @@ impl Handover {
         let (kind, keep, reason) = match call {
             Call::DropGrants if self.authz.is_some() => (DROP_GRANTS, None, None),
             Call::AssignRole { role } if self.authz.is_some() => (ASSIGN_ROLE, None, Some(role)),
+            Call::DropFactors if self.auth.is_some() => (DROP_FACTORS, None, None),
             Call::EndSessions { keep, reason } if self.auth.is_some() => {
                 (END_SESSIONS, keep, Some(reason))
             }
@@ -177,6 +180,11 @@ impl Handover {
                     )
                     .await
                     .map(|_| ())
+            }
+            DROP_FACTORS => {
+                let auth = self.auth.as_ref().ok_or_else(|| missing("auth"))?;
+                auth.delete(&format!("/internal/users/{user}/factors"))
+                    .await
             }
             END_SESSIONS => {
                 let auth = self.auth.as_ref().ok_or_else(|| missing("auth"))?;

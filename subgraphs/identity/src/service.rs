@@ -704,6 +704,9 @@ impl Identity {
         self.handover
             .record(&txn, user_id, Call::DropGrants)
             .await?;
+        self.handover
+            .record(&txn, user_id, Call::DropFactors)
+            .await?;
         let end_all = Call::EndSessions {
             keep: None,
             reason: "account deleted",

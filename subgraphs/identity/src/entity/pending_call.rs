@@ -28,5 +28,7 @@ impl ActiveModelBehavior for ActiveModel {}
 pub const DROP_GRANTS: &str = "drop_grants";
 /// auth ends a user's sessions.
 pub const END_SESSIONS: &str = "end_sessions";
+/// auth removes a deleted user's second factors and recovery codes.
+pub const DROP_FACTORS: &str = "drop_factors";
 /// authz gives the user a role (the first administrator's `admin`).
 pub const ASSIGN_ROLE: &str = "assign_role";
