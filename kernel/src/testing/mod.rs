@@ -10,8 +10,10 @@ use sea_orm::{ConnectionTrait, Database};
 use uuid::Uuid;
 
 mod access;
+mod descriptions;
 
 pub use access::assert_directives_match_guards;
+pub use descriptions::undescribed;
 
 use crate::{
     config::{Config, StaticKey, TokenConfig},

@@ -472,6 +472,7 @@ fn check_bound(field: &str, value: Option<i64>) -> ApiResult<Option<i64>> {
 
 pub struct Query;
 
+/// The audit log: events, and whether the chain is intact.
 #[Object]
 impl Query {
     /// The audit log, newest first. Anyone may list the events they caused (a filter with
@@ -626,6 +627,7 @@ async fn find_event(ctx: &Context<'_>, id: &ID) -> ApiResult<Option<AuditEvent>>
 
 pub struct Mutation;
 
+/// Checkpoints of the audit log.
 #[Object]
 impl Mutation {
     /// Signs a checkpoint of the log's head now (needs `audit.checkpoint.create`); when one

@@ -16,41 +16,22 @@ fn committed_sdl_matches_the_code() {
     );
 }
 
+/// Every type, field, argument, input field and enum value a client sees has a description.
 #[test]
-fn every_type_is_described() {
-    let sdl = keygraph_audit::schema::sdl();
-    for name in [
-        "type AuditEvent",
-        "type AuditCheckpoint",
-        "type AuditVerification",
-        "type AuditChainBreak",
-        "type User",
-        "input AuditEventFilter",
-        "enum AuditOutcome",
-        "enum AuditBreakKind",
-    ] {
-        let at = sdl.find(name).unwrap_or_else(|| panic!("{name} missing"));
-        assert!(
-            sdl[..at].trim_end().ends_with("\"\"\""),
-            "{name} has no description"
-        );
-    }
-    assert!(
-        sdl.contains("type User @key(fields: \"id\")"),
-        "audit contributes to the User entity"
-    );
-    assert!(sdl.contains("type AuditEvent @key(fields: \"id\")"));
+fn everything_is_described() {
+    let missing = keygraph_kernel::testing::undescribed(&keygraph_audit::schema::sdl());
+    assert!(missing.is_empty(), "undescribed in the SDL: {missing:?}");
 }
 
 mod common;
 
-use keygraph_kernel::testing::Backend;
 use serde_json::json;
 
+keygraph_kernel::on_both_backends!(error_shapes, access_directives_match_the_guards);
+
 /// The access directives in the SDL (which the router enforces) say what the guards do.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn access_directives_match_the_guards() {
-    let Some(stack) = common::Stack::start(Backend::Sqlite).await else {
+async fn access_directives_match_the_guards(backend: keygraph_kernel::testing::Backend) {
+    let Some(stack) = common::Stack::start(backend).await else {
         return;
     };
     let sdl = keygraph_audit::schema::sdl();
@@ -58,9 +39,8 @@ async fn access_directives_match_the_guards() {
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn error_shapes() {
-    let Some(stack) = common::Stack::start(Backend::Sqlite).await else {
+async fn error_shapes(backend: keygraph_kernel::testing::Backend) {
+    let Some(stack) = common::Stack::start(backend).await else {
         return;
     };
     let user = uuid::Uuid::from_u128(7);

@@ -3,6 +3,8 @@
 
 mod common;
 
+keygraph_kernel::on_both_backends!(access_directives_match_the_guards);
+
 #[test]
 fn committed_sdl_matches_the_code() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schema/auth.graphql");
@@ -18,27 +20,16 @@ fn committed_sdl_matches_the_code() {
     );
 }
 
+/// Every type, field, argument, input field and enum value a client sees has a description.
 #[test]
-fn every_type_is_described() {
-    let sdl = keygraph_auth::schema::sdl();
-    for name in [
-        "type AuthPayload",
-        "type Session",
-        "type SigningKeyInfo",
-        "type User",
-    ] {
-        let at = sdl.find(name).unwrap_or_else(|| panic!("{name} missing"));
-        assert!(
-            sdl[..at].trim_end().ends_with("\"\"\""),
-            "{name} has no description"
-        );
-    }
+fn everything_is_described() {
+    let missing = keygraph_kernel::testing::undescribed(&keygraph_auth::schema::sdl());
+    assert!(missing.is_empty(), "undescribed in the SDL: {missing:?}");
 }
 
 /// The access directives in the SDL (which the router enforces) say what the guards do.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn access_directives_match_the_guards() {
-    let Some(svc) = common::Stack::start(keygraph_kernel::testing::Backend::Sqlite).await else {
+async fn access_directives_match_the_guards(backend: keygraph_kernel::testing::Backend) {
+    let Some(svc) = common::Stack::start(backend).await else {
         return;
     };
     let sdl = keygraph_auth::schema::sdl();

@@ -232,6 +232,7 @@ fn loaders<'a>(ctx: &'a Context<'_>) -> &'a Loaders {
 
 pub struct Query;
 
+/// Roles, permissions and what users may do.
 #[Object]
 impl Query {
     /// Roles in order of creation, a page at a time (needs `authz.role.read`).
@@ -274,7 +275,11 @@ impl Query {
         guard = "HasPermission(codes::ROLE_READ)",
         requires_scopes = "authz.role.read"
     )]
-    async fn role(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Role>> {
+    async fn role(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The role's id.")] id: ID,
+    ) -> ApiResult<Option<Role>> {
         let id = parse_id("id", "role", &id)?;
         Ok(authz(ctx).role(id).await?.map(Role::from))
     }
@@ -284,7 +289,11 @@ impl Query {
         guard = "HasPermission(codes::ROLE_READ)",
         requires_scopes = "authz.role.read"
     )]
-    async fn role_by_name(&self, ctx: &Context<'_>, name: String) -> ApiResult<Option<Role>> {
+    async fn role_by_name(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The role's name (exact).")] name: String,
+    ) -> ApiResult<Option<Role>> {
         Ok(authz(ctx).role_by_name(&name).await?.map(Role::from))
     }
 
@@ -312,8 +321,10 @@ impl Query {
     async fn check_permissions(
         &self,
         ctx: &Context<'_>,
-        user_id: ID,
-        codes: Vec<String>,
+        #[graphql(desc = "The user whose current grants are checked.")] user_id: ID,
+        #[graphql(desc = "The permission codes to check, each answered on its own.")] codes: Vec<
+            String,
+        >,
     ) -> ApiResult<Vec<PermissionCheck>> {
         let user = parse_id("userId", "user", &user_id)?;
         Ok(authz(ctx)
@@ -371,6 +382,7 @@ impl Query {
 
 pub struct Mutation;
 
+/// Changes to roles, permissions and who holds them.
 #[Object]
 impl Mutation {
     /// Creates a role without permissions (needs `authz.role.create`).
@@ -378,7 +390,11 @@ impl Mutation {
         guard = "HasPermission(codes::ROLE_CREATE)",
         requires_scopes = "authz.role.create"
     )]
-    async fn create_role(&self, ctx: &Context<'_>, input: CreateRoleInput) -> ApiResult<Role> {
+    async fn create_role(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The new role.")] input: CreateRoleInput,
+    ) -> ApiResult<Role> {
         let actor = require_principal(ctx)?.user_id;
         Ok(authz(ctx)
             .create_role(
@@ -399,8 +415,8 @@ impl Mutation {
     async fn update_role(
         &self,
         ctx: &Context<'_>,
-        id: ID,
-        input: UpdateRoleInput,
+        #[graphql(desc = "The role to change.")] id: ID,
+        #[graphql(desc = "What changes; fields left out stay as they are.")] input: UpdateRoleInput,
     ) -> ApiResult<Role> {
         let actor = require_principal(ctx)?.user_id;
         let id = parse_id("id", "role", &id)?;
@@ -423,7 +439,11 @@ impl Mutation {
         guard = "HasPermission(codes::ROLE_DELETE)",
         requires_scopes = "authz.role.delete"
     )]
-    async fn delete_role(&self, ctx: &Context<'_>, id: ID) -> ApiResult<ID> {
+    async fn delete_role(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The role to delete.")] id: ID,
+    ) -> ApiResult<ID> {
         let actor = require_principal(ctx)?;
         let role = parse_id("id", "role", &id)?;
         authz(ctx)
@@ -441,6 +461,7 @@ impl Mutation {
     async fn define_permission(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The new permission code and what it allows.")]
         input: DefinePermissionInput,
     ) -> ApiResult<Permission> {
         let actor = require_principal(ctx)?.user_id;
@@ -459,7 +480,10 @@ impl Mutation {
     async fn grant_permission(
         &self,
         ctx: &Context<'_>,
-        role_id: ID,
+        #[graphql(desc = "The role that gets the permission.")] role_id: ID,
+        #[graphql(
+            desc = "A catalog code, or a wildcard covering catalog codes (`identity.user.*`, `*`)."
+        )]
         code: String,
     ) -> ApiResult<Role> {
         let principal = require_principal(ctx)?;
@@ -479,8 +503,8 @@ impl Mutation {
     async fn revoke_permission(
         &self,
         ctx: &Context<'_>,
-        role_id: ID,
-        code: String,
+        #[graphql(desc = "The role that loses the permission.")] role_id: ID,
+        #[graphql(desc = "The code (or wildcard) as it was granted.")] code: String,
     ) -> ApiResult<Role> {
         let actor = require_principal(ctx)?;
         let role = parse_id("roleId", "role", &role_id)?;
@@ -496,7 +520,12 @@ impl Mutation {
         guard = "HasPermission(codes::ROLE_ASSIGN)",
         requires_scopes = "authz.role.assign"
     )]
-    async fn assign_role(&self, ctx: &Context<'_>, user_id: ID, role_id: ID) -> ApiResult<User> {
+    async fn assign_role(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user who gets the role.")] user_id: ID,
+        #[graphql(desc = "The role to assign.")] role_id: ID,
+    ) -> ApiResult<User> {
         let principal = require_principal(ctx)?;
         let user = parse_id("userId", "user", &user_id)?;
         let role = parse_id("roleId", "role", &role_id)?;
@@ -513,7 +542,12 @@ impl Mutation {
         guard = "HasPermission(codes::ROLE_ASSIGN)",
         requires_scopes = "authz.role.assign"
     )]
-    async fn unassign_role(&self, ctx: &Context<'_>, user_id: ID, role_id: ID) -> ApiResult<User> {
+    async fn unassign_role(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user who loses the role.")] user_id: ID,
+        #[graphql(desc = "The role to take away.")] role_id: ID,
+    ) -> ApiResult<User> {
         let actor = require_principal(ctx)?;
         let user = parse_id("userId", "user", &user_id)?;
         let role = parse_id("roleId", "role", &role_id)?;

@@ -8,6 +8,8 @@ use common::Stack;
 use keygraph_kernel::testing::Backend;
 use serde_json::json;
 
+keygraph_kernel::on_both_backends!(error_shapes, access_directives_match_the_guards);
+
 #[test]
 fn committed_sdl_matches_the_code() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schema/authz.graphql");
@@ -23,32 +25,15 @@ fn committed_sdl_matches_the_code() {
     );
 }
 
+/// Every type, field, argument, input field and enum value a client sees has a description.
 #[test]
-fn every_type_is_described() {
-    let sdl = keygraph_authz::schema::sdl();
-    for name in [
-        "type Role",
-        "type Permission",
-        "type User",
-        "type PermissionCheck",
-        "input CreateRoleInput",
-    ] {
-        let at = sdl.find(name).unwrap_or_else(|| panic!("{name} missing"));
-        assert!(
-            sdl[..at].trim_end().ends_with("\"\"\""),
-            "{name} has no description"
-        );
-    }
-    assert!(
-        sdl.contains("type User @key(fields: \"id\")"),
-        "authz contributes to the User entity"
-    );
-    assert!(sdl.contains("type Role @key(fields: \"id\")"));
+fn everything_is_described() {
+    let missing = keygraph_kernel::testing::undescribed(&keygraph_authz::schema::sdl());
+    assert!(missing.is_empty(), "undescribed in the SDL: {missing:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn error_shapes() {
-    let Some(stack) = Stack::start(Backend::Sqlite).await else {
+async fn error_shapes(backend: Backend) {
+    let Some(stack) = Stack::start(backend).await else {
         return;
     };
     let admin = stack.admin();
@@ -80,9 +65,8 @@ async fn error_shapes() {
 }
 
 /// The access directives in the SDL (which the router enforces) say what the guards do.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn access_directives_match_the_guards() {
-    let Some(svc) = common::Stack::start(keygraph_kernel::testing::Backend::Sqlite).await else {
+async fn access_directives_match_the_guards(backend: Backend) {
+    let Some(svc) = common::Stack::start(backend).await else {
         return;
     };
     let sdl = keygraph_authz::schema::sdl();

@@ -163,6 +163,7 @@ fn identity<'a>(ctx: &'a Context<'_>) -> &'a Arc<Identity> {
 
 pub struct Query;
 
+/// Users and their profiles.
 #[Object]
 impl Query {
     /// The signed-in user.
@@ -178,7 +179,11 @@ impl Query {
 
     /// A user by id: yourself, or anyone with `identity.user.read`. Null when there is none.
     #[graphql(guard = "SelfOrPermission::new(&id, permissions::USER_READ)", directive = authenticated::apply())]
-    async fn user(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<User>> {
+    async fn user(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user's id.")] id: ID,
+    ) -> ApiResult<Option<User>> {
         let id = parse_id("id", "user", &id)?;
         Ok(identity(ctx).user(id).await?.map(User::from))
     }
@@ -239,12 +244,18 @@ impl Query {
 
 pub struct Mutation;
 
+/// Registration, mailed links, passwords, profiles and accounts.
 #[Object]
 impl Mutation {
     /// Creates an account and mails a verification link. Answers `true` for every valid
     /// request, also when the address already has an account (its owner is told by mail),
     /// so the answer never reveals who is registered.
-    async fn register(&self, ctx: &Context<'_>, input: RegisterInput) -> ApiResult<bool> {
+    async fn register(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The new account: email, password and an optional display name.")]
+        input: RegisterInput,
+    ) -> ApiResult<bool> {
         identity(ctx)
             .register(
                 request_meta(ctx),
@@ -263,7 +274,7 @@ impl Mutation {
     async fn request_email_verification(
         &self,
         ctx: &Context<'_>,
-        email: String,
+        #[graphql(desc = "The address to verify.")] email: String,
     ) -> ApiResult<bool> {
         identity(ctx)
             .request_email_verification(request_meta(ctx), &email)
@@ -285,7 +296,11 @@ impl Mutation {
 
     /// Mails a password reset link if the address belongs to an active account. Answers
     /// `true` for every well-formed address.
-    async fn request_password_reset(&self, ctx: &Context<'_>, email: String) -> ApiResult<bool> {
+    async fn request_password_reset(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The account's email address.")] email: String,
+    ) -> ApiResult<bool> {
         identity(ctx)
             .request_password_reset(request_meta(ctx), &email)
             .await?;
@@ -315,7 +330,7 @@ impl Mutation {
     async fn change_password(
         &self,
         ctx: &Context<'_>,
-        current_password: String,
+        #[graphql(desc = "Your password now.")] current_password: String,
         #[graphql(desc = "The new password: 8 to 128 characters, not a common one.")] new_password: String,
     ) -> ApiResult<bool> {
         let principal = keygraph_kernel::guard::require_step_up(ctx, "changing the password")?;
@@ -336,6 +351,7 @@ impl Mutation {
     async fn update_profile(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "What changes; fields left out stay as they are.")]
         input: UpdateProfileInput,
     ) -> ApiResult<User> {
         let principal = require_principal(ctx)?;
@@ -353,7 +369,8 @@ impl Mutation {
     async fn set_user_status(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        #[graphql(desc = "The user to enable or disable.")] id: ID,
+        #[graphql(desc = "`ACTIVE` or `DISABLED`; disabling ends their sessions.")]
         status: UserStatus,
     ) -> ApiResult<User> {
         let actor = require_principal(ctx)?;
@@ -370,7 +387,11 @@ impl Mutation {
         guard = "HasPermission(permissions::USER_DELETE)",
         requires_scopes = "identity.user.delete"
     )]
-    async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> ApiResult<ID> {
+    async fn delete_user(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user to delete.")] id: ID,
+    ) -> ApiResult<ID> {
         let actor = require_principal(ctx)?;
         let user_id = parse_id("id", "user", &id)?;
         identity(ctx)

@@ -8,6 +8,8 @@ use common::TestService;
 use keygraph_kernel::testing::Backend;
 use serde_json::json;
 
+keygraph_kernel::on_both_backends!(error_shapes, access_directives_match_the_guards);
+
 #[test]
 fn committed_sdl_matches_the_code() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schema/identity.graphql");
@@ -23,27 +25,15 @@ fn committed_sdl_matches_the_code() {
     );
 }
 
+/// Every type, field, argument, input field and enum value a client sees has a description.
 #[test]
-fn every_type_and_field_is_described() {
-    let sdl = keygraph_identity::schema::sdl();
-    for name in [
-        "type User",
-        "type UserConnection",
-        "enum UserStatus",
-        "input RegisterInput",
-    ] {
-        let at = sdl.find(name).unwrap_or_else(|| panic!("{name} missing"));
-        let before = &sdl[..at];
-        assert!(
-            before.trim_end().ends_with("\"\"\""),
-            "{name} has no description"
-        );
-    }
+fn everything_is_described() {
+    let missing = keygraph_kernel::testing::undescribed(&keygraph_identity::schema::sdl());
+    assert!(missing.is_empty(), "undescribed in the SDL: {missing:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn error_shapes() {
-    let Some(svc) = TestService::start(Backend::Sqlite).await else {
+async fn error_shapes(backend: Backend) {
+    let Some(svc) = TestService::start(backend).await else {
         return;
     };
     let unauthenticated = svc.gql("{ me { id } }", json!({}), None).await;
@@ -77,10 +67,8 @@ async fn error_shapes() {
 }
 
 /// The access directives in the SDL (which the router enforces) say what the guards do.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn access_directives_match_the_guards() {
-    let Some(svc) = common::TestService::start(keygraph_kernel::testing::Backend::Sqlite).await
-    else {
+async fn access_directives_match_the_guards(backend: Backend) {
+    let Some(svc) = common::TestService::start(backend).await else {
         return;
     };
     let sdl = keygraph_identity::schema::sdl();

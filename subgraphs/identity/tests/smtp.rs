@@ -14,6 +14,8 @@ use tokio::{
     net::TcpListener,
 };
 
+keygraph_kernel::on_both_backends!(mail_is_delivered_over_smtp_when_configured);
+
 /// Accepts SMTP sessions and keeps each message's DATA.
 async fn fake_smtp() -> (u16, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -66,10 +68,9 @@ async fn fake_smtp() -> (u16, Arc<Mutex<Vec<String>>>) {
     (port, received)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mail_is_delivered_over_smtp_when_configured() {
+async fn mail_is_delivered_over_smtp_when_configured(backend: Backend) {
     let (port, received) = fake_smtp().await;
-    let Some(svc) = TestService::start_with(Backend::Sqlite, |config| {
+    let Some(svc) = TestService::start_with(backend, |config| {
         config.mail.smtp_url = Some(format!("smtp://127.0.0.1:{port}"));
     })
     .await

@@ -253,7 +253,8 @@ impl FactorMutation {
     async fn complete_login(
         &self,
         ctx: &Context<'_>,
-        challenge: String,
+        #[graphql(desc = "`SecondFactorChallenge.challenge` from `login`.")] challenge: String,
+        #[graphql(desc = "The second factor: a TOTP code, a recovery code or a passkey's answer.")]
         proof: SecondFactorInput,
     ) -> ApiResult<AuthPayload> {
         let proof = proof.into_proof()?;
@@ -267,7 +268,12 @@ impl FactorMutation {
     /// `STEP_UP_REQUIRED`: new tokens for this session with a fresh sign-in time. Use the
     /// new refresh token; the previous one is spent.
     #[graphql(guard = "Authenticated", directive = authenticated::apply())]
-    async fn step_up(&self, ctx: &Context<'_>, proof: SecondFactorInput) -> ApiResult<AuthPayload> {
+    async fn step_up(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The second factor: a TOTP code, a recovery code or a passkey's answer.")]
+        proof: SecondFactorInput,
+    ) -> ApiResult<AuthPayload> {
         let principal = require_principal(ctx)?;
         let proof = proof.into_proof()?;
         let tokens = auth(ctx)
@@ -307,8 +313,8 @@ impl FactorMutation {
     async fn confirm_totp_enrolment(
         &self,
         ctx: &Context<'_>,
-        factor_id: ID,
-        code: String,
+        #[graphql(desc = "`TotpEnrolment.factorId` from `beginTotpEnrolment`.")] factor_id: ID,
+        #[graphql(desc = "The 6-digit code the app shows now.")] code: String,
     ) -> ApiResult<SecondFactorConfirmation> {
         let principal = require_principal(ctx)?;
         let factor_id = parse_id("factorId", "factor", &factor_id)?;
@@ -349,7 +355,11 @@ impl FactorMutation {
     async fn finish_passkey_registration(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "`PasskeyOptions.ceremonyId` from `beginPasskeyRegistration`.")]
         ceremony_id: ID,
+        #[graphql(
+            desc = "The `PublicKeyCredential` from `navigator.credentials.create()`, as JSON (`toJSON()`)."
+        )]
         credential: Json<serde_json::Value>,
     ) -> ApiResult<SecondFactorConfirmation> {
         let principal = require_principal(ctx)?;
@@ -380,7 +390,10 @@ impl FactorMutation {
     async fn finish_passkey_sign_in(
         &self,
         ctx: &Context<'_>,
-        ceremony_id: ID,
+        #[graphql(desc = "`PasskeyOptions.ceremonyId` from `beginPasskeySignIn`.")] ceremony_id: ID,
+        #[graphql(
+            desc = "The `PublicKeyCredential` from `navigator.credentials.get()`, as JSON (`toJSON()`)."
+        )]
         credential: Json<serde_json::Value>,
     ) -> ApiResult<AuthPayload> {
         let ceremony = parse_id("ceremonyId", "passkey ceremony", &ceremony_id)?;
@@ -406,8 +419,8 @@ impl FactorMutation {
     async fn rename_second_factor(
         &self,
         ctx: &Context<'_>,
-        id: ID,
-        name: String,
+        #[graphql(desc = "The factor (`SecondFactor.id`).")] id: ID,
+        #[graphql(desc = "Its new name: 1 to 64 characters.")] name: String,
     ) -> ApiResult<SecondFactor> {
         let principal = require_principal(ctx)?;
         let id = parse_id("id", "factor", &id)?;
@@ -424,7 +437,11 @@ impl FactorMutation {
         directive = authenticated::apply(),
         directive = policy::apply(vec![vec![STEP_UP_POLICY.into()]])
     )]
-    async fn remove_second_factor(&self, ctx: &Context<'_>, id: ID) -> ApiResult<bool> {
+    async fn remove_second_factor(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The factor (`SecondFactor.id`).")] id: ID,
+    ) -> ApiResult<bool> {
         let principal = require_step_up(ctx, "removing a second factor")?;
         let id = parse_id("id", "factor", &id)?;
         auth(ctx)
@@ -455,7 +472,11 @@ impl FactorMutation {
         requires_scopes = "auth.factor.reset",
         directive = policy::apply(vec![vec![STEP_UP_POLICY.into()]])
     )]
-    async fn reset_second_factors(&self, ctx: &Context<'_>, user_id: ID) -> ApiResult<u64> {
+    async fn reset_second_factors(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user whose factors to remove.")] user_id: ID,
+    ) -> ApiResult<u64> {
         let principal = require_step_up(ctx, "resetting a user's second factors")?;
         let target = parse_id("userId", "user", &user_id)?;
         Ok(auth(ctx)

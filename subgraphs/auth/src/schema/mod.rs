@@ -188,8 +188,8 @@ impl SessionMutation {
     async fn login(
         &self,
         ctx: &Context<'_>,
-        email: String,
-        password: String,
+        #[graphql(desc = "The account's email address (case does not matter).")] email: String,
+        #[graphql(desc = "The account's password.")] password: String,
     ) -> ApiResult<LoginResult> {
         match auth(ctx)
             .login(request_meta(ctx), &email, &password)
@@ -202,7 +202,12 @@ impl SessionMutation {
 
     /// Exchanges a refresh token for a new access and refresh token (the old one is spent).
     /// Presenting a spent refresh token again ends its session.
-    async fn refresh(&self, ctx: &Context<'_>, refresh_token: String) -> ApiResult<AuthPayload> {
+    async fn refresh(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The refresh token last handed out for the session.")]
+        refresh_token: String,
+    ) -> ApiResult<AuthPayload> {
         let tokens = auth(ctx).refresh(request_meta(ctx), &refresh_token).await?;
         Ok(announce(ctx, tokens))
     }
@@ -240,7 +245,11 @@ impl SessionMutation {
 
     /// Ends a session: one of yours, or anyone's with `auth.session.revoke`.
     #[graphql(guard = "Authenticated", directive = authenticated::apply())]
-    async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> ApiResult<bool> {
+    async fn revoke_session(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The session to end (`Session.id`).")] id: ID,
+    ) -> ApiResult<bool> {
         let principal = require_principal(ctx)?;
         let session = parse_id("id", "session", &id)?;
         auth(ctx)
