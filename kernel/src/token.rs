@@ -75,8 +75,6 @@ pub struct Principal {
     pub roles: Vec<String>,
     /// Granted permission codes; may contain wildcards (`identity.user.*`, `*`).
     pub scopes: Vec<String>,
-    /// The token's `amr`: how its session signed in.
-    pub amr: Vec<String>,
     /// Until when (Unix seconds) the token passes a step-up check; none when it never does
     /// (no recent proof, or a password alone for an account with a second factor).
     pub step_up_until: Option<i64>,
@@ -392,7 +390,6 @@ impl TokenVerifier {
             token_id: claims.jti,
             roles: claims.roles,
             scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
-            amr: claims.amr,
             step_up_until,
         })
     }

@@ -823,7 +823,6 @@ mod tests {
                 token_id: None,
                 roles: vec![],
                 scopes: vec!["*".into()],
-                amr: vec!["pwd".into()],
                 step_up_until,
             })
         };
@@ -916,7 +915,6 @@ mod tests {
             token_id: None,
             roles: vec![],
             scopes: vec!["identity.user.read".into()],
-            amr: vec!["pwd".into()],
             step_up_until: None,
         });
         assert!(access("{ users { totalCount } }", &reader).is_ok());

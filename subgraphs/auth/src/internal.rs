@@ -35,6 +35,17 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
         .into_response()
 }
 
+/// The user id of a path, or the 400 answer naming what is wrong with it.
+fn parse_user(id: &str) -> Result<Uuid, Box<Response>> {
+    Uuid::parse_str(id).map_err(|_| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("`{id}` is not a user id (a UUID)"),
+        ))
+    })
+}
+
 /// `{"sessions": [ids]}`: sessions whose tokens may still be unexpired but must be refused.
 async fn revocations(State(auth): State<Arc<Auth>>) -> Response {
     match auth.revoked_sessions().await {
@@ -66,12 +77,9 @@ async fn drop_factors(
     Extension(meta): Extension<RequestMeta>,
     Path(id): Path<String>,
 ) -> Response {
-    let Ok(user) = Uuid::parse_str(&id) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("`{id}` is not a user id (a UUID)"),
-        );
+    let user = match parse_user(&id) {
+        Ok(user) => user,
+        Err(response) => return *response,
     };
     match auth.drop_factors(&meta, user).await {
         Ok(removed) => Json(serde_json::json!({ "removed": removed })).into_response(),
@@ -93,12 +101,9 @@ async fn revoke_user_sessions(
     Path(id): Path<String>,
     body: Result<Json<RevokeRequest>, JsonRejection>,
 ) -> Response {
-    let Ok(user) = Uuid::parse_str(&id) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("`{id}` is not a user id (a UUID)"),
-        );
+    let user = match parse_user(&id) {
+        Ok(user) => user,
+        Err(response) => return *response,
     };
     let Json(request) = match body {
         Ok(body) => body,

@@ -21,7 +21,7 @@ use keygraph_kernel::{
 use rand::RngCore as _;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait,
-    PaginatorTrait as _, QueryFilter, QueryOrder, Set,
+    PaginatorTrait as _, QueryFilter, QueryOrder, Select, Set,
     sea_query::{Expr, ExprTrait as _},
 };
 use serde_json::json;
@@ -225,12 +225,7 @@ fn with_factor(first: &str, accepted: &Accepted) -> Vec<String> {
 impl Auth {
     /// Whether the user has a confirmed second factor.
     pub async fn has_second_factor(&self, user: Uuid) -> AuthResult<bool> {
-        Ok(factor::Entity::find()
-            .filter(factor::Column::UserId.eq(user))
-            .filter(factor::Column::ConfirmedAt.is_not_null())
-            .count(&self.db)
-            .await?
-            > 0)
+        Ok(confirmed_factors(user).count(&self.db).await? > 0)
     }
 
     /// Whether one of the roles held is in `auth.mfa.required_for_roles`.
@@ -243,9 +238,7 @@ impl Auth {
 
     /// The user's confirmed factors, oldest first.
     pub async fn factors(&self, user: Uuid) -> AuthResult<Vec<factor::Model>> {
-        Ok(factor::Entity::find()
-            .filter(factor::Column::UserId.eq(user))
-            .filter(factor::Column::ConfirmedAt.is_not_null())
+        Ok(confirmed_factors(user)
             .order_by_asc(factor::Column::CreatedAt)
             .all(&self.db)
             .await?)
@@ -253,11 +246,7 @@ impl Auth {
 
     /// Recovery codes of the user not yet used.
     pub async fn recovery_codes_remaining(&self, user: Uuid) -> AuthResult<u64> {
-        Ok(recovery_code::Entity::find()
-            .filter(recovery_code::Column::UserId.eq(user))
-            .filter(recovery_code::Column::UsedAt.is_null())
-            .count(&self.db)
-            .await?)
+        Ok(unused_recovery_codes(user).count(&self.db).await?)
     }
 
     /// Answers a correct password with a challenge (and, with `enrol`, a TOTP enrolment).
@@ -291,10 +280,8 @@ impl Auth {
             vec![Method::Totp]
         } else {
             let mut methods = Vec::new();
-            let totp = factor::Entity::find()
-                .filter(factor::Column::UserId.eq(account.id))
+            let totp = confirmed_factors(account.id)
                 .filter(factor::Column::Kind.eq(factor::TOTP))
-                .filter(factor::Column::ConfirmedAt.is_not_null())
                 .count(&txn)
                 .await?;
             if totp > 0 {
@@ -303,11 +290,7 @@ impl Auth {
             if passkey.is_some() {
                 methods.push(Method::Passkey);
             }
-            let codes = recovery_code::Entity::find()
-                .filter(recovery_code::Column::UserId.eq(account.id))
-                .filter(recovery_code::Column::UsedAt.is_null())
-                .count(&txn)
-                .await?;
+            let codes = unused_recovery_codes(account.id).count(&txn).await?;
             if codes > 0 {
                 methods.push(Method::RecoveryCode);
             }
@@ -668,10 +651,8 @@ impl Auth {
                         })
                         .collect::<Vec<_>>(),
                     None => {
-                        factor::Entity::find()
-                            .filter(factor::Column::UserId.eq(user))
+                        confirmed_factors(user)
                             .filter(factor::Column::Kind.eq(factor::TOTP))
-                            .filter(factor::Column::ConfirmedAt.is_not_null())
                             .all(&self.db)
                             .await?
                     }
@@ -720,10 +701,8 @@ impl Auth {
                     },
                 ))
             }
-            Proof::RecoveryCode(code) => recovery_code::Entity::find()
-                .filter(recovery_code::Column::UserId.eq(user))
+            Proof::RecoveryCode(code) => unused_recovery_codes(user)
                 .filter(recovery_code::Column::CodeHash.eq(recovery_code_hash(code)))
-                .filter(recovery_code::Column::UsedAt.is_null())
                 .one(&self.db)
                 .await?
                 .map(|c| Accepted::Recovery { code: c.id })
@@ -820,11 +799,7 @@ impl Auth {
         meta: &RequestMeta,
         user: Uuid,
     ) -> AuthResult<Option<Vec<String>>> {
-        let unused = recovery_code::Entity::find()
-            .filter(recovery_code::Column::UserId.eq(user))
-            .filter(recovery_code::Column::UsedAt.is_null())
-            .count(txn)
-            .await?;
+        let unused = unused_recovery_codes(user).count(txn).await?;
         if unused > 0 {
             return Ok(None);
         }
@@ -928,9 +903,7 @@ impl Auth {
         let grants = self.grants(user).await?;
         let (_turn, txn) = begin_write(&self.db).await?;
         let found = self.own_factor(&txn, user, id).await?;
-        let others = factor::Entity::find()
-            .filter(factor::Column::UserId.eq(user))
-            .filter(factor::Column::ConfirmedAt.is_not_null())
+        let others = confirmed_factors(user)
             .filter(factor::Column::Id.ne(id))
             .count(&txn)
             .await?;
@@ -979,18 +952,8 @@ impl Auth {
         actor: Uuid,
         target: Uuid,
     ) -> AuthResult<u64> {
-        let code = keygraph_kernel::permissions::auth::FACTOR_RESET;
-        if !self
-            .grants(actor)
-            .await?
-            .permissions
-            .iter()
-            .any(|p| keygraph_kernel::token::grant_covers(p, code))
-        {
-            return Err(AuthError::Forbidden(format!(
-                "this needs the permission `{code}`, which you do not hold (any more)"
-            )));
-        }
+        self.require_current_permission(actor, keygraph_kernel::permissions::auth::FACTOR_RESET)
+            .await?;
         let (_turn, txn) = begin_write(&self.db).await?;
         let removed = remove_all_factors(&txn, target).await?;
         AuditEvent::new("auth.factor.reset", "user", target)
@@ -1038,6 +1001,20 @@ async fn remove_all_factors(txn: &DatabaseTransaction, user: Uuid) -> AuthResult
         .exec(txn)
         .await?;
     Ok(removed)
+}
+
+/// The user's confirmed factors (an enrolment still waiting for its first code is not one).
+pub(crate) fn confirmed_factors(user: Uuid) -> Select<factor::Entity> {
+    factor::Entity::find()
+        .filter(factor::Column::UserId.eq(user))
+        .filter(factor::Column::ConfirmedAt.is_not_null())
+}
+
+/// The user's recovery codes not used yet.
+fn unused_recovery_codes(user: Uuid) -> Select<recovery_code::Entity> {
+    recovery_code::Entity::find()
+        .filter(recovery_code::Column::UserId.eq(user))
+        .filter(recovery_code::Column::UsedAt.is_null())
 }
 
 fn secs(value: u64) -> i64 {

@@ -123,10 +123,8 @@ fn stored_passkey(factor: &factor::Model) -> Option<Passkey> {
 impl Auth {
     /// The user's passkeys.
     async fn passkeys_of(&self, user: Uuid) -> AuthResult<Vec<(factor::Model, Passkey)>> {
-        Ok(factor::Entity::find()
-            .filter(factor::Column::UserId.eq(user))
+        Ok(crate::mfa::confirmed_factors(user)
             .filter(factor::Column::Kind.eq(factor::PASSKEY))
-            .filter(factor::Column::ConfirmedAt.is_not_null())
             .all(&self.db)
             .await?
             .into_iter()
@@ -393,34 +391,7 @@ impl Auth {
             .webauthn
             .finish_passkey_authentication(&answer, &state)
             .map_err(|e| bad_credential(field, e))?;
-        self.verified(user, ceremony, &result, field).await
-    }
-
-    /// The user's passkey that gave `result`, updated by it.
-    async fn verified(
-        &self,
-        user: Uuid,
-        ceremony: Uuid,
-        result: &AuthenticationResult,
-        field: &'static str,
-    ) -> AuthResult<Verified> {
-        let (stored, mut passkey) = self
-            .passkeys_of(user)
-            .await?
-            .into_iter()
-            .find(|(_, p)| p.cred_id() == result.cred_id())
-            .ok_or_else(|| bad_credential(field, "it is not one of your passkeys"))?;
-        passkey.update_credential(result);
-        Ok(Verified {
-            factor: stored.id,
-            ceremony,
-            updated: state_json(&passkey)?,
-            amr: if result.backup_eligible() {
-                "swk"
-            } else {
-                "hwk"
-            },
-        })
+        verified(self.passkeys_of(user).await?, ceremony, &result, field)
     }
 
     /// Records a verified passkey use in `txn`: the ceremony spent, the credential updated.
@@ -495,9 +466,8 @@ impl Auth {
         }
         let state: DiscoverableAuthentication =
             serde_json::from_str(&open.state).map_err(|_| invalid())?;
-        let keys: Vec<DiscoverableKey> = self
-            .passkeys_of(user)
-            .await?
+        let passkeys = self.passkeys_of(user).await?;
+        let keys: Vec<DiscoverableKey> = passkeys
             .iter()
             .map(|(_, p)| DiscoverableKey::from(p))
             .collect();
@@ -519,7 +489,7 @@ impl Auth {
             }
         };
         attempt.finish(true).await;
-        let verified = self.verified(user, ceremony, &result, "credential").await?;
+        let verified = verified(passkeys, ceremony, &result, "credential")?;
         let grants = self.grants(user).await?;
         let proven = Proven {
             amr: vec![verified.amr.to_owned(), "mfa".to_owned()],
@@ -543,4 +513,28 @@ impl Auth {
         keygraph_kernel::metrics::Metrics::of("auth").sign_in("succeeded");
         self.issue(user, session_id, grants, refresh, &proven).await
     }
+}
+
+/// Of the user's passkeys, the one that gave `result`, updated by it.
+fn verified(
+    passkeys: Vec<(factor::Model, Passkey)>,
+    ceremony: Uuid,
+    result: &AuthenticationResult,
+    field: &'static str,
+) -> AuthResult<Verified> {
+    let (stored, mut passkey) = passkeys
+        .into_iter()
+        .find(|(_, p)| p.cred_id() == result.cred_id())
+        .ok_or_else(|| bad_credential(field, "it is not one of your passkeys"))?;
+    passkey.update_credential(result);
+    Ok(Verified {
+        factor: stored.id,
+        ceremony,
+        updated: state_json(&passkey)?,
+        amr: if result.backup_eligible() {
+            "swk"
+        } else {
+            "hwk"
+        },
+    })
 }

@@ -293,13 +293,22 @@ impl Auth {
             ));
         }
         attempt.finish(true).await;
-        let grants = self.grants(account.id).await?;
+        // A second factor is due when the account has one, or when a role it holds requires
+        // one; the grants (which the tokens need too) are read only in the second case.
         let enrolled = self.has_second_factor(account.id).await?;
-        if enrolled || self.role_requires_second_factor(&grants) {
-            metrics.sign_in("second_factor_due");
-            let challenge = self.challenge(meta, &account, !enrolled, &["pwd"]).await?;
-            return Ok(SignIn::SecondFactor(challenge));
-        }
+        let grants = if enrolled {
+            None
+        } else {
+            Some(self.grants(account.id).await?)
+        };
+        let grants = match grants {
+            Some(grants) if !self.role_requires_second_factor(&grants) => grants,
+            _ => {
+                metrics.sign_in("second_factor_due");
+                let challenge = self.challenge(meta, &account, !enrolled, &["pwd"]).await?;
+                return Ok(SignIn::SecondFactor(challenge));
+            }
+        };
         let proven = Proven {
             amr: vec!["pwd".into()],
             auth_time: Utc::now().timestamp(),
@@ -653,21 +662,31 @@ impl Auth {
         Ok(ended)
     }
 
-    /// Rotates the signing key if `actor` holds `auth.key.rotate` now (per authz's current
-    /// grants, not the token's `scope`, which may be up to its lifetime old).
-    pub async fn rotate_signing_key(&self, meta: &RequestMeta, actor: Uuid) -> AuthResult<String> {
-        let code = keygraph_kernel::permissions::auth::KEY_ROTATE;
-        if !self
+    /// FORBIDDEN unless `actor` holds `code` now, per authz's current grants (its effective
+    /// codes), not the token's `scope`, which may be up to its lifetime old.
+    pub(crate) async fn require_current_permission(
+        &self,
+        actor: Uuid,
+        code: &str,
+    ) -> AuthResult<()> {
+        if self
             .grants(actor)
             .await?
             .permissions
             .iter()
             .any(|p| p == code)
         {
-            return Err(AuthError::Forbidden(format!(
-                "this needs the permission `{code}`, which you do not hold (any more)"
-            )));
+            return Ok(());
         }
+        Err(AuthError::Forbidden(format!(
+            "this needs the permission `{code}`, which you do not hold (any more)"
+        )))
+    }
+
+    /// Rotates the signing key if `actor` holds `auth.key.rotate` now.
+    pub async fn rotate_signing_key(&self, meta: &RequestMeta, actor: Uuid) -> AuthResult<String> {
+        self.require_current_permission(actor, keygraph_kernel::permissions::auth::KEY_ROTATE)
+            .await?;
         Ok(self.keys.rotate(meta, actor).await?)
     }
 
