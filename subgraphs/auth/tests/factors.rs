@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{PASSWORD, Stack, authenticator::App};
+use common::{Stack, authenticator::App};
 use keygraph_auth::totp;
 use keygraph_kernel::testing::{Answer, Backend, jwt_claims};
 use serde_json::{Value, json};
@@ -32,12 +32,7 @@ const STEP_UP: &str =
     "mutation($p: SecondFactorInput!) { stepUp(proof: $p) { accessToken refreshToken } }";
 
 async fn login(stack: &Stack, email: &str) -> Value {
-    stack
-        .auth
-        .gql(LOGIN, json!({ "e": email, "p": PASSWORD }), None)
-        .await
-        .data()["login"]
-        .clone()
+    stack.login_as(LOGIN, email).await
 }
 
 async fn complete(stack: &Stack, challenge: &Value, proof: Value) -> Answer {
@@ -363,11 +358,7 @@ async fn sensitive_changes_need_a_recent_second_factor(backend: Backend) {
         login(&stack, "barbara@example.com").await["__typename"],
         "AuthPayload"
     );
-    let actions = stack.audit_actions().await;
-    assert!(
-        actions.iter().any(|a| a == "auth.factor.removed"),
-        "{actions:?}"
-    );
+    stack.assert_audited("auth.factor.removed").await;
 }
 
 async fn a_challenge_is_single_use_short_lived_and_bound_to_its_client(backend: Backend) {
@@ -558,11 +549,7 @@ async fn an_administrator_resets_a_users_factors(backend: Backend) {
         login(&stack, "hedy@example.com").await["__typename"],
         "AuthPayload"
     );
-    let actions = stack.audit_actions().await;
-    assert!(
-        actions.iter().any(|a| a == "auth.factor.reset"),
-        "{actions:?}"
-    );
+    stack.assert_audited("auth.factor.reset").await;
 }
 
 async fn a_deleted_users_factors_go_with_them(backend: Backend) {
@@ -599,11 +586,7 @@ async fn a_deleted_users_factors_go_with_them(backend: Backend) {
     // identity hands the deletion over to auth after its own commit.
     for _ in 0..100 {
         if left().await == (0, 0) {
-            let actions = stack.audit_actions().await;
-            assert!(
-                actions.iter().any(|a| a == "auth.factor.dropped"),
-                "{actions:?}"
-            );
+            stack.assert_audited("auth.factor.dropped").await;
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

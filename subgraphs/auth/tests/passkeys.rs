@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{PASSWORD, Stack, passkey::SoftPasskey};
+use common::{Stack, passkey::SoftPasskey};
 use keygraph_kernel::testing::{Answer, Backend, jwt_claims};
 use serde_json::{Value, json};
 
@@ -26,12 +26,7 @@ const SIGN_IN: &str = "mutation { beginPasskeySignIn { ceremonyId options expire
 const FINISH_SIGN_IN: &str = "mutation($c: ID!, $k: JSON!) { finishPasskeySignIn(ceremonyId: $c, credential: $k) { accessToken user { id } } }";
 
 async fn login(stack: &Stack, email: &str) -> Value {
-    stack
-        .auth
-        .gql(LOGIN, json!({ "e": email, "p": PASSWORD }), None)
-        .await
-        .data()["login"]
-        .clone()
+    stack.login_as(LOGIN, email).await
 }
 
 /// A user with a passkey added in their first session: the passkey, that session's tokens
@@ -108,9 +103,8 @@ async fn a_passkey_is_added_and_then_completes_sign_in(backend: Backend) {
         .expect("token")
         .to_owned();
     assert_eq!(jwt_claims(&access)["amr"], json!(["pwd", "hwk", "mfa"]));
-    let actions = stack.audit_actions().await;
     for action in ["auth.factor.enrolled", "auth.factor.verified"] {
-        assert!(actions.iter().any(|a| a == action), "{action}: {actions:?}");
+        stack.assert_audited(action).await;
     }
 }
 

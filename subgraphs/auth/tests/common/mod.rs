@@ -352,6 +352,24 @@ impl Stack {
     pub async fn audit_actions(&self) -> Vec<String> {
         keygraph_kernel::testing::audit_actions(&self.db).await
     }
+
+    /// Asserts that auth's outbox holds an event of `action`.
+    pub async fn assert_audited(&self, action: &str) {
+        let actions = self.audit_actions().await;
+        assert!(
+            actions.iter().any(|a| a == action),
+            "no {action}: {actions:?}"
+        );
+    }
+
+    /// `query` (a `login` taking `$e` and `$p`) for `email` with [`PASSWORD`]: its `login`.
+    pub async fn login_as(&self, query: &str, email: &str) -> Value {
+        self.auth
+            .gql(query, json!({ "e": email, "p": PASSWORD }), None)
+            .await
+            .data()["login"]
+            .clone()
+    }
 }
 
 fn rand_bytes() -> [u8; 32] {
