@@ -44,6 +44,27 @@ impl InternalToken {
     }
 }
 
+/// An internal endpoint's error answer: `status` with `{"error": code, "message": …}`.
+pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": code, "message": message.into() })),
+    )
+        .into_response()
+}
+
+/// The user id of an internal path (`/internal/users/{id}/…`), or the 400 answer for a
+/// malformed one.
+pub fn parse_user_id(id: &str) -> Result<uuid::Uuid, Box<Response>> {
+    uuid::Uuid::parse_str(id).map_err(|_| {
+        Box::new(error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("`{id}` is not a user id (a UUID)"),
+        ))
+    })
+}
+
 /// Wraps `routes` so every request must carry `Authorization: Bearer <internal token>`.
 pub fn protect<S: Clone + Send + Sync + 'static>(
     routes: Router<S>,

@@ -12,19 +12,12 @@ use axum::{
 use keygraph_kernel::relay::{EventBatch, INGEST_PATH};
 
 use crate::service::{Audit, IngestError};
+use keygraph_kernel::internal::error_response as error;
 
 pub fn routes(audit: Arc<Audit>) -> Router {
     Router::new()
         .route(INGEST_PATH, post(ingest))
         .with_state(audit)
-}
-
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "error": code, "message": message.into() })),
-    )
-        .into_response()
 }
 
 /// Stores a batch; answers `{"stored": n, "duplicates": m}` once every event of it is in the

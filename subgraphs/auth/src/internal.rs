@@ -15,6 +15,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::service::Auth;
+use keygraph_kernel::internal::error_response as error;
+use keygraph_kernel::internal::parse_user_id as parse_user;
 
 pub fn routes(auth: Arc<Auth>) -> Router {
     Router::new()
@@ -25,25 +27,6 @@ pub fn routes(auth: Arc<Auth>) -> Router {
         )
         .route("/internal/users/{id}/factors", delete(drop_factors))
         .with_state(auth)
-}
-
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "error": code, "message": message.into() })),
-    )
-        .into_response()
-}
-
-/// The user id of a path, or the 400 answer naming what is wrong with it.
-fn parse_user(id: &str) -> Result<Uuid, Box<Response>> {
-    Uuid::parse_str(id).map_err(|_| {
-        Box::new(error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("`{id}` is not a user id (a UUID)"),
-        ))
-    })
 }
 
 /// `{"sessions": [ids]}`: sessions whose tokens may still be unexpired but must be refused.

@@ -14,6 +14,8 @@ use keygraph_kernel::http::RequestMeta;
 use uuid::Uuid;
 
 use crate::service::Authz;
+use keygraph_kernel::internal::error_response as error;
+use keygraph_kernel::internal::parse_user_id as parse_user;
 
 pub fn routes(authz: Arc<Authz>) -> Router {
     Router::new()
@@ -27,25 +29,6 @@ pub fn routes(authz: Arc<Authz>) -> Router {
         )
         .route("/internal/authority", axum::routing::post(authority))
         .with_state(authz)
-}
-
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "error": code, "message": message.into() })),
-    )
-        .into_response()
-}
-
-/// The user id of the path, or the 400 answer for a malformed one.
-fn parse_user(id: &str) -> Result<Uuid, Box<Response>> {
-    Uuid::parse_str(id).map_err(|_| {
-        Box::new(error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("`{id}` is not a user id (a UUID)"),
-        ))
-    })
 }
 
 /// `{"roles": [names], "permissions": [effective codes]}`; empty lists for unknown users.

@@ -17,6 +17,8 @@ use crate::{
     entity::user,
     service::{CredentialCheck, Identity},
 };
+use keygraph_kernel::internal::error_response as error;
+use keygraph_kernel::internal::parse_user_id as parse_user;
 
 pub fn routes(identity: Arc<Identity>) -> Router {
     Router::new()
@@ -50,14 +52,6 @@ impl From<user::Model> for AccountView {
             status: u.status,
         }
     }
-}
-
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "error": code, "message": message.into() })),
-    )
-        .into_response()
 }
 
 /// `{"valid": true, "user": {...}}`, or `{"valid": false}` for every kind of failure.
@@ -96,12 +90,9 @@ async fn verify_credentials(
 }
 
 async fn user_status(State(identity): State<Arc<Identity>>, Path(id): Path<String>) -> Response {
-    let Ok(id) = Uuid::parse_str(&id) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("`{id}` is not a user id (a UUID)"),
-        );
+    let id = match parse_user(&id) {
+        Ok(id) => id,
+        Err(response) => return *response,
     };
     match identity.user(id).await {
         Ok(Some(user)) => Json(AccountView::from(user)).into_response(),
