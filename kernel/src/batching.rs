@@ -34,6 +34,8 @@ struct FenceState {
     keys: AtomicU64,
     /// Polls that ended without a key being asked for.
     quiet_polls: watch::Sender<u64>,
+    /// Batches started by [`MAX_WAIT`] rather than by a quiet poll.
+    timed_out: AtomicU64,
 }
 
 impl Default for FenceState {
@@ -41,6 +43,7 @@ impl Default for FenceState {
         Self {
             keys: AtomicU64::new(0),
             quiet_polls: watch::channel(0).0,
+            timed_out: AtomicU64::new(0),
         }
     }
 }
@@ -63,17 +66,31 @@ impl PollFence {
         }
     }
 
+    /// Batches of this request that started because [`MAX_WAIT`] passed, not because the
+    /// level was complete: nonzero means the executor stopped polling as this module expects
+    /// (`kernel/tests/batching.rs` pins that against async-graphql).
+    pub fn batches_timed_out(&self) -> u64 {
+        self.0.timed_out.load(Ordering::SeqCst)
+    }
+
     /// A DataLoader spawner: the batch starts after the next quiet poll of the request.
     pub fn spawner(&self) -> impl Fn(BoxFuture<'static, ()>) + Send + Sync + 'static {
         let fence = self.clone();
         move |batch| {
+            let fence = fence.clone();
             let mut quiet = fence.0.quiet_polls.subscribe();
             let seen = *quiet.borrow();
             // The batch belongs to the request (and the resolver) that asked first.
             tokio::spawn(
                 async move {
                     // Timing out (or the request being gone) just starts the batch now.
-                    let _ = tokio::time::timeout(MAX_WAIT, quiet.wait_for(|n| *n > seen)).await;
+                    let timed_out = tokio::time::timeout(MAX_WAIT, quiet.wait_for(|n| *n > seen))
+                        .await
+                        .is_err();
+                    if timed_out {
+                        fence.0.timed_out.fetch_add(1, Ordering::SeqCst);
+                        tracing::debug!("a DataLoader batch started after the longest wait");
+                    }
                     batch.await;
                 }
                 .in_current_span()
