@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::{
     cache::{BoundedCache, operation_key},
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorCode},
     guard::Authentication,
     http::{BodyLimit, RequestMeta},
     limits::{LimitExceeded, Limits},
@@ -126,7 +126,7 @@ impl Documents {
         if !self.introspection && selects_introspection(&document) {
             let mut error = ServerError::new(INTROSPECTION_DISABLED_MESSAGE, None);
             let mut extensions = ErrorExtensionValues::default();
-            extensions.set("code", INTROSPECTION_DISABLED);
+            extensions.set("code", ErrorCode::IntrospectionDisabled.as_str());
             error.extensions = Some(extensions);
             return Err(error);
         }
@@ -134,9 +134,8 @@ impl Documents {
     }
 }
 
-/// The error code of an operation refused because it introspects and introspection is off.
-pub const INTROSPECTION_DISABLED: &str = "INTROSPECTION_DISABLED";
-/// What that error says.
+/// What the error says that refuses an operation because it introspects and introspection is
+/// off ([`ErrorCode::IntrospectionDisabled`]).
 pub const INTROSPECTION_DISABLED_MESSAGE: &str =
     "introspection (__schema, __type) is turned off here (the `introspection` setting)";
 
@@ -167,7 +166,7 @@ fn selects_introspection(document: &ExecutableDocument) -> bool {
 fn limit_error(refused: &LimitExceeded) -> ServerError {
     let mut error = ServerError::new(refused.to_string(), None);
     let mut extensions = ErrorExtensionValues::default();
-    extensions.set("code", crate::limits::OPERATION_LIMIT_EXCEEDED);
+    extensions.set("code", ErrorCode::OperationLimitExceeded.as_str());
     extensions.set("limit", refused.limit());
     extensions.set("max", refused.max());
     error.extensions = Some(extensions);
@@ -253,7 +252,7 @@ pub fn body_refusal(rejection: &BytesRejection, limit: Option<BodyLimit>) -> Res
 fn request_refusal(status: StatusCode, message: String) -> Response {
     let body = serde_json::json!({ "errors": [{
         "message": message,
-        "extensions": { "code": "BAD_REQUEST" },
+        "extensions": { "code": ErrorCode::BadRequest.as_str() },
     }] });
     (status, Json(body)).into_response()
 }
@@ -281,7 +280,7 @@ where
     if method == Method::GET && selects_mutation(&mut request) {
         let body = serde_json::json!({ "errors": [{
             "message": "mutations must be sent with POST",
-            "extensions": { "code": "BAD_USER_INPUT" },
+            "extensions": { "code": ErrorCode::BadUserInput.as_str() },
         }] });
         return (
             StatusCode::METHOD_NOT_ALLOWED,

@@ -112,15 +112,12 @@ impl LimitExceeded {
     /// `extensions` of the GraphQL error that refuses the operation.
     pub fn extensions(&self) -> serde_json::Value {
         serde_json::json!({
-            "code": OPERATION_LIMIT_EXCEEDED,
+            "code": crate::ErrorCode::OperationLimitExceeded.as_str(),
             "limit": self.limit(),
             "max": self.max(),
         })
     }
 }
-
-/// `extensions.code` of an operation refused by a limit.
-pub const OPERATION_LIMIT_EXCEEDED: &str = "OPERATION_LIMIT_EXCEEDED";
 
 impl Limits {
     /// Measures every operation of `document` (validation reads them all) and holds the

@@ -19,6 +19,7 @@ use hive_router_query_planner::planner::plan_nodes::{
 use rustc_hash::FxHashMap;
 use serde_json::{Map, Value as Json, json};
 
+use keygraph_kernel::ErrorCode;
 use keygraph_kernel::token::{ISSUED_TOKENS_HEADER, IssuedTokens};
 use tracing::Instrument as _;
 
@@ -281,7 +282,7 @@ impl<'r> Execution<'r> {
     fn error(&self, message: &str) {
         self.push_errors(vec![json!({
             "message": message,
-            "extensions": { "code": "INTERNAL_SERVER_ERROR" }
+            "extensions": { "code": ErrorCode::InternalServerError.as_str() }
         })]);
     }
 
@@ -568,7 +569,7 @@ impl<'r> Execution<'r> {
             self.run.client.metrics.record_subgraph(service, false);
             json!({
                 "message": message,
-                "extensions": { "code": crate::project::FETCH_FAILED, "serviceName": service }
+                "extensions": { "code": ErrorCode::SubgraphUnavailable.as_str(), "serviceName": service }
             })
         };
         let Some(endpoint) = self.run.graph.endpoint(service) else {

@@ -23,6 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 use graphql_tools::parser::query::{Field, Selection, SelectionSet};
+use keygraph_kernel::ErrorCode;
 use serde_json::{Value as Json, json};
 
 use crate::operation::QueryDocument;
@@ -325,7 +326,7 @@ impl<'d> Check<'d> {
         self.errors.push(json!({
             "message": format!("Fields \"{name}\" conflict because {reason}. Use different aliases on the fields to fetch both if this was intentional."),
             "locations": [location(a), location(b)],
-            "extensions": { "code": "GRAPHQL_VALIDATION_FAILED" },
+            "extensions": { "code": ErrorCode::GraphqlValidationFailed.as_str() },
         }));
     }
 }

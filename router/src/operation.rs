@@ -9,6 +9,7 @@ use graphql_tools::parser::query::{
 };
 use graphql_tools::validation::rules::default_rules_validation_plan;
 use graphql_tools::validation::validate::{ValidationPlan, validate};
+use keygraph_kernel::ErrorCode;
 use keygraph_kernel::limits::{self, LimitExceeded};
 use serde_json::{Map, Value as Json, json};
 
@@ -58,8 +59,8 @@ pub fn validation_plan() -> ValidationPlan {
     plan
 }
 
-fn request_error(message: impl Into<String>, code: &str) -> Json {
-    json!({ "message": message.into(), "extensions": { "code": code } })
+fn request_error(message: impl Into<String>, code: ErrorCode) -> Json {
+    json!({ "message": message.into(), "extensions": { "code": code.as_str() } })
 }
 
 /// Parses an operation document under the edge's token limit (and graphql-tools' fixed
@@ -84,7 +85,7 @@ pub fn parse(query: &str, max_tokens: usize) -> Result<QueryDocument, Parsed> {
             Err(Parsed::Invalid(vec![json!({
                 "message": format!("Syntax Error: {}", detail.join("; ")),
                 "locations": [{ "line": position.line, "column": position.column }],
-                "extensions": { "code": "GRAPHQL_PARSE_FAILED" },
+                "extensions": { "code": ErrorCode::GraphqlParseFailed.as_str() },
             })]))
         }
     }
@@ -200,18 +201,18 @@ pub fn select<'d>(
             .ok_or_else(|| {
                 vec![request_error(
                     format!("Unknown operation named \"{name}\"."),
-                    "OPERATION_RESOLUTION_FAILURE",
+                    ErrorCode::OperationResolutionFailure,
                 )]
             }),
         None => match (operations.next(), operations.next()) {
             (Some(op), None) => Ok(op),
             (None, _) => Err(vec![request_error(
                 "The document has no operation to run.",
-                "OPERATION_RESOLUTION_FAILURE",
+                ErrorCode::OperationResolutionFailure,
             )]),
             (Some(_), Some(_)) => Err(vec![request_error(
                 "The document has several operations: say which to run with `operationName`.",
-                "OPERATION_RESOLUTION_FAILURE",
+                ErrorCode::OperationResolutionFailure,
             )]),
         },
     }
@@ -252,7 +253,7 @@ impl Operation {
                 }
                 error.insert(
                     "extensions".into(),
-                    json!({ "code": "GRAPHQL_VALIDATION_FAILED" }),
+                    json!({ "code": ErrorCode::GraphqlValidationFailed.as_str() }),
                 );
                 Json::Object(error)
             })
@@ -277,7 +278,7 @@ impl Operation {
         if let Some(what) = root_missing {
             return Err(vec![request_error(
                 format!("This router does not serve {what}."),
-                "GRAPHQL_VALIDATION_FAILED",
+                ErrorCode::GraphqlValidationFailed,
             )]);
         }
         let mut operation = Self {
@@ -389,7 +390,10 @@ impl Operation {
             let name = &definition.name;
             let ty = &definition.var_type;
             let fail = |message: String| {
-                request_error(format!("Variable \"${name}\" {message}"), "BAD_USER_INPUT")
+                request_error(
+                    format!("Variable \"${name}\" {message}"),
+                    ErrorCode::BadUserInput,
+                )
             };
             match provided.remove(name) {
                 None => match &definition.default_value {

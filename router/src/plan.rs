@@ -16,6 +16,7 @@ use hive_router_query_planner::planner::plan_nodes::QueryPlan;
 use hive_router_query_planner::planner::{Planner, QueryPlannerOptions};
 use hive_router_query_planner::state::supergraph_state::{SupergraphDefinition, SupergraphState};
 use hive_router_query_planner::utils::cancellation::CancellationToken;
+use keygraph_kernel::ErrorCode;
 use keygraph_kernel::config::{RouterConfig, RouterLimits, SubgraphEndpoint};
 use keygraph_kernel::guard::Authentication;
 use keygraph_kernel::limits::{LimitExceeded, Limits};
@@ -59,16 +60,18 @@ pub enum PlanError {
 }
 
 impl PlanError {
-    pub fn code(&self) -> &'static str {
+    /// The `extensions.code` it is answered with. [`PlanError::Invalid`] carries its errors,
+    /// whose codes are the parser's or the validator's.
+    pub fn code(&self) -> ErrorCode {
         match self {
-            PlanError::Invalid(_) => "GRAPHQL_VALIDATION_FAILED",
+            PlanError::Invalid(_) => ErrorCode::GraphqlValidationFailed,
             PlanError::Refused(_) | PlanError::PlanningTimedOut { .. } => {
-                keygraph_kernel::limits::OPERATION_LIMIT_EXCEEDED
+                ErrorCode::OperationLimitExceeded
             }
-            PlanError::Planning(_) => "QUERY_PLANNING_FAILED",
-            PlanError::Unauthenticated { .. } => "UNAUTHENTICATED",
-            PlanError::Forbidden(_) => "FORBIDDEN",
-            PlanError::StepUpRequired(_) => "STEP_UP_REQUIRED",
+            PlanError::Planning(_) => ErrorCode::QueryPlanningFailed,
+            PlanError::Unauthenticated { .. } => ErrorCode::Unauthenticated,
+            PlanError::Forbidden(_) => ErrorCode::Forbidden,
+            PlanError::StepUpRequired(_) => ErrorCode::StepUpRequired,
         }
     }
 
@@ -82,7 +85,7 @@ impl PlanError {
             PlanError::PlanningTimedOut { budget_ms } => vec![json!({
                 "message": self.to_string(),
                 "extensions": {
-                    "code": self.code(),
+                    "code": self.code().as_str(),
                     "limit": "planning_timeout_ms",
                     "max": budget_ms,
                 },
@@ -92,10 +95,12 @@ impl PlanError {
                 ..
             } => vec![json!({
                 "message": self.to_string(),
-                "extensions": { "code": self.code(), "reason": reason },
+                "extensions": { "code": self.code().as_str(), "reason": reason },
             })],
             _ => {
-                vec![json!({ "message": self.to_string(), "extensions": { "code": self.code() } })]
+                vec![
+                    json!({ "message": self.to_string(), "extensions": { "code": self.code().as_str() } }),
+                ]
             }
         }
     }
@@ -843,7 +848,7 @@ mod tests {
         let now = keygraph_kernel::testing::now_secs();
         match check(delete, &principal(None)) {
             Err(err @ PlanError::StepUpRequired(_)) => {
-                assert_eq!(err.code(), "STEP_UP_REQUIRED");
+                assert_eq!(err.code().as_str(), "STEP_UP_REQUIRED");
                 assert!(err.to_string().contains("`Mutation.deleteRole`"), "{err}");
                 assert!(err.to_string().contains("stepUp"), "{err}");
             }
@@ -940,7 +945,11 @@ mod tests {
             preparation.outcome
         );
         assert_eq!(
-            preparation.outcome.as_ref().err().map(PlanError::code),
+            preparation
+                .outcome
+                .as_ref()
+                .err()
+                .map(|err| err.code().as_str()),
             Some("OPERATION_LIMIT_EXCEEDED")
         );
         assert!(graph.cached(&key).is_none());

@@ -7,6 +7,7 @@
 //! The merged data is keyed by the client's response keys (the planner keeps its aliases), and
 //! an abstract value carries the `__typename` the planner asked for.
 
+use keygraph_kernel::ErrorCode;
 use serde_json::{Map, Value as Json, json};
 
 use crate::json::{self, Object, Sources, Value};
@@ -14,9 +15,6 @@ use crate::response_plan::{
     FieldKind, Fields, Leaf, ResponsePlan, Selection, SelectionKind, Shape,
 };
 use crate::types::Types;
-
-/// The code of the error a fetch that failed as a whole is reported with ([`crate::execute`]).
-pub const FETCH_FAILED: &str = "SUBGRAPH_UNAVAILABLE";
 
 /// The start of the response body, `{"data":` and the client's data (an object, or `null`),
 /// for the caller to finish (errors, closing brace) in place; and the errors of positions
@@ -87,7 +85,9 @@ pub fn project(input: &Input<'_>) -> Projected {
             Some(path) if !path.is_empty() => reported.push(path),
             // A fetch that failed as a whole (unavailable, timed out, no GraphQL answer) names
             // no position: the nulls it leaves are all its doing.
-            _ if error.pointer("/extensions/code") == Some(&json!(FETCH_FAILED)) => {
+            _ if error.pointer("/extensions/code").and_then(Json::as_str)
+                == Some(ErrorCode::SubgraphUnavailable.as_str()) =>
+            {
                 failed_fetch = true;
             }
             _ => {}
@@ -556,7 +556,7 @@ mod tests {
     fn a_fetch_that_failed_as_a_whole_explains_its_nulls() {
         let reported = json!([{
             "message": "subgraph `accounts` is unavailable",
-            "extensions": { "code": FETCH_FAILED },
+            "extensions": { "code": "SUBGRAPH_UNAVAILABLE" },
         }]);
         let projected = run("{ users { name } }", json!({ "users": [{}, {}] }), reported);
         assert_eq!(projected.data, json!({ "users": null }));

@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
+use keygraph_kernel::ErrorCode;
 use keygraph_kernel::address::AddressProof;
 use keygraph_kernel::config::{Config, CorsConfig, RouterConfig};
 use keygraph_kernel::counters::{Counters, Unavailable};
@@ -347,12 +348,12 @@ struct GraphqlRequest {
 struct Refusal {
     status: StatusCode,
     message: String,
-    code: &'static str,
+    code: ErrorCode,
     retry_after: Option<u64>,
 }
 
 impl Refusal {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
@@ -362,13 +363,13 @@ impl Refusal {
     }
 
     fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
     }
 }
 
 impl Refusal {
     fn body(&self) -> Vec<u8> {
-        let mut extensions = json!({ "code": self.code });
+        let mut extensions = json!({ "code": self.code.as_str() });
         if let Some(seconds) = self.retry_after {
             extensions["retryAfter"] = json!(seconds);
         }
@@ -446,7 +447,7 @@ async fn graphql_post(
     if !keygraph_kernel::graphql::is_json_body(&headers) {
         return Refusal::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "BAD_REQUEST",
+            ErrorCode::BadRequest,
             keygraph_kernel::graphql::JSON_BODY_REQUIRED,
         )
         .into_response();
@@ -550,7 +551,7 @@ async fn execute_in_span(
     let Some(graph) = state.graph() else {
         return Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "SERVICE_UNAVAILABLE",
+            ErrorCode::ServiceUnavailable,
             "the router has no supergraph yet (subgraphs not reachable); retry shortly",
         )
         .into_response();
@@ -574,7 +575,7 @@ async fn execute_in_span(
     if over_get && kind == OperationKind::Mutation {
         let mut response = Refusal::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            "BAD_REQUEST",
+            ErrorCode::BadRequest,
             "mutations are only accepted over POST",
         )
         .into_response();
@@ -666,7 +667,7 @@ impl RouterState {
                     let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
                     let mut refusal = Refusal::new(
                         StatusCode::TOO_MANY_REQUESTS,
-                        "RATE_LIMITED",
+                        ErrorCode::RateLimited,
                         format!("too many {name} requests from {whose}; retry in {seconds}s"),
                     );
                     refusal.retry_after = Some(seconds);
@@ -675,7 +676,7 @@ impl RouterState {
                 Err(Unavailable) => {
                     return Err(Refusal::new(
                         StatusCode::SERVICE_UNAVAILABLE,
-                        "SERVICE_UNAVAILABLE",
+                        ErrorCode::ServiceUnavailable,
                         "rate limits cannot be counted right now (Redis does not answer); retry shortly",
                     ));
                 }
@@ -747,7 +748,7 @@ impl Call {
         if prepared.operation.introspection.is_some() && !state.config.introspection {
             return respond(Answer::RequestError(vec![json!({
                 "message": keygraph_kernel::graphql::INTROSPECTION_DISABLED_MESSAGE,
-                "extensions": { "code": keygraph_kernel::graphql::INTROSPECTION_DISABLED },
+                "extensions": { "code": ErrorCode::IntrospectionDisabled.as_str() },
             })]));
         }
         if let Err(err) = prepared.check_access(&self.authentication) {
