@@ -1,7 +1,8 @@
 //! Outgoing mail: over SMTP when `mail.smtp_url` is set; otherwise each message goes to
 //! `<data_dir>/mail/` as an `.eml` file a developer can open (and tests read), readable by
-//! its owner only. The log says that a mail was written and where, never what it says: a
-//! mail holds a link with a single-use token.
+//! its owner only. The file's text is plain (`Content-Transfer-Encoding: 8bit`), so a link
+//! can be copied from it as it is. The log says that a mail was written and where, never
+//! what it says: a mail holds a link with a single-use token.
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -9,8 +10,14 @@ use chrono::Utc;
 use keygraph_kernel::config::MailConfig;
 use lettre::{
     AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor,
-    message::{Body, Mailbox, header::ContentType},
+    message::{
+        Body, Mailbox,
+        header::{ContentTransferEncoding, ContentType},
+    },
 };
+
+/// RFC 5322's limit on a line, without its CRLF.
+const MAX_LINE_OCTETS: usize = 998;
 
 /// One plain-text message.
 #[derive(Debug, Clone)]
@@ -78,8 +85,14 @@ impl Mailer {
             .to
             .parse()
             .map_err(|e: lettre::address::AddressError| MailError::Build(e.to_string()))?;
-        // Lettre picks the transfer encoding: quoted-printable where a line (a link) is long.
-        let body = Body::new(mail.text.clone());
+        let body = match &*self.0 {
+            // Lettre picks the transfer encoding: quoted-printable where a line (a link) is
+            // long. It refuses to send 8-bit text (a display name such as "Zoë") to a relay
+            // that does not announce 8BITMIME, while quoted-printable goes through any relay
+            // and every mail client decodes it; so over SMTP its choice stays.
+            Transport::Smtp { .. } => Body::new(mail.text.clone()),
+            Transport::Directory { .. } => readable_body(&mail.text),
+        };
         let message = Message::builder()
             .from(from)
             .to(to)
@@ -115,6 +128,24 @@ impl Mailer {
     }
 }
 
+/// `text` as it reads, for a file a developer opens: `8bit` with CRLF line ends, so a link is
+/// whole on its line. When `text` cannot be 8bit data (RFC 2045 section 2.8: a line over
+/// [`MAX_LINE_OCTETS`], a NUL, a CR of its own), lettre's choice instead.
+fn readable_body(text: &str) -> Body {
+    let is_8bit_data =
+        !text.contains(['\0', '\r']) && text.split('\n').all(|line| line.len() <= MAX_LINE_OCTETS);
+    if !is_8bit_data {
+        return Body::new(text.to_owned());
+    }
+    // Lettre's checked constructor (`Body::new_with_encoding`) refuses 8bit for any line of
+    // 76 characters or more, which is the link's line; the checks above are the ones 8bit
+    // needs, and the line ends are made CRLF here as lettre would.
+    Body::dangerous_pre_encoded(
+        text.replace('\n', "\r\n").into_bytes(),
+        ContentTransferEncoding::EightBit,
+    )
+}
+
 /// Writes to a temporary name, then renames: readers never see half a message.
 async fn write_atomically(
     dir: &std::path::Path,
@@ -141,16 +172,58 @@ async fn write_atomically(
 mod tests {
     use super::*;
 
+    fn directory_mailer(dir: &std::path::Path) -> Mailer {
+        let config = MailConfig {
+            smtp_url: None,
+            from: "Keygraph <noreply@keygraph.localhost>".into(),
+        };
+        Mailer::from_config(&config, dir.to_owned()).expect("mailer")
+    }
+
+    /// Sends `text` to a fresh directory and answers the file's text.
+    async fn written(text: String) -> String {
+        let data = tempfile::tempdir().expect("tempdir");
+        let dir = data.path().join("mail");
+        directory_mailer(&dir)
+            .send(&OutgoingMail {
+                to: "ada@example.com".into(),
+                subject: "Confirm your email address".into(),
+                text,
+            })
+            .await
+            .expect("written");
+        let file = std::fs::read_dir(&dir)
+            .expect("dir")
+            .flatten()
+            .next()
+            .expect("one mail")
+            .path();
+        std::fs::read_to_string(file).expect("read")
+    }
+
+    /// What `grep -o 'http[^[:space:]]*'` prints for `text`.
+    fn grep_links(text: &str) -> Vec<&str> {
+        let mut found = Vec::new();
+        for line in text.split('\n') {
+            let mut rest = line;
+            while let Some(start) = rest.find("http") {
+                let tail = &rest[start..];
+                let end = tail
+                    .find(|c: char| c.is_ascii_whitespace())
+                    .unwrap_or(tail.len());
+                found.push(&tail[..end]);
+                rest = &tail[end..];
+            }
+        }
+        found
+    }
+
     #[tokio::test]
     async fn a_mail_written_to_a_file_is_private_and_its_text_stays_out_of_the_log() {
         use std::os::unix::fs::PermissionsExt as _;
         let data = tempfile::tempdir().expect("tempdir");
         let dir = data.path().join("mail");
-        let config = MailConfig {
-            smtp_url: None,
-            from: "Keygraph <noreply@keygraph.localhost>".into(),
-        };
-        let mailer = Mailer::from_config(&config, dir.clone()).expect("mailer");
+        let mailer = directory_mailer(&dir);
         let log = keygraph_kernel::testing::LogCapture::default();
         let _guard = tracing::subscriber::set_default(log.subscriber());
         mailer
@@ -175,5 +248,43 @@ mod tests {
             .expect("one mail")
             .path();
         assert_eq!(mode(&file), 0o600);
+    }
+
+    #[tokio::test]
+    async fn a_long_link_in_a_mail_file_can_be_copied_from_it_as_is() {
+        let token = "Zq3-xY_8".repeat(6);
+        let link = format!("http://127.0.0.1:4001/verify-email?token={token}");
+        assert!(link.len() > 76, "long enough for lettre to wrap it");
+        let raw = written(format!(
+            "Hello Zoë,\n\nPlease confirm by opening this link:\n\n{link}\n\nIf you did not ask, ignore this.\n"
+        ))
+        .await;
+        assert!(
+            raw.lines().any(|line| line.trim_end_matches('\r') == link),
+            "the link is whole on one line:\n{raw}"
+        );
+        assert_eq!(grep_links(&raw), [link.as_str()], "{raw}");
+        assert!(raw.contains("Content-Transfer-Encoding: 8bit\r\n"), "{raw}");
+        assert!(
+            raw.contains("Hello Zoë,\r\n"),
+            "the text is as written:\n{raw}"
+        );
+        assert!(!raw.replace("\r\n", "").contains('\n'), "CRLF only:\n{raw}");
+    }
+
+    #[tokio::test]
+    async fn a_line_too_long_for_8bit_keeps_lettres_encoding() {
+        let long = "x".repeat(MAX_LINE_OCTETS + 1);
+        let raw = written(format!("Hello,\n{long}\n")).await;
+        assert!(
+            raw.contains("Content-Transfer-Encoding: quoted-printable\r\n"),
+            "{raw}"
+        );
+        let decoded = keygraph_kernel::testing::decode_mail(&raw);
+        assert!(decoded.contains(&long), "{decoded}");
+        let exactly = "y".repeat(MAX_LINE_OCTETS);
+        let raw = written(format!("Hello,\n{exactly}\n")).await;
+        assert!(raw.contains("Content-Transfer-Encoding: 8bit\r\n"), "{raw}");
+        assert!(raw.contains(&format!("\r\n{exactly}\r\n")), "{raw}");
     }
 }
