@@ -1,24 +1,41 @@
 //! Keygraph federation router: the single GraphQL endpoint.
 //!
+//! Keeping a supergraph to serve:
 //! - [`supergraph`]: composition of subgraph SDLs and the fix-ups the planner needs.
-//! - [`plan`]: a served supergraph — planner, API schema, endpoints, plan cache.
+//! - [`reload`]: the task that loads the supergraph and keeps it current.
+//! - [`plan`]: a served supergraph — planner, API schema, endpoints, plan cache, access checks.
+//! - [`types`]: the API schema's types as the executor reads them.
+//! - [`api_schema`]: introspection of the API schema, via async-graphql.
+//!
+//! A request, step by step:
+//! - [`edge`]: routes, CORS, reading a request from a POST or GET, refusing what cannot be read.
+//! - [`pipeline`]: one request's way through: span, preparation, rate limits, access, run, answer.
 //! - [`operation`]: parsing, validation and variable coercion of a client's operation.
 //! - [`merging`]: the field-merging validation rule, in linear time.
 //! - [`execute`]: our plan executor (fetch, flatten, sequence, parallel, condition).
+//! - [`response_plan`]: what the response writer writes for an operation, worked out once.
 //! - [`project`]: the merged data projected onto the client's operation, with null propagation.
-//! - [`types`]: the API schema's types as the executor reads them.
-//! - [`api_schema`]: introspection of the API schema, via async-graphql.
-//! - [`server`]: the HTTP edge and the task that keeps the supergraph current.
+//! - [`answer`]: the HTTP answer: statuses per GraphQL over HTTP, the body.
+//!
+//! Around them: [`server`] (the shared state, and starting the router), [`health`]
+//! (`/health`, `/ready`, `/metrics`), [`graphiql`], [`metrics`], [`inflight`] (identical
+//! requests sharing one answer) and [`json`] (the executor's JSON values).
 
+pub mod answer;
 pub mod api_schema;
+pub mod edge;
 pub mod execute;
+pub mod graphiql;
+pub mod health;
 pub mod inflight;
 pub mod json;
 pub mod merging;
 pub mod metrics;
 pub mod operation;
+pub mod pipeline;
 pub mod plan;
 pub mod project;
+pub mod reload;
 pub mod response_plan;
 pub mod server;
 pub mod supergraph;

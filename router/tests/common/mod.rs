@@ -15,7 +15,10 @@ use axum::extract::State;
 use axum::routing::post;
 use keygraph_kernel::config::SubgraphEndpoint;
 use keygraph_kernel::testing::{Answer, TestServer, TestSigner, test_config};
-use keygraph_router::server::{RouterState, keep_supergraph_current, readiness, routes};
+use keygraph_router::edge::routes;
+use keygraph_router::health::readiness;
+use keygraph_router::reload::keep_supergraph_current;
+use keygraph_router::server::RouterState;
 use serde_json::{Value, json};
 
 // ---------- accounts ----------
