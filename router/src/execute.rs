@@ -25,7 +25,7 @@ use tracing::Instrument as _;
 
 use crate::inflight::Inflight;
 use crate::json::{self, Object, Sources, Value};
-use crate::plan::Graph;
+use crate::graph::Graph;
 
 /// Headers passed on to every subgraph request.
 #[derive(Debug, Clone, Default)]

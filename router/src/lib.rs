@@ -3,15 +3,17 @@
 //! Keeping a supergraph to serve:
 //! - [`supergraph`]: composition of subgraph SDLs and the fix-ups the planner needs.
 //! - [`reload`]: the task that loads the supergraph and keeps it current.
-//! - [`plan`]: a served supergraph — planner, API schema, endpoints, plan cache, access checks.
+//! - [`graph`]: a served supergraph — planner, API schema, endpoints, plan cache.
 //! - [`types`]: the API schema's types as the executor reads them.
 //! - [`api_schema`]: introspection of the API schema, via async-graphql.
 //!
 //! A request, step by step:
 //! - [`edge`]: routes, CORS, reading a request from a POST or GET, refusing what cannot be read.
 //! - [`pipeline`]: one request's way through: span, preparation, rate limits, access, run, answer.
+//! - [`plan`]: preparing a document — parse, limits, validation, planning — cached per graph.
 //! - [`operation`]: parsing, validation and variable coercion of a client's operation.
 //! - [`merging`]: the field-merging validation rule, in linear time.
+//! - [`access`]: what `@authenticated`, `@requiresScopes` and step-up fields ask of the caller.
 //! - [`execute`]: our plan executor (fetch, flatten, sequence, parallel, condition).
 //! - [`response_plan`]: what the response writer writes for an operation, worked out once.
 //! - [`project`]: the merged data projected onto the client's operation, with null propagation.
@@ -21,10 +23,12 @@
 //! (`/health`, `/ready`, `/metrics`), [`graphiql`], [`metrics`], [`inflight`] (identical
 //! requests sharing one answer) and [`json`] (the executor's JSON values).
 
+pub mod access;
 pub mod answer;
 pub mod api_schema;
 pub mod edge;
 pub mod execute;
+pub mod graph;
 pub mod graphiql;
 pub mod health;
 pub mod inflight;

@@ -21,7 +21,8 @@ use crate::answer::{Answer, Answered};
 use crate::edge::{GraphqlRequest, Refusal, header_string, wants_graphql_response};
 use crate::execute::{Forwarded, PlanRun};
 use crate::operation::OperationKind;
-use crate::plan::{Graph, PlanError};
+use crate::graph::Graph;
+use crate::plan::PlanError;
 use crate::server::RouterState;
 
 /// What makes two client requests the same: the operation, the variables as sent, the headers

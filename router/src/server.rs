@@ -21,7 +21,7 @@ use crate::answer::Answered;
 use crate::execute::{Fetched, SubgraphRequestKey};
 use crate::inflight::Inflight;
 use crate::pipeline::ClientRequestKey;
-use crate::plan::{Graph, GraphOptions};
+use crate::graph::{Graph, GraphOptions};
 
 /// Shared by every request: the current supergraph and the edge's settings.
 pub struct RouterState {
