@@ -116,15 +116,16 @@ async fn register_verify_login_and_logout(backend: Backend, topology: Topology) 
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
-    // The admin gives the user the `user` role; the user's next token carries it.
+    // Every account holds `user` (authz.default_roles). The admin gives the user the `admin`
+    // role; the user's next token carries it.
     assert!(
         claims(&access)["roles"]
             .as_array()
-            .is_some_and(|r| !r.contains(&json!("user")))
+            .is_some_and(|r| r.contains(&json!("user")) && !r.contains(&json!("admin")))
     );
     let role = stack
         .gql(
-            "{ roleByName(name: \"user\") { id } }",
+            "{ roleByName(name: \"admin\") { id } }",
             json!({}),
             Some(&admin),
         )
@@ -142,7 +143,7 @@ async fn register_verify_login_and_logout(backend: Backend, topology: Topology) 
     assert!(
         data(&assigned)["assignRole"]["roles"]
             .to_string()
-            .contains("\"user\""),
+            .contains("\"admin\""),
         "{assigned}"
     );
     let refreshed = stack
@@ -159,7 +160,7 @@ async fn register_verify_login_and_logout(backend: Backend, topology: Topology) 
     assert!(
         claims(&fresh)["roles"]
             .as_array()
-            .is_some_and(|r| r.contains(&json!("user"))),
+            .is_some_and(|r| r.contains(&json!("admin"))),
         "the refreshed token lacks the new role: {}",
         claims(&fresh)
     );

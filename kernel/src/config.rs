@@ -345,6 +345,9 @@ pub struct AuthzConfig {
     pub database_url: Option<String>,
     pub schema: String,
     pub identity_url: String,
+    /// Roles every account holds without an assignment (Keycloak's default roles); each must
+    /// exist when authz starts. Empty: none.
+    pub default_roles: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -728,6 +731,20 @@ impl Config {
                     authz.schema
                 ),
             );
+        }
+        for (i, name) in authz.default_roles.iter().enumerate() {
+            if name.trim().is_empty() {
+                return fail("authz.default_roles", "role names must not be empty".into());
+            }
+            if authz.default_roles[..i]
+                .iter()
+                .any(|n| n.trim() == name.trim())
+            {
+                return fail(
+                    "authz.default_roles",
+                    format!("names the role `{}` twice", name.trim()),
+                );
+            }
         }
         self.validate_audit()?;
         self.validate_telemetry()?;
@@ -1405,6 +1422,16 @@ mod tests {
                 "KEYGRAPH__IDENTITY__AUTHZ_URL",
                 "localhost:4003",
                 "identity.authz_url",
+            ),
+            (
+                "KEYGRAPH__AUTHZ__DEFAULT_ROLES",
+                "[user, \" \"]",
+                "authz.default_roles`: role names must not be empty",
+            ),
+            (
+                "KEYGRAPH__AUTHZ__DEFAULT_ROLES",
+                "[user, staff, user]",
+                "authz.default_roles`: names the role `user` twice",
             ),
         ];
         for (key, value, expected) in cases {

@@ -482,7 +482,7 @@ async fn tokens_carry_current_roles_and_permissions(backend: Backend) {
     // grace and the stack's administrator.
     assert_eq!(users.data()["users"]["totalCount"], json!(2));
     let payload = jwt_claims(&stack.refresh(&renewed.refresh).await.access);
-    assert_eq!(payload["roles"], json!(["readers"]));
+    assert_eq!(payload["roles"], json!(["readers", "user"]));
     assert_eq!(
         payload["scope"],
         json!("identity.user.delete identity.user.read identity.user.update")
@@ -505,7 +505,7 @@ async fn internal_calls_can_stay_in_process(backend: Backend) {
     stack.give_role(here.user, "auditors", &[]).await;
     let renewed = stack.refresh(&here.refresh).await;
     let claims = jwt_claims(&renewed.access);
-    assert_eq!(claims["roles"], json!(["auditors"]), "{claims}");
+    assert_eq!(claims["roles"], json!(["auditors", "user"]), "{claims}");
 
     stack
         .identity

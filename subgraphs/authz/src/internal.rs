@@ -31,7 +31,8 @@ pub fn routes(authz: Arc<Authz>) -> Router {
         .with_state(authz)
 }
 
-/// `{"roles": [names], "permissions": [effective codes]}`; empty lists for unknown users.
+/// `{"roles": [names], "permissions": [effective codes]}`, default roles included (so an
+/// unknown user gets just what those give).
 async fn user_grants(State(authz): State<Arc<Authz>>, Path(id): Path<String>) -> Response {
     let user = match parse_user(&id) {
         Ok(user) => user,

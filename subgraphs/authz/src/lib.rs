@@ -85,11 +85,17 @@ pub async fn build_with(
 ) -> anyhow::Result<AuthzService> {
     let identity =
         InternalClient::new(&config.authz.identity_url, internal_token)?.with_local(local);
-    let authz = Arc::new(Authz::new(db.clone(), identity));
+    let authz = Authz::new(db.clone(), identity);
     let added = authz.sync_catalog().await?;
     if added > 0 {
         tracing::info!(added, "permission catalog: new codes added");
     }
+    // Every role `authz.default_roles` names must exist: refuse to start otherwise.
+    let authz = Arc::new(
+        authz
+            .with_default_roles(&config.authz.default_roles)
+            .await?,
+    );
     let state = GraphqlState {
         schema: schema::build_schema(authz.clone()),
         documents: Arc::new(

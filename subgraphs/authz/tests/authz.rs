@@ -65,9 +65,10 @@ async fn an_admin_builds_a_role_and_the_user_holds_it(backend: Backend) {
             Some(&admin),
         )
         .await;
+    // Beside `user`, which every account holds (`authz.default_roles`).
     assert_eq!(
         assigned.data()["assignRole"]["roles"],
-        json!([{ "name": "support" }])
+        json!([{ "name": "support" }, { "name": "user" }])
     );
 
     let own = stack.token(user, &[]);
@@ -336,7 +337,11 @@ async fn deleting_a_role_removes_its_grants_and_built_ins_stay(backend: Backend)
         .await;
     assert_eq!(deleted.data()["deleteRole"], json!(role.to_string()));
     let roles = stack.gql(ENTITIES, reps(&[user]), Some(&admin)).await;
-    assert_eq!(roles.data()["_entities"][0]["roles"], json!([]));
+    assert_eq!(
+        roles.data()["_entities"][0]["roles"],
+        json!([{ "name": "user", "permissions": [] }]),
+        "only the default role is left"
+    );
     assert_eq!(
         stack.count::<user_role::Entity>().await,
         1,
@@ -702,7 +707,7 @@ async fn internal_endpoints_serve_grants_to_auth(backend: Backend) {
     assert_eq!(status, 200);
     assert_eq!(
         grants,
-        json!({ "roles": ["readers"], "permissions": ["identity.user.delete", "identity.user.read", "identity.user.update"] })
+        json!({ "roles": ["readers", "user"], "permissions": ["identity.user.delete", "identity.user.read", "identity.user.update"] })
     );
     let (status, _) = stack
         .authz

@@ -17,14 +17,16 @@ async fn statements_for(stack: &Stack, users: &[Uuid]) -> usize {
     let entities = answer.data()["_entities"].as_array().expect("list");
     assert_eq!(entities.len(), users.len());
     for entity in entities {
+        // `a`, `b` and `c`, then `user`, which every account holds (`authz.default_roles`).
         let roles = entity["roles"].as_array().expect("roles");
-        assert_eq!(roles.len(), 3, "{entity}");
+        assert_eq!(roles.len(), 4, "{entity}");
         assert!(
-            roles
+            roles[..3]
                 .iter()
                 .all(|r| r["permissions"].as_array().is_some_and(|p| p.len() == 2)),
             "{entity}"
         );
+        assert_eq!(roles[3]["name"], "user", "{entity}");
     }
     assert!(
         ran.len() <= 2,

@@ -17,7 +17,8 @@ use super::{Authz, AuthzError, AuthzResult, load_role};
 use crate::entity::{role, user_role};
 
 impl Authz {
-    /// Gives a user a role, after identity confirms the user exists. A repeat changes nothing.
+    /// Gives a user a role, after identity confirms the user exists. A repeat changes nothing,
+    /// as does a default role (every account holds it already).
     pub async fn assign_role(
         &self,
         meta: &RequestMeta,
@@ -67,7 +68,8 @@ impl Authz {
         self.insert_assignment(meta, None, user_id, &role).await
     }
 
-    /// Records the assignment and its audit event in one transaction; a repeat records nothing.
+    /// Records the assignment and its audit event in one transaction; a repeat, or a default
+    /// role (which every account holds), records nothing.
     async fn insert_assignment(
         &self,
         meta: &RequestMeta,
@@ -75,6 +77,10 @@ impl Authz {
         user_id: Uuid,
         role: &role::Model,
     ) -> AuthzResult<bool> {
+        if self.is_default_role(role.id) {
+            // Every account holds it already (`authz.default_roles`): nothing to store.
+            return Ok(false);
+        }
         let (_turn, txn) = begin_write(&self.db).await?;
         let inserted = user_role::ActiveModel {
             user_id: Set(user_id),
@@ -102,8 +108,8 @@ impl Authz {
         Ok(true)
     }
 
-    /// Takes a role from a user. Unassigning what the user does not hold changes nothing.
-    /// It needs what assigning needs, and that the actor holds everything the user holds
+    /// Takes a role from a user. Unassigning what the user does not hold changes nothing; a
+    /// default role, which every account holds, is refused. It needs what assigning needs, and that the actor holds everything the user holds
     /// (nobody demotes someone more powerful); the last active administrator keeps `*`.
     pub async fn unassign_role(
         &self,
@@ -113,6 +119,15 @@ impl Authz {
         role_id: Uuid,
     ) -> AuthzResult<()> {
         let role = load_role(&self.db, role_id).await?;
+        if self.is_default_role(role_id) {
+            return Err(AuthzError::InvalidInput {
+                field: "roleId",
+                message: format!(
+                    "every account holds the role `{}` through `authz.default_roles`; it cannot be taken from one account",
+                    role.name
+                ),
+            });
+        }
         let held = user_role::Entity::find_by_id((user_id, role_id))
             .one(&self.db)
             .await?

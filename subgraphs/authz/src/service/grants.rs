@@ -75,6 +75,12 @@ impl Authz {
         let (_turn, txn) = begin_write(&self.db).await?;
         let role = load_role(&txn, role_id).await?;
         refuse_admin_change(&role)?;
+        if code == "*" && self.is_default_role(role_id) {
+            return Err(AuthzError::Forbidden(format!(
+                "every account holds the role `{}` through `authz.default_roles`; granting it `*` would make every account an administrator",
+                role.name
+            )));
+        }
         if !code.ends_with('*')
             && permission::Entity::find_by_id(code)
                 .one(&txn)

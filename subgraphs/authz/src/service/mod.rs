@@ -3,14 +3,16 @@
 //! This module holds the service type, its error type and the helpers its parts share; the
 //! parts are split by responsibility: `reading` (roles, permissions, grants, checks),
 //! `roles` (creating, changing and deleting roles), `grants` (the catalog and what roles
-//! grant), `assignments` (who holds which role), `users` (a deleted user's grants) and
-//! `authority` (who may change what, and the last administrator).
+//! grant), `assignments` (who holds which role), `users` (a deleted user's grants),
+//! `authority` (who may change what, and the last administrator) and `defaults` (the roles
+//! every account holds, `authz.default_roles`).
 //!
 //! The batch look-ups (`*_of_*`) take many keys and run one SQL statement each, so the
 //! DataLoaders in `loaders.rs` answer a whole level of a query with one statement.
 
 mod assignments;
 mod authority;
+mod defaults;
 mod grants;
 mod reading;
 mod roles;
@@ -33,6 +35,8 @@ use uuid::Uuid;
 
 use crate::entity::{permission, role};
 
+pub use defaults::DefaultRole;
+
 pub const MAX_ROLE_NAME: usize = 64;
 pub const MAX_DESCRIPTION: usize = 500;
 /// Most codes one `checkPermissions` call may ask about.
@@ -53,6 +57,9 @@ pub enum AuthzError {
     Forbidden(String),
     #[error("cannot reach the identity service to check the user: {0}")]
     IdentityUnavailable(InternalCallError),
+    /// A setting that does not fit the database (found at start-up).
+    #[error("{0}")]
+    Misconfigured(String),
     #[error(transparent)]
     Database(#[from] DbErr),
 }
@@ -71,6 +78,7 @@ impl From<AuthzError> for ApiError {
                     "the identity service does not answer right now; retry shortly",
                 )
             }
+            AuthzError::Misconfigured(m) => ApiError::internal(m),
             AuthzError::Database(e) => ApiError::internal(e),
         }
     }
@@ -121,11 +129,18 @@ pub struct UserGrants {
 pub struct Authz {
     db: DatabaseConnection,
     identity: InternalClient,
+    /// Roles every account holds without an assignment (`authz.default_roles`).
+    default_roles: Vec<DefaultRole>,
 }
 
 impl Authz {
+    /// A service without default roles; [`Authz::with_default_roles`] gives it some.
     pub fn new(db: DatabaseConnection, identity: InternalClient) -> Self {
-        Self { db, identity }
+        Self {
+            db,
+            identity,
+            default_roles: Vec::new(),
+        }
     }
 
     /// Adds catalog codes that this database does not know yet (codes added to the catalog
@@ -156,11 +171,11 @@ impl Authz {
     }
 }
 
-/// `FROM … JOIN …` from a user's role grants (`ur`) to every permission (`p`) they cover. A
-/// grant covers a code when equal, or when it ends in `*` and the code starts with everything
-/// before the `*` (`*` alone covers all). substr/length work on both backends.
-const EFFECTIVE_PERMISSIONS: &str = "FROM user_roles ur \
-     JOIN role_permissions rp ON rp.role_id = ur.role_id \
+/// `JOIN …` from the roles a user holds (`h`, see `Authz::held_roles`) to every permission
+/// (`p`) they cover. A grant covers a code when equal, or when it ends in `*` and the code
+/// starts with everything before the `*` (`*` alone covers all). substr/length work on both
+/// backends.
+const COVERED_PERMISSIONS: &str = "JOIN role_permissions rp ON rp.role_id = h.role_id \
      JOIN permissions p ON p.code = rp.permission_code \
        OR (rp.permission_code LIKE '%*' \
            AND substr(p.code, 1, length(rp.permission_code) - 1) \
@@ -172,13 +187,6 @@ fn placeholder(backend: DbBackend, index: usize) -> String {
         DbBackend::Postgres => format!("${index}"),
         _ => "?".to_owned(),
     }
-}
-
-fn placeholders(backend: DbBackend, count: usize) -> String {
-    (1..=count)
-        .map(|i| placeholder(backend, i))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 async fn load_role<C: ConnectionTrait>(db: &C, id: Uuid) -> AuthzResult<role::Model> {

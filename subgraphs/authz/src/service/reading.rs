@@ -8,16 +8,16 @@ use keygraph_kernel::{
     token::grant_covers,
 };
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement,
+    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 
 use super::{
-    Authz, AuthzResult, EFFECTIVE_PERMISSIONS, GrantedPermission, MAX_CHECKS, RolePage, UserGrants,
-    input, placeholder, placeholders,
+    Authz, AuthzResult, COVERED_PERMISSIONS, GrantedPermission, MAX_CHECKS, RolePage, UserGrants,
+    defaults::Binds, input,
 };
-use crate::entity::{permission, role, role_permission, user_role};
+use crate::entity::{permission, role, role_permission};
 
 impl Authz {
     pub async fn role(&self, id: Uuid) -> AuthzResult<Option<role::Model>> {
@@ -64,22 +64,35 @@ impl Authz {
             .await?)
     }
 
-    /// Roles of each user, by name. One statement.
+    /// Roles of each user, by name: those assigned and the default roles. One statement.
     pub async fn roles_of_users(
         &self,
         users: &[Uuid],
     ) -> AuthzResult<HashMap<Uuid, Vec<role::Model>>> {
-        let rows = user_role::Entity::find()
-            .filter(user_role::Column::UserId.is_in(users.iter().copied()))
-            .find_also_related(role::Entity)
-            .order_by_asc(role::Column::Name)
-            .all(&self.db)
-            .await?;
         let mut by_user: HashMap<Uuid, Vec<role::Model>> =
             users.iter().map(|u| (*u, Vec::new())).collect();
-        for (grant, role) in rows {
-            if let Some(role) = role {
-                by_user.entry(grant.user_id).or_default().push(role);
+        if users.is_empty() {
+            return Ok(by_user);
+        }
+        let mut binds = Binds::new(self.db.get_database_backend());
+        let sql = format!(
+            "SELECT h.user_id AS user_id, r.id AS id, r.name AS name, \
+             r.description AS description, r.built_in AS built_in, \
+             r.created_at AS created_at, r.updated_at AS updated_at \
+             FROM {} h JOIN roles r ON r.id = h.role_id ORDER BY r.name",
+            self.held_roles(&mut binds, users)
+        );
+        // In name order overall, so in name order for each user too.
+        for row in self.db.query_all_raw(binds.statement(sql)).await? {
+            let holder: Option<Uuid> = row.try_get("", "user_id")?;
+            let role = role::Model::from_query_result(&row, "")?;
+            match holder {
+                Some(user) => push_role(by_user.entry(user).or_default(), role),
+                None => {
+                    for held in by_user.values_mut() {
+                        push_role(held, role.clone());
+                    }
+                }
             }
         }
         Ok(by_user)
@@ -116,7 +129,8 @@ impl Authz {
         Ok(by_role)
     }
 
-    /// Catalog codes each user holds, wildcards expanded, sorted. One statement.
+    /// Catalog codes each user holds (default roles included), wildcards expanded, sorted.
+    /// One statement.
     pub async fn effective_permissions_of_users(
         &self,
         users: &[Uuid],
@@ -126,37 +140,39 @@ impl Authz {
         if users.is_empty() {
             return Ok(by_user);
         }
+        let mut binds = Binds::new(self.db.get_database_backend());
         let sql = format!(
-            "SELECT DISTINCT ur.user_id AS user_id, p.code AS code {EFFECTIVE_PERMISSIONS} \
-             WHERE ur.user_id IN ({}) \
-             ORDER BY ur.user_id, p.code",
-            placeholders(self.db.get_database_backend(), users.len())
+            "SELECT DISTINCT h.user_id AS user_id, p.code AS code \
+             FROM {} h {COVERED_PERMISSIONS} ORDER BY code",
+            self.held_roles(&mut binds, users)
         );
-        let statement = Statement::from_sql_and_values(
-            self.db.get_database_backend(),
-            sql,
-            users.iter().map(|u| (*u).into()),
-        );
-        for row in self.db.query_all_raw(statement).await? {
-            let user: Uuid = row.try_get("", "user_id")?;
+        // In code order overall, so in code order for each user too.
+        for row in self.db.query_all_raw(binds.statement(sql)).await? {
+            let holder: Option<Uuid> = row.try_get("", "user_id")?;
             let code: String = row.try_get("", "code")?;
-            by_user.entry(user).or_default().push(code);
+            match holder {
+                Some(user) => push_code(by_user.entry(user).or_default(), code),
+                None => {
+                    for held in by_user.values_mut() {
+                        push_code(held, code.clone());
+                    }
+                }
+            }
         }
         Ok(by_user)
     }
 
-    /// The grants (codes and wildcards) a user holds through any role. One statement.
+    /// The grants (codes and wildcards) a user holds through any role, default roles
+    /// included. One statement.
     pub async fn grants_of_user(&self, user: Uuid) -> AuthzResult<Vec<String>> {
+        let mut binds = Binds::new(self.db.get_database_backend());
         let sql = format!(
             "SELECT DISTINCT rp.permission_code AS code \
-             FROM user_roles ur JOIN role_permissions rp ON rp.role_id = ur.role_id \
-             WHERE ur.user_id = {} ORDER BY rp.permission_code",
-            placeholder(self.db.get_database_backend(), 1)
+             FROM {} h JOIN role_permissions rp ON rp.role_id = h.role_id ORDER BY code",
+            self.held_roles(&mut binds, &[user])
         );
-        let statement =
-            Statement::from_sql_and_values(self.db.get_database_backend(), sql, [user.into()]);
         self.db
-            .query_all_raw(statement)
+            .query_all_raw(binds.statement(sql))
             .await?
             .iter()
             .map(|row| row.try_get::<String>("", "code").map_err(Into::into))
@@ -181,22 +197,21 @@ impl Authz {
             .collect())
     }
 
-    /// Role names and effective codes of a user, for token claims: one statement, as every
-    /// sign-in and refresh asks for them.
+    /// Role names and effective codes of a user (default roles included), for token claims:
+    /// one statement, as every sign-in and refresh asks for them.
     pub async fn user_grants(&self, user: Uuid) -> AuthzResult<UserGrants> {
-        let backend = self.db.get_database_backend();
+        let mut binds = Binds::new(self.db.get_database_backend());
+        let roles = self.held_roles(&mut binds, &[user]);
+        let permissions = self.held_roles(&mut binds, &[user]);
         let sql = format!(
-            "SELECT 'role' AS kind, r.name AS value \
-             FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
-             WHERE ur.user_id = {} \
+            "SELECT DISTINCT 'role' AS kind, r.name AS value \
+             FROM {roles} h JOIN roles r ON r.id = h.role_id \
              UNION ALL \
-             SELECT DISTINCT 'permission' AS kind, p.code AS value {EFFECTIVE_PERMISSIONS} \
-             WHERE ur.user_id = {} \
-             ORDER BY kind, value",
-            placeholder(backend, 1),
-            placeholder(backend, 2),
+             SELECT DISTINCT 'permission' AS kind, p.code AS value \
+             FROM {permissions} h {COVERED_PERMISSIONS} \
+             ORDER BY kind, value"
         );
-        let statement = Statement::from_sql_and_values(backend, sql, [user.into(), user.into()]);
+        let statement = binds.statement(sql);
         let mut grants = UserGrants {
             roles: Vec::new(),
             permissions: Vec::new(),
@@ -210,5 +225,21 @@ impl Authz {
             }
         }
         Ok(grants)
+    }
+}
+
+/// Adds `role` to a user's roles, which arrive in name order: an assigned default role comes
+/// twice in a row.
+fn push_role(held: &mut Vec<role::Model>, role: role::Model) {
+    if held.last().is_none_or(|last| last.id != role.id) {
+        held.push(role);
+    }
+}
+
+/// Adds `code` to a user's codes, which arrive in code order: one held through an assigned
+/// role and a default role comes twice in a row.
+fn push_code(held: &mut Vec<String>, code: String) {
+    if held.last() != Some(&code) {
+        held.push(code);
     }
 }

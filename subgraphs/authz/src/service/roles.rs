@@ -60,9 +60,16 @@ impl Authz {
         let current = load_role(&txn, id).await?;
         let name = name.map(validate_role_name).transpose()?;
         let description = description.map(validate_description).transpose()?;
-        if current.built_in && name.as_ref().is_some_and(|n| *n != current.name) {
+        let renamed = name.as_ref().is_some_and(|n| *n != current.name);
+        if current.built_in && renamed {
             return Err(AuthzError::Forbidden(format!(
                 "the built-in role `{}` cannot be renamed",
+                current.name
+            )));
+        }
+        if self.is_default_role(id) && renamed {
+            return Err(AuthzError::Forbidden(format!(
+                "the role `{}` cannot be renamed while `authz.default_roles` names it",
                 current.name
             )));
         }
@@ -94,7 +101,7 @@ impl Authz {
         Ok(updated)
     }
 
-    /// Deletes a role with its grants. Built-in roles cannot be deleted. It takes the role's
+    /// Deletes a role with its grants. Built-in roles and default roles cannot be deleted. It takes the role's
     /// grants away from its holders, so it needs them all (as granting them would), now.
     pub async fn delete_role(
         &self,
@@ -108,11 +115,26 @@ impl Authz {
         let actor = actor.user_id;
         let (_turn, txn) = begin_write(&self.db).await?;
         let role = load_role(&txn, id).await?;
-        if role.built_in {
-            return Err(AuthzError::Forbidden(format!(
-                "the built-in role `{}` cannot be deleted",
-                role.name
-            )));
+        match (role.built_in, self.is_default_role(id)) {
+            (true, true) => {
+                return Err(AuthzError::Forbidden(format!(
+                    "the built-in role `{}` cannot be deleted; every account holds it through `authz.default_roles`",
+                    role.name
+                )));
+            }
+            (false, true) => {
+                return Err(AuthzError::Forbidden(format!(
+                    "the role `{}` cannot be deleted while `authz.default_roles` names it: every account holds it through that setting",
+                    role.name
+                )));
+            }
+            (true, false) => {
+                return Err(AuthzError::Forbidden(format!(
+                    "the built-in role `{}` cannot be deleted",
+                    role.name
+                )));
+            }
+            (false, false) => {}
         }
         let administrators = self
             .administrators_before(&txn, grants.iter().any(|g| g == "*"))
