@@ -89,7 +89,7 @@ async fn connect(target: &DatabaseTarget<'_>) -> Result<DatabaseConnection, DbEr
     let options = connect_options(&url, target);
     let redacted = redact_url(&url);
     let deadline = Instant::now() + Duration::from_secs(target.pool.startup_wait_secs);
-    let mut delay = Duration::from_millis(250);
+    let mut failures = 0;
     let mut db = loop {
         match Database::connect(options.clone()).await {
             Ok(db) => break db,
@@ -103,7 +103,14 @@ async fn connect(target: &DatabaseTarget<'_>) -> Result<DatabaseConnection, DbEr
                         source,
                     });
                 }
-                let wait = delay.min(deadline - now);
+                failures += 1;
+                let wait = crate::backoff::backoff(
+                    failures,
+                    Duration::from_millis(250),
+                    Duration::from_secs(5),
+                    1.0,
+                )
+                .min(deadline - now);
                 tracing::warn!(
                     service = target.service,
                     url = %redacted,
@@ -112,7 +119,6 @@ async fn connect(target: &DatabaseTarget<'_>) -> Result<DatabaseConnection, DbEr
                     "waiting for the database to accept connections"
                 );
                 tokio::time::sleep(wait).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     };

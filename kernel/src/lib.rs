@@ -1,6 +1,7 @@
 //! Shared infrastructure of Keygraph services. No business logic lives here.
 
 pub mod address;
+pub mod backoff;
 pub mod batching;
 pub mod cache;
 pub mod config;

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::telemetry::InThisService as _;
+use crate::{backoff::backoff, telemetry::InThisService as _};
 use axum::{Json, Router, extract::State, routing::get};
 use chrono::{DateTime, Utc};
 use rand::Rng as _;
@@ -477,16 +477,6 @@ fn undelivered() -> sea_orm::Select<outbox::Entity> {
 /// How often the relay measures its backlog for the metrics.
 const BACKLOG_GAUGE_EVERY: Duration = Duration::from_secs(5);
 
-/// The pause after `failures` failures in a row: `base * 2^(failures-1)`, at most `max`,
-/// scaled by `jitter` (0.5 to 1) so replicas that failed together do not retry together.
-pub fn backoff(failures: u64, base: Duration, max: Duration, jitter: f64) -> Duration {
-    let exponent = u32::try_from(failures.saturating_sub(1))
-        .unwrap_or(u32::MAX)
-        .min(20);
-    let full = base.saturating_mul(1u32 << exponent).min(max);
-    full.mul_f64(jitter.clamp(0.0, 1.0))
-}
-
 async fn status_handler(State(relay): State<Relay>) -> axum::response::Response {
     use axum::response::IntoResponse as _;
     match relay.status().await {
@@ -555,17 +545,5 @@ mod tests {
                 duplicates: 2
             }
         );
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_limit_and_jitters_down() {
-        let base = Duration::from_millis(500);
-        let max = Duration::from_secs(60);
-        assert_eq!(backoff(1, base, max, 1.0), Duration::from_millis(500));
-        assert_eq!(backoff(2, base, max, 1.0), Duration::from_secs(1));
-        assert_eq!(backoff(4, base, max, 1.0), Duration::from_secs(4));
-        assert_eq!(backoff(30, base, max, 1.0), max);
-        assert_eq!(backoff(u64::MAX, base, max, 1.0), max);
-        assert_eq!(backoff(2, base, max, 0.5), Duration::from_millis(500));
     }
 }

@@ -21,6 +21,8 @@ use uuid::Uuid;
 
 use crate::entity::pending_call::{self, ASSIGN_ROLE, DROP_FACTORS, DROP_GRANTS, END_SESSIONS};
 
+/// The wait after a hand-over's first failed attempt; it doubles with each further one.
+const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 /// Longest wait between two attempts of one call.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// How often the table is looked at when nothing wakes the worker.
@@ -140,8 +142,12 @@ impl Handover {
                 }
                 Err(err) => {
                     let attempts = call.attempts.saturating_add(1);
-                    let backoff =
-                        Duration::from_secs(1u64 << attempts.clamp(0, 9) as u32).min(MAX_BACKOFF);
+                    let backoff = keygraph_kernel::backoff::backoff(
+                        u64::try_from(attempts).unwrap_or(0),
+                        FIRST_BACKOFF,
+                        MAX_BACKOFF,
+                        1.0,
+                    );
                     tracing::warn!(user = %call.user_id, kind = %call.kind, attempts, error = %err, retry_in_secs = backoff.as_secs(), "hand-over not delivered yet");
                     let mut active: pending_call::ActiveModel = call.into();
                     active.attempts = Set(attempts);
