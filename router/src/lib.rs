@@ -11,7 +11,8 @@
 //! - [`edge`]: routes, CORS, reading a request from a POST or GET, refusing what cannot be read.
 //! - [`pipeline`]: one request's way through: span, preparation, rate limits, access, run, answer.
 //! - [`plan`]: preparing a document — parse, limits, validation, planning — cached per graph.
-//! - [`operation`]: parsing, validation and variable coercion of a client's operation.
+//! - [`operation`]: parsing and validation of a client's operation.
+//! - [`variables`]: coercion of a request's variables to the operation's types.
 //! - [`merging`]: the field-merging validation rule, in linear time.
 //! - [`access`]: what `@authenticated`, `@requiresScopes` and step-up fields ask of the caller.
 //! - [`execute`]: our plan executor (fetch, flatten, sequence, parallel, condition).
@@ -44,5 +45,6 @@ pub mod response_plan;
 pub mod server;
 pub mod supergraph;
 pub mod types;
+pub mod variables;
 
 pub use server::{RouterState, run};

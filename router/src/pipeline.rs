@@ -20,8 +20,8 @@ use tracing::Instrument as _;
 use crate::answer::{Answer, Answered};
 use crate::edge::{GraphqlRequest, Refusal, header_string, wants_graphql_response};
 use crate::execute::{Forwarded, PlanRun};
-use crate::operation::OperationKind;
 use crate::graph::Graph;
+use crate::operation::OperationKind;
 use crate::plan::PlanError;
 use crate::server::RouterState;
 

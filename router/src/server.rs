@@ -19,9 +19,9 @@ use keygraph_kernel::token::TokenVerifier;
 
 use crate::answer::Answered;
 use crate::execute::{Fetched, SubgraphRequestKey};
+use crate::graph::{Graph, GraphOptions};
 use crate::inflight::Inflight;
 use crate::pipeline::ClientRequestKey;
-use crate::graph::{Graph, GraphOptions};
 
 /// Shared by every request: the current supergraph and the edge's settings.
 pub struct RouterState {
