@@ -226,7 +226,12 @@ async fn run_all(config: &Config) -> anyhow::Result<()> {
             stop_all(result, service.name())
         }
     };
-    tokio::spawn(announce_when_ready(config.clone(), graph_url.clone()));
+    tokio::spawn(announce_when_ready(
+        config.clone(),
+        graph_url.clone(),
+        local.clone(),
+        shutdown.clone(),
+    ));
     let (identity, authz, auth, audit, router) = tokio::join!(
         run(Service::Identity),
         run(Service::Authz),
@@ -264,7 +269,7 @@ impl Service {
                 Service::Authz => keygraph_authz::run(config, token, local, shutdown).await,
                 Service::Auth => keygraph_auth::run(config, token, local, shutdown).await,
                 Service::Audit => keygraph_audit::run(config, token, local, shutdown).await,
-                Service::Router => keygraph_router::run(config, token, shutdown).await,
+                Service::Router => keygraph_router::run(config, token, local, shutdown).await,
             }
         })
         .await
@@ -418,36 +423,49 @@ async fn probe(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Says once the router serves the graph: where to point a browser and how to sign in.
-async fn announce_when_ready(config: Config, graph_url: String) {
-    let ready = format!("http://{}/ready", config.router.listen);
-    let http = reqwest::Client::new();
+/// Says once this process's router serves the graph: where to point a browser and how to
+/// sign in. Readiness is asked in process, of the router this process bound (another
+/// instance on the same port does not count), and nothing is said once `shutdown` fires (a
+/// service could not start).
+async fn announce_when_ready(
+    config: Config,
+    graph_url: String,
+    local: LocalServices,
+    shutdown: Shutdown,
+) {
     let started = std::time::Instant::now();
-    for _ in 0..600 {
-        let up = http
-            .get(&ready)
-            .timeout(std::time::Duration::from_secs(1))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if up {
-            let admin = config.identity.first_admin.email.as_deref();
-            let how = match (admin, &config.identity.first_admin.password) {
-                (Some(_), Some(_)) => "with the configured first-admin password",
-                (Some(_), None) => "with the password printed at first start",
-                (None, _) => "after registering (no first admin is configured)",
-            };
-            tracing::info!(
-                graphiql = %graph_url,
-                admin = admin.unwrap_or("-"),
-                ready_in_ms = started.elapsed().as_millis() as u64,
-                "Keygraph is ready: open the graphiql URL in a browser and sign in {how} using the login mutation"
-            );
-            return;
+    let ready = async {
+        for _ in 0..600 {
+            if local.is_ready(config.router.listen).await {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        false
+    };
+    let ready = tokio::select! {
+        ready = ready => ready,
+        () = shutdown.wait() => return,
+    };
+    if !ready {
+        tracing::warn!(
+            router = %config.router.listen,
+            "the router is not ready after a minute; see the errors above"
+        );
+        return;
     }
-    tracing::warn!(url = %ready, "the router is not ready after a minute; see the errors above");
+    let admin = config.identity.first_admin.email.as_deref();
+    let how = match (admin, &config.identity.first_admin.password) {
+        (Some(_), Some(_)) => "with the configured first-admin password",
+        (Some(_), None) => "with the password printed at first start",
+        (None, _) => "after registering (no first admin is configured)",
+    };
+    tracing::info!(
+        graphiql = %graph_url,
+        admin = admin.unwrap_or("-"),
+        ready_in_ms = started.elapsed().as_millis() as u64,
+        "Keygraph is ready: open the graphiql URL in a browser and sign in {how} using the login mutation"
+    );
 }
 
 /// Holds `<data_dir>/<name>.lock` for the life of the process, so a second instance on the

@@ -132,6 +132,27 @@ pub async fn serve(
     .await
 }
 
+/// [`serve`], and registered in `local` while it serves: this process's services reach it in
+/// process, and [`LocalServices::is_ready`] knows this process bound its address.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_registered(
+    service: &'static str,
+    listener: TcpListener,
+    app: Router,
+    http: &HttpConfig,
+    addresses: ClientAddresses,
+    readiness: ReadinessCheck,
+    local: &LocalServices,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    let app = with_standard_layers(service, app, http, addresses, readiness);
+    local.register(addr, app.clone());
+    let served = serve_layered(service, listener, app, http, shutdown).await;
+    local.unregister(addr);
+    served
+}
+
 /// [`serve`] for an `app` that already has the standard layers.
 async fn serve_layered(
     service: &'static str,

@@ -123,6 +123,24 @@ impl LocalServices {
         }
     }
 
+    /// Whether the service this process serves on `listen` answers its readiness check
+    /// (`/health/ready`), asked in process: `false` while nothing here serves that address,
+    /// even when another process listens on it.
+    pub async fn is_ready(&self, listen: SocketAddr) -> bool {
+        let Some(router) = self.find(&format!("http://{listen}")) else {
+            return false;
+        };
+        let request =
+            match axum::http::Request::get("/health/ready").body(axum::body::Body::empty()) {
+                Ok(request) => request,
+                Err(_) => return false,
+            };
+        router
+            .oneshot(request)
+            .await
+            .is_ok_and(|response| response.status().is_success())
+    }
+
     fn find(&self, base: &str) -> Option<Router> {
         let routes = self.0.read().unwrap_or_else(|e| e.into_inner());
         routes.get(base).cloned()

@@ -13,7 +13,7 @@ use keygraph_kernel::address::AddressProof;
 use keygraph_kernel::config::{Config, RouterConfig};
 use keygraph_kernel::counters::Counters;
 use keygraph_kernel::http::Shutdown;
-use keygraph_kernel::internal::InternalToken;
+use keygraph_kernel::internal::{InternalToken, LocalServices};
 use keygraph_kernel::telemetry::InThisService as _;
 use keygraph_kernel::token::TokenVerifier;
 
@@ -93,7 +93,14 @@ impl RouterState {
 }
 
 /// Starts the router: its state, the supergraph task, and the HTTP server, until `shutdown`.
-pub async fn run(config: &Config, internal_token: &str, shutdown: Shutdown) -> anyhow::Result<()> {
+/// While it serves, it is registered in `local`, so this process can ask it whether it is
+/// ready without reaching another process on the same address.
+pub async fn run(
+    config: &Config,
+    internal_token: &str,
+    local: &LocalServices,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let verifier = TokenVerifier::for_service("router", &config.tokens, internal_token)
         .map_err(|e| anyhow::anyhow!("router: token keys: {e}"))?;
     let counters = Counters::from_config(&config.redis).map_err(anyhow::Error::msg)?;
@@ -103,11 +110,21 @@ pub async fn run(config: &Config, internal_token: &str, shutdown: Shutdown) -> a
         address_proof: Some(AddressProof::new(internal_token)),
         counters: Arc::new(counters),
     };
-    serve(config, edge, shutdown).await
+    serve_in(config, edge, local, shutdown).await
 }
 
 /// Serves the router with `edge` until `shutdown`.
 pub async fn serve(config: &Config, edge: Edge, shutdown: Shutdown) -> anyhow::Result<()> {
+    serve_in(config, edge, &LocalServices::default(), shutdown).await
+}
+
+/// [`serve`], registered in `local` while it serves.
+pub async fn serve_in(
+    config: &Config,
+    edge: Edge,
+    local: &LocalServices,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let state = RouterState::new(config.router.clone(), edge).map_err(anyhow::Error::msg)?;
     let listener = keygraph_kernel::http::bind("router", config.router.listen).await?;
     if let Some(addr) = config.router.metrics.listen {
@@ -137,7 +154,7 @@ pub async fn serve(config: &Config, edge: Edge, shutdown: Shutdown) -> anyhow::R
     tokio::spawn(
         crate::reload::keep_supergraph_current(state.clone(), shutdown.clone()).in_this_service(),
     );
-    keygraph_kernel::http::serve(
+    keygraph_kernel::http::serve_registered(
         "router",
         listener,
         crate::edge::routes(state.clone()),
@@ -145,6 +162,7 @@ pub async fn serve(config: &Config, edge: Edge, shutdown: Shutdown) -> anyhow::R
         keygraph_kernel::http::ClientAddresses::for_edge(&config.http)
             .map_err(anyhow::Error::msg)?,
         crate::health::readiness(state),
+        local,
         shutdown,
     )
     .await?;
