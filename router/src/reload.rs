@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keygraph_kernel::http::Shutdown;
+use keygraph_kernel::{backoff::backoff, http::Shutdown};
 use serde_json::{Value as Json, json};
 
 use crate::server::RouterState;
@@ -70,7 +70,16 @@ impl RouterState {
 /// are not up), then polls every `poll_interval_secs` and recomposes when a schema changed. A
 /// composition error keeps the last good supergraph and is logged with what broke.
 pub async fn keep_supergraph_current(state: Arc<RouterState>, shutdown: Shutdown) {
-    let mut delay = Duration::from_millis(100);
+    // Failures in a row before the first supergraph, and the wait after the next one.
+    let mut failures = 0;
+    let retry_after = |failures| {
+        backoff(
+            failures,
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+            1.0,
+        )
+    };
     let mut last_source: Option<String> = None;
     loop {
         match state.load_source().await {
@@ -88,16 +97,15 @@ pub async fn keep_supergraph_current(state: Arc<RouterState>, shutdown: Shutdown
                 }
             },
             Err(err) if last_source.is_none() => {
-                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "no supergraph yet; retrying");
+                tracing::warn!(error = %err, retry_in_ms = retry_after(failures + 1).as_millis() as u64, "no supergraph yet; retrying");
             }
             Err(err) => {
                 tracing::error!(error = %err, "recomposition failed; keeping the last good supergraph")
             }
         }
         let wait = if last_source.is_none() {
-            let wait = delay;
-            delay = (delay * 2).min(Duration::from_secs(5));
-            wait
+            failures += 1;
+            retry_after(failures)
         } else if state.config.poll_interval_secs == 0 {
             shutdown.wait().await;
             return;
