@@ -433,7 +433,7 @@ impl Mutation {
     }
 
     /// Deletes a role and all its grants (needs `authz.role.delete` and everything the role
-    /// grants); built-in roles stay.
+    /// grants); built-in and default roles stay.
     /// Returns the deleted role's id.
     #[graphql(
         guard = "HasPermission(codes::ROLE_DELETE)",
@@ -515,7 +515,8 @@ impl Mutation {
     }
 
     /// Gives a user a role (needs `authz.role.assign`, and you must hold everything the role
-    /// grants). The user must exist in identity. Assigning it again changes nothing.
+    /// grants). The user must exist in identity. Assigning it again, or assigning a default
+    /// role (every account holds those: `authz.default_roles`), changes nothing.
     #[graphql(
         guard = "HasPermission(codes::ROLE_ASSIGN)",
         requires_scopes = "authz.role.assign"
@@ -537,7 +538,8 @@ impl Mutation {
 
     /// Takes a role from a user (needs `authz.role.assign`, everything the role grants, and
     /// everything the user holds). The last active administrator keeps theirs. Unassigning a
-    /// role the user does not hold changes nothing.
+    /// role the user does not hold changes nothing; a default role (`authz.default_roles`)
+    /// cannot be taken from anyone.
     #[graphql(
         guard = "HasPermission(codes::ROLE_ASSIGN)",
         requires_scopes = "authz.role.assign"
