@@ -1,5 +1,6 @@
 //! What the DataLoaders save: `_entities` for many users selecting `roles { permissions { code } }`,
-//! answered by authz over HTTP with the loaders and with a naive per-item look-up, side by side.
+//! answered by authz over HTTP with the loaders batching a level's keys (up to `MAX_BATCH`)
+//! and with batches of one key (a statement per item, as a naive look-up does), side by side.
 //!
 //!     cargo bench -p keygraph-authz --bench loaders [-- --users 100 --iterations 200]
 //!
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use keygraph_authz::{
-    Lookup,
+    MAX_BATCH,
     entity::{role, role_permission, user_role},
 };
 use keygraph_kernel::{
@@ -116,8 +117,9 @@ async fn seed(db: &DatabaseConnection, users: usize) -> Vec<Uuid> {
     ids
 }
 
-/// One authz service with the given look-up, on its own pool so its statements count alone.
-async fn serve(config: &Config, lookup: Lookup) -> (TestServer, StatementLog) {
+/// One authz service whose loaders ask for at most `max_batch` keys per statement, on its
+/// own pool so its statements count alone.
+async fn serve(config: &Config, max_batch: usize) -> (TestServer, StatementLog) {
     let mut db = keygraph_authz::connect(config).await.expect("database");
     let log = StatementLog::attach(&mut db);
     let service = keygraph_authz::build_with(
@@ -125,7 +127,7 @@ async fn serve(config: &Config, lookup: Lookup) -> (TestServer, StatementLog) {
         db,
         INTERNAL_TOKEN,
         &LocalServices::default(),
-        lookup,
+        max_batch,
     )
     .await
     .expect("authz");
@@ -165,8 +167,8 @@ async fn bench(backend: Backend, options: &Options) -> Option<Vec<(String, Measu
     config.authz.schema = database.schema.clone();
     config.log.filter = "error".into();
 
-    let (batched, batched_log) = serve(&config, Lookup::Batched).await;
-    let (per_item, per_item_log) = serve(&config, Lookup::PerItem).await;
+    let (batched, batched_log) = serve(&config, MAX_BATCH).await;
+    let (per_item, per_item_log) = serve(&config, 1).await;
     let seed_db = keygraph_authz::connect(&config).await.expect("database");
     let users = seed(&seed_db, options.users).await;
     let variables = json!({ "r": users.iter().map(|u| json!({ "__typename": "User", "id": u })).collect::<Vec<_>>() });

@@ -31,7 +31,7 @@ use keygraph_kernel::{
 use keygraph_migrations::authz::Migrator;
 use sea_orm::DatabaseConnection;
 
-pub use crate::loaders::Lookup;
+pub use crate::loaders::MAX_BATCH;
 use crate::{loaders::Loaders, schema::AuthzSchema, service::Authz};
 
 pub const SERVICE: &str = "authz";
@@ -48,7 +48,7 @@ struct GraphqlState {
     documents: Arc<graphql::Documents>,
     verifier: TokenVerifier,
     authz: Arc<Authz>,
-    lookup: Lookup,
+    max_batch: usize,
 }
 
 /// Connects to the authz database and runs its migrations.
@@ -71,17 +71,18 @@ pub async fn build(
     local: &LocalServices,
 ) -> anyhow::Result<AuthzService> {
     let db = connect(config).await?;
-    build_with(config, db, internal_token, local, Lookup::Batched).await
+    build_with(config, db, internal_token, local, MAX_BATCH).await
 }
 
-/// Assembles the service over an open database (tests count its statements; the benchmark
-/// compares [`Lookup`]s).
+/// Assembles the service over an open database, its DataLoaders asking for at most
+/// `max_batch` keys per statement (tests count its statements; the benchmark compares
+/// [`MAX_BATCH`] with 1, a statement per item).
 pub async fn build_with(
     config: &Config,
     db: DatabaseConnection,
     internal_token: &str,
     local: &LocalServices,
-    lookup: Lookup,
+    max_batch: usize,
 ) -> anyhow::Result<AuthzService> {
     let identity =
         InternalClient::new(&config.authz.identity_url, internal_token)?.with_local(local);
@@ -103,7 +104,7 @@ pub async fn build_with(
         ),
         verifier: TokenVerifier::for_service("authz", &config.tokens, internal_token)?,
         authz: authz.clone(),
-        lookup,
+        max_batch,
     };
     let router = Router::new()
         .route("/graphql", post(graphql_handler).get(graphql_handler))
@@ -159,7 +160,7 @@ async fn graphql_handler(
     // Fresh loaders per request: batching within it, no stale data across requests. Their
     // batches start when a poll of this request's execution ends (see PollFence).
     let fence = PollFence::new();
-    let request = request.data(Loaders::new(state.authz.clone(), state.lookup, &fence));
+    let request = request.data(Loaders::new(state.authz.clone(), state.max_batch, &fence));
     let execution = graphql::execute(
         &state.schema,
         &state.documents,

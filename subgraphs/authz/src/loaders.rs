@@ -1,6 +1,6 @@
 //! DataLoaders for the many-to-many look-ups: all keys wanted at one level of a query are
-//! collected and loaded with one SQL statement. Created per request, so nothing is cached
-//! across requests.
+//! collected and loaded with one SQL statement (per [`MAX_BATCH`] keys). Created per
+//! request, so nothing is cached across requests.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -15,14 +15,9 @@ use crate::{
     service::{Authz, GrantedPermission},
 };
 
-/// How the `User` and `Role` fields look their data up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lookup {
-    /// Through the DataLoaders: one statement per level. What the service uses.
-    Batched,
-    /// One statement per item: only for the benchmark that shows what the loaders save.
-    PerItem,
-}
+/// Most keys one statement asks for: a level with more is loaded in several statements, so
+/// an `IN (…)` list stays far below the bind-parameter limits (SQLite 32766, Postgres 65535).
+pub const MAX_BATCH: usize = 1000;
 
 pub struct RolesOfUser(pub Arc<Authz>);
 pub struct PermissionsOfRole(pub Arc<Authz>);
@@ -60,31 +55,31 @@ impl Loader<Uuid> for EffectivePermissionsOfUser {
 
 /// The loaders of one request.
 pub struct Loaders {
-    pub lookup: Lookup,
-    pub authz: Arc<Authz>,
     fence: PollFence,
     pub roles_of_user: DataLoader<RolesOfUser>,
     pub permissions_of_role: DataLoader<PermissionsOfRole>,
     pub effective_permissions: DataLoader<EffectivePermissionsOfUser>,
 }
 
-fn fenced<T: Loader<Uuid>>(load: T, fence: &PollFence) -> DataLoader<T> {
-    DataLoader::new(load, fence.spawner()).delay(Duration::ZERO)
+fn fenced<T: Loader<Uuid>>(load: T, fence: &PollFence, max_batch: usize) -> DataLoader<T> {
+    DataLoader::new(load, fence.spawner())
+        .delay(Duration::ZERO)
+        .max_batch_size(max_batch)
 }
 
 impl Loaders {
     /// `fence` must guard the request's future: batches start when a poll of it ends (see
     /// `keygraph_kernel::batching`), so no timed wait is needed.
-    pub fn new(authz: Arc<Authz>, lookup: Lookup, fence: &PollFence) -> Self {
+    /// At most `max_batch` keys per statement ([`MAX_BATCH`] in the service; the benchmark
+    /// also runs with 1, a statement per item, to show what batching saves).
+    pub fn new(authz: Arc<Authz>, max_batch: usize, fence: &PollFence) -> Self {
         // The batch task starts after the poll that enqueued the level's keys; the DataLoader's
         // own wait is then unneeded.
         Self {
-            lookup,
-            roles_of_user: fenced(RolesOfUser(authz.clone()), fence),
-            permissions_of_role: fenced(PermissionsOfRole(authz.clone()), fence),
-            effective_permissions: fenced(EffectivePermissionsOfUser(authz.clone()), fence),
+            roles_of_user: fenced(RolesOfUser(authz.clone()), fence, max_batch),
+            permissions_of_role: fenced(PermissionsOfRole(authz.clone()), fence, max_batch),
+            effective_permissions: fenced(EffectivePermissionsOfUser(authz), fence, max_batch),
             fence: fence.clone(),
-            authz,
         }
     }
 
@@ -99,50 +94,26 @@ impl Loaders {
     }
 
     pub async fn roles_of_user(&self, user: Uuid) -> Result<Vec<role::Model>, ApiError> {
-        match self.lookup {
-            Lookup::Batched => Ok(self
-                .batched(&self.roles_of_user, user)
-                .await?
-                .unwrap_or_default()),
-            Lookup::PerItem => Ok(self
-                .authz
-                .roles_of_users(&[user])
-                .await?
-                .remove(&user)
-                .unwrap_or_default()),
-        }
+        Ok(self
+            .batched(&self.roles_of_user, user)
+            .await?
+            .unwrap_or_default())
     }
 
     pub async fn permissions_of_role(
         &self,
         role: Uuid,
     ) -> Result<Vec<GrantedPermission>, ApiError> {
-        match self.lookup {
-            Lookup::Batched => Ok(self
-                .batched(&self.permissions_of_role, role)
-                .await?
-                .unwrap_or_default()),
-            Lookup::PerItem => Ok(self
-                .authz
-                .permissions_of_roles(&[role])
-                .await?
-                .remove(&role)
-                .unwrap_or_default()),
-        }
+        Ok(self
+            .batched(&self.permissions_of_role, role)
+            .await?
+            .unwrap_or_default())
     }
 
     pub async fn effective_permissions(&self, user: Uuid) -> Result<Vec<String>, ApiError> {
-        match self.lookup {
-            Lookup::Batched => Ok(self
-                .batched(&self.effective_permissions, user)
-                .await?
-                .unwrap_or_default()),
-            Lookup::PerItem => Ok(self
-                .authz
-                .effective_permissions_of_users(&[user])
-                .await?
-                .remove(&user)
-                .unwrap_or_default()),
-        }
+        Ok(self
+            .batched(&self.effective_permissions, user)
+            .await?
+            .unwrap_or_default())
     }
 }

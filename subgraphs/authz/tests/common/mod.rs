@@ -5,7 +5,7 @@
 
 use chrono::Utc;
 use keygraph_authz::{
-    Lookup,
+    MAX_BATCH,
     entity::{role, role_permission, user_role},
 };
 use keygraph_kernel::{
@@ -125,7 +125,7 @@ impl Stack {
             db.clone(),
             INTERNAL_TOKEN,
             &LocalServices::default(),
-            Lookup::Batched,
+            MAX_BATCH,
         )
         .await
         .expect("authz starts");
