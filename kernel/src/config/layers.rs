@@ -1,5 +1,9 @@
 //! The layers of a configuration: the built-in defaults, an optional file and `KEYGRAPH__*`
 //! variables, merged into one tree whose keys all exist in the defaults.
+//!
+//! Not figment: its environment provider reads a value's type from its text, so a secret
+//! made of digits arrives as a number and fails as "invalid type: found unsigned int,
+//! expected a string"; this reads each variable by the type of the key's default.
 
 use serde_json::Value;
 
