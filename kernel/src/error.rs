@@ -209,3 +209,39 @@ impl From<ApiError> for async_graphql::Error {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    /// Where `code` sits in [`ErrorCode::ALL`]. The match has no wildcard, so a new variant
+    /// does not compile until it has a place here (and then in `ALL` and docs/errors.md).
+    fn position(code: ErrorCode) -> usize {
+        match code {
+            ErrorCode::BadRequest => 0,
+            ErrorCode::GraphqlParseFailed => 1,
+            ErrorCode::GraphqlValidationFailed => 2,
+            ErrorCode::OperationResolutionFailure => 3,
+            ErrorCode::OperationLimitExceeded => 4,
+            ErrorCode::IntrospectionDisabled => 5,
+            ErrorCode::QueryPlanningFailed => 6,
+            ErrorCode::Unauthenticated => 7,
+            ErrorCode::Forbidden => 8,
+            ErrorCode::BadUserInput => 9,
+            ErrorCode::NotFound => 10,
+            ErrorCode::Conflict => 11,
+            ErrorCode::RateLimited => 12,
+            ErrorCode::StepUpRequired => 13,
+            ErrorCode::ServiceUnavailable => 14,
+            ErrorCode::SubgraphUnavailable => 15,
+            ErrorCode::InternalServerError => 16,
+        }
+    }
+
+    #[test]
+    fn all_holds_every_variant() {
+        for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
+            assert_eq!(position(code), i, "{code:?} is not at its place in ALL");
+        }
+    }
+}

@@ -156,7 +156,7 @@ impl Stack {
                 .map(|service| (service, spawn(Some(service), &env)))
                 .collect(),
         };
-        let stack = Self {
+        let mut stack = Self {
             children,
             env,
             graphql: format!("{router}/graphql"),
@@ -176,6 +176,15 @@ impl Stack {
                 .is_ok_and(|r| r.status().is_success());
             if up {
                 break;
+            }
+            // A process that stopped (a port taken, a bad setting) will not become ready:
+            // say so now, rather than after the deadline.
+            for (name, child) in &mut stack.children {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "keygraph ({name}) exited with {status} before the stack was ready; its log is above"
+                    );
+                }
             }
             assert!(
                 Instant::now() < deadline,
