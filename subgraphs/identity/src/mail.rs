@@ -180,8 +180,17 @@ mod tests {
         Mailer::from_config(&config, dir.to_owned()).expect("mailer")
     }
 
+    /// These tests send mail one at a time, each under its own log capture. Sending from a
+    /// thread with no subscriber while another test installs its capture races in tracing's
+    /// per-callsite interest cache, and the capture then misses "mail written to file" (seen
+    /// in CI under `cargo test`'s parallel threads).
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     /// Sends `text` to a fresh directory and answers the file's text.
     async fn written(text: String) -> String {
+        let _one = ONE_AT_A_TIME.lock().await;
+        let log = keygraph_kernel::testing::LogCapture::default();
+        let _guard = tracing::subscriber::set_default(log.subscriber());
         let data = tempfile::tempdir().expect("tempdir");
         let dir = data.path().join("mail");
         directory_mailer(&dir)
@@ -221,6 +230,7 @@ mod tests {
     #[tokio::test]
     async fn a_mail_written_to_a_file_is_private_and_its_text_stays_out_of_the_log() {
         use std::os::unix::fs::PermissionsExt as _;
+        let _one = ONE_AT_A_TIME.lock().await;
         let data = tempfile::tempdir().expect("tempdir");
         let dir = data.path().join("mail");
         let mailer = directory_mailer(&dir);
