@@ -1,7 +1,7 @@
 //! Every committed insta snapshot is still made by its test: a snapshot whose assertion was
 //! renamed or removed would otherwise sit in the tree, checked by nothing.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The names `insta::assert_*_snapshot!("name", …)` calls give in a test file.
 fn snapshot_names(source: &str) -> Vec<String> {
@@ -15,29 +15,10 @@ fn snapshot_names(source: &str) -> Vec<String> {
         .collect()
 }
 
-fn snapshot_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if path.is_dir() {
-            if !matches!(name.as_ref(), "target" | "node_modules" | ".git" | "data") {
-                snapshot_files(&path, out);
-            }
-        } else if name.ends_with(".snap") {
-            out.push(path);
-        }
-    }
-}
-
 #[test]
 fn every_snapshot_is_referenced_by_its_test() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = Vec::new();
-    snapshot_files(root, &mut files);
+    let files = keygraph_kernel::testing::repository_files(root, ".snap");
     assert!(
         !files.is_empty(),
         "no snapshots found under {}",

@@ -2,28 +2,10 @@
 //! 600 lines of code (a `#[cfg(test)] mod tests` at its end not counted). A longer file says
 //! why in its module documentation, with a line `//! Long because …`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const MAX_LINES: usize = 600;
 const REASON: &str = "//! Long because";
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if path.is_dir() {
-            if !matches!(name.as_ref(), "target" | "node_modules" | ".git" | "data") {
-                rust_files(&path, out);
-            }
-        } else if name.ends_with(".rs") {
-            out.push(path);
-        }
-    }
-}
 
 /// Lines of `source` before its test module, if it ends with one.
 fn code_lines(source: &str) -> usize {
@@ -37,8 +19,7 @@ fn code_lines(source: &str) -> usize {
 #[test]
 fn no_file_is_longer_than_its_responsibility_without_saying_why() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut files = Vec::new();
-    rust_files(&root, &mut files);
+    let files = keygraph_kernel::testing::repository_files(&root, ".rs");
     assert!(files.len() > 50, "found only {} Rust files", files.len());
     let mut long: Vec<String> = files
         .iter()

@@ -567,3 +567,28 @@ impl std::io::Write for LogCapture {
         Ok(())
     }
 }
+
+/// Every file under `dir` whose name ends with `suffix`, skipping build output, installed
+/// packages, `.git` and `data/`: for tests that check the repository's own files.
+pub fn repository_files(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, suffix: &str, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if path.is_dir() {
+                if !matches!(name.as_ref(), "target" | "node_modules" | ".git" | "data") {
+                    walk(&path, suffix, out);
+                }
+            } else if name.ends_with(suffix) {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, suffix, &mut files);
+    files
+}
