@@ -193,18 +193,12 @@ impl Router {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 fn ours(
     mode: &str,
     supergraph: &Path,
     subgraphs: &[subgraphs::Subgraph],
 ) -> anyhow::Result<Router> {
-    let port = free_port()?;
+    let port = keygraph_kernel::testing::free_port()?;
     let child = Command::new(std::env::current_exe()?)
         .env("KEYGRAPH_BENCH_ROUTER_LISTEN", format!("127.0.0.1:{port}"))
         .env("KEYGRAPH_BENCH_SUPERGRAPH", supergraph)
@@ -227,7 +221,7 @@ fn ours(
 }
 
 fn hive(bin: &str, mode: &str, supergraph: &Path, dir: &Path) -> anyhow::Result<Router> {
-    let port = free_port()?;
+    let port = keygraph_kernel::testing::free_port()?;
     let on = mode == "on";
     let config = dir.join(format!("hive-{mode}.yaml"));
     std::fs::write(

@@ -3,11 +3,7 @@
 
 use std::path::Path;
 
-pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
+pub use keygraph_kernel::testing::free_port;
 
 /// `KEYGRAPH__` variables putting each service on a free loopback port, pointing every
 /// service, verifier and the router at the others, with its files under `data`. Returns them

@@ -11,9 +11,11 @@ use uuid::Uuid;
 
 mod access;
 mod descriptions;
+mod ports;
 
 pub use access::assert_directives_match_guards;
 pub use descriptions::undescribed;
+pub use ports::{ephemeral_range, free_port};
 
 use crate::{
     config::{Config, StaticKey, TokenConfig},
