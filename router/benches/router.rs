@@ -189,9 +189,7 @@ async fn drive(
 
 async fn bench() -> anyhow::Result<()> {
     let subgraphs = common::start_subgraphs().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = keygraph_kernel::testing::free_port()?;
     let child = std::process::Command::new(std::env::current_exe()?)
         .env("KEYGRAPH_BENCH_ROUTER_LISTEN", format!("127.0.0.1:{port}"))
         .env(
